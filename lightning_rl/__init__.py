@@ -1,0 +1,75 @@
+"""lightning-rl: reinforcement learning the Lightning way.
+
+Algorithms are LightningModules, experience comes from TensorDict DataModules backed by Ray
+EnvRunners, and plugins extend everything through entry points. Attributes are imported
+lazily: ``import lightning_rl`` stays cheap, and an EnvRunner actor that only needs
+``lightning_rl.env_runners`` never pays for Lightning's import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from lightning_rl.version import __version__
+
+_EXPORTS = {
+    # algorithms and configs
+    "Algorithm": "lightning_rl.algorithms.base",
+    "AlgorithmConfig": "lightning_rl.config.algorithm_config",
+    "NotProvided": "lightning_rl.config.algorithm_config",
+    "PPO": "lightning_rl.algorithms.ppo",
+    "PPOConfig": "lightning_rl.algorithms.ppo",
+    "TrainingRun": "lightning_rl.training_run",
+    # envs
+    "EnvContext": "lightning_rl.envs.registration",
+    "make_env": "lightning_rl.envs.registration",
+    "register_env": "lightning_rl.envs.registration",
+    # runners and data
+    "EnvRunner": "lightning_rl.env_runners.env_runner",
+    "EnvRunnerGroup": "lightning_rl.env_runners.env_runner_group",
+    "ExperienceDataModule": "lightning_rl.data.experience",
+    "OnPolicyDataModule": "lightning_rl.data.on_policy",
+    # connectors
+    "Connector": "lightning_rl.connectors.base",
+    "EnvToModule": "lightning_rl.connectors.base",
+    "ModuleToEnv": "lightning_rl.connectors.base",
+    "FlattenObservations": "lightning_rl.connectors.env_to_module",
+    "MeanStdFilter": "lightning_rl.connectors.env_to_module",
+    "ClipActions": "lightning_rl.connectors.module_to_env",
+    "UnsquashActions": "lightning_rl.connectors.module_to_env",
+    # modules
+    "DefaultModelConfig": "lightning_rl.modules.model_config",
+    "PolicySpec": "lightning_rl.modules.policy",
+    "InferencePolicy": "lightning_rl.modules.policy",
+    # callbacks
+    "StopOnEnvSteps": "lightning_rl.callbacks",
+    "StopOnReturn": "lightning_rl.callbacks",
+    # registry
+    "register_algorithm": "lightning_rl.registry",
+    "register_connector": "lightning_rl.registry",
+    "list_registered": "lightning_rl.registry",
+    # errors
+    "LightningRLError": "lightning_rl.errors",
+    "ConfigError": "lightning_rl.errors",
+    "UnknownNameError": "lightning_rl.errors",
+    "PluginError": "lightning_rl.errors",
+    "SpaceError": "lightning_rl.errors",
+    "EnvError": "lightning_rl.errors",
+    "CheckpointError": "lightning_rl.errors",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lightning_rl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

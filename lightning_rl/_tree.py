@@ -1,0 +1,57 @@
+"""Small helpers for observations that are arrays, dicts or tuples of arrays (gymnasium spaces)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def map_structure(fn: Callable[[Any], Any], tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: map_structure(fn, v) for k, v in tree.items()}
+    if isinstance(tree, tuple):
+        return tuple(map_structure(fn, v) for v in tree)
+    return fn(tree)
+
+
+def to_torch(tree: Any) -> Any:
+    """numpy (possibly nested) -> torch without copying where the dtype allows it."""
+
+    def convert(x: Any) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return x
+        array = np.asarray(x)
+        if array.dtype == np.float64:
+            array = array.astype(np.float32)
+        elif array.dtype == object:
+            raise TypeError(f"Cannot turn an object array into a tensor: {array!r}")
+        if not array.flags.writeable:
+            array = array.copy()
+        return torch.from_numpy(array)
+
+    return map_structure(convert, tree)
+
+
+def stack_structures(items: Sequence[Any]) -> Any:
+    """Stack a list of per-env observations (arrays, dicts or tuples) into one batch."""
+    first = items[0]
+    if isinstance(first, dict):
+        return {k: stack_structures([item[k] for item in items]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(stack_structures([item[i] for item in items]) for i in range(len(first)))
+    return np.stack([np.asarray(item) for item in items])
+
+
+def index_structure(tree: Any, index: Any) -> Any:
+    return map_structure(lambda x: x[index], tree)
+
+
+def batch_size_of(tree: Any) -> int:
+    if isinstance(tree, dict):
+        return batch_size_of(next(iter(tree.values())))
+    if isinstance(tree, tuple):
+        return batch_size_of(tree[0])
+    return len(tree)

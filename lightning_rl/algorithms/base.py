@@ -1,0 +1,401 @@
+"""The base class of every algorithm: a LightningModule that is also the whole config.
+
+Like RLlib's ``AlgorithmConfig``, an algorithm's ``__init__`` arguments are its complete,
+flat configuration (env, runners, evaluation, model, training), so ``save_hyperparameters``,
+LightningCLI (``--model.lr 1e-3``) and the fluent config all see the same names. What a
+subclass adds is small: its networks and losses, ``policy_spec``/``policy_weights`` (what the
+EnvRunners run), ``process_rollout`` (the learner connector: GAE, n-step, V-trace ...) and
+``training_step``.
+
+Experience comes from a DataModule of the kind named by ``datamodule_class``. Pass one to
+``trainer.fit(algo, datamodule=...)`` or let the algorithm build its own: then it serves
+``train_dataloader``/``val_dataloader`` itself and keeps that DataModule's state in its
+checkpoints under the key Lightning would use, so both ways resume identically.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import lightning.pytorch as pl
+import torch
+from gymnasium import spaces
+
+from lightning_rl import checkpoint as ckpt
+from lightning_rl.connectors.base import (
+    EnvToModulePipeline,
+    ModuleToEnvPipeline,
+    normalize_connector_specs,
+)
+from lightning_rl.connectors.module_to_env import default_module_to_env
+from lightning_rl.data.experience import ExperienceDataModule
+from lightning_rl.data.on_policy import OnPolicyDataModule
+from lightning_rl.env_runners.env_runner import EnvRunnerSpec
+from lightning_rl.env_runners.env_runner_group import FaultToleranceConfig
+from lightning_rl.envs.registration import EnvContext, EnvLike, env_name, resolve_env
+from lightning_rl.errors import ConfigError, EnvError
+from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
+from lightning_rl.modules.policy import PolicySpec
+
+DEFAULT_POLICY_ID = "default_policy"
+
+
+class Algorithm(pl.LightningModule):
+    """Base LightningModule of all algorithms; see the module docstring for the contract.
+
+    Args:
+        env: gymnasium id, registered name (``register_env``, plugin, ``ray.tune``), env class
+            or creator ``fn(env_config) -> env``.
+        env_config: passed to the creator (as ``gym.make`` kwargs for gymnasium ids).
+        num_env_runners: Ray actors that sample; 0 samples in this process without Ray.
+        num_envs_per_env_runner: vectorized env copies in each runner.
+        num_cpus_per_env_runner: Ray CPUs reserved per runner (also its torch threads).
+        rollout_fragment_length: steps per env copy per sample call; ``"auto"`` derives it
+            from ``train_batch_size``.
+        env_to_module_connector: connectors between env and network (instances, registry
+            names, specs, or ``lambda env: ...`` returning them).
+        module_to_env_connector: connectors between network and env, before the defaults.
+        normalize_actions: the network acts in [-1, 1] for bounded Box actions, unsquashed
+            to the env's bounds by a connector.
+        clip_actions: clip Box actions to the bounds instead (when not normalizing).
+        evaluation_num_env_runners: Ray actors for evaluation (0: in-process).
+        evaluation_duration: episodes per evaluation (spread evenly over env copies).
+        evaluation_num_envs_per_env_runner: env copies per evaluation runner (None: auto).
+        evaluation_explore: sample actions in evaluation (False: greedy/mean actions).
+        model_config: :class:`~lightning_rl.modules.DefaultModelConfig` keys.
+        gamma: discount factor.
+        lr: learning rate.
+        train_batch_size: env steps sampled per iteration per learner (DDP rank).
+        seed: seeds env copies (runner i, copy j: ``seed + 1000 i + j``) and action sampling.
+        metrics_num_episodes_for_smoothing: window of ``env_runners/episode_return_mean``.
+        restart_failed_env_runners, max_num_env_runner_restarts, sample_timeout_s,
+        ignore_env_runner_failures: fault tolerance of the runner group.
+    """
+
+    datamodule_class: ClassVar[type[ExperienceDataModule]] = OnPolicyDataModule
+
+    def __init__(
+        self,
+        env: EnvLike | None = None,
+        env_config: dict | None = None,
+        *,
+        num_env_runners: int = 0,
+        num_envs_per_env_runner: int = 1,
+        num_cpus_per_env_runner: float = 1.0,
+        rollout_fragment_length: int | Literal["auto"] = "auto",
+        env_to_module_connector: Any = None,
+        module_to_env_connector: Any = None,
+        normalize_actions: bool = True,
+        clip_actions: bool = False,
+        evaluation_num_env_runners: int = 0,
+        evaluation_duration: int = 10,
+        evaluation_num_envs_per_env_runner: int | None = None,
+        evaluation_explore: bool = False,
+        model_config: dict | None = None,
+        gamma: float = 0.99,
+        lr: float = 3e-4,
+        train_batch_size: int = 2048,
+        seed: int | None = None,
+        metrics_num_episodes_for_smoothing: int = 100,
+        restart_failed_env_runners: bool = True,
+        max_num_env_runner_restarts: int = 1000,
+        sample_timeout_s: float | None = 60.0,
+        ignore_env_runner_failures: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.env_creator = resolve_env(env)
+        self._probe_spaces(env_config)
+        e2m_specs = normalize_connector_specs(env_to_module_connector, self._probe_env_for_connectors)
+        m2e_specs = normalize_connector_specs(module_to_env_connector, self._probe_env_for_connectors)
+        self._probe_env_for_connectors = None
+        if isinstance(model_config, DefaultModelConfig):
+            model_config = model_config.to_dict()
+        hparams = dict(self.hparams)
+        hparams.update(
+            env=env_name(env),
+            env_config=dict(env_config or {}),
+            env_to_module_connector=e2m_specs,
+            module_to_env_connector=m2e_specs,
+            model_config=dict(model_config or {}),
+        )
+        self.save_hyperparameters(hparams)
+        self._validate_common()
+        self.model_config = resolve_model_config(model_config)
+        self.env_to_module = EnvToModulePipeline.from_specs(e2m_specs, self.env_observation_space)
+        self.observation_space = self.env_to_module.output_space
+        self.module_to_env_specs = m2e_specs + default_module_to_env(
+            self.env_action_space, normalize_actions, clip_actions
+        )
+        self.module_to_env = ModuleToEnvPipeline.from_specs(self.module_to_env_specs, self.env_action_space)
+        self.action_space = self.module_to_env.module_action_space
+        self.connector_state: list[dict[str, Any]] = self.env_to_module.get_state()
+        self._default_datamodule: ExperienceDataModule | None = None
+        self._pending_datamodule_state: dict[str, Any] | None = None
+        self.minibatch_generator = torch.Generator()
+        if seed is not None:
+            self.minibatch_generator.manual_seed(int(seed))
+        self._optimizer_cache: Any = None
+        self._learner_metrics: dict[str, dict[str, list[torch.Tensor]]] = {}
+        self.last_evaluation_epoch: int | None = None
+
+    # -- construction helpers ----------------------------------------------------------------
+    def _probe_spaces(self, env_config: dict | None) -> None:
+        env = self.env_creator(EnvContext(env_config, worker_index=0))
+        try:
+            observation_space = getattr(env, "observation_space", None)
+            action_space = getattr(env, "action_space", None)
+            if not isinstance(observation_space, spaces.Space) or not isinstance(action_space, spaces.Space):
+                raise EnvError(
+                    f"Env {self.env_creator.name!r} has no gymnasium observation_space/action_space "
+                    f"(got {observation_space!r}, {action_space!r})."
+                )
+            self.env_observation_space = observation_space
+            self.env_action_space = action_space
+            # RLlib passes the env to connector lambdas; keep it only until they ran.
+            self._probe_env_for_connectors = env
+        finally:
+            close = getattr(env, "close", None)
+            if close is not None:
+                close()
+
+    def _validate_common(self) -> None:
+        h = self.hparams
+        positive_ints = ["num_envs_per_env_runner", "train_batch_size", "evaluation_duration"]
+        for name in positive_ints:
+            if not isinstance(h[name], int) or isinstance(h[name], bool) or h[name] <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {h[name]!r}.")
+        for name in ["num_env_runners", "evaluation_num_env_runners"]:
+            if not isinstance(h[name], int) or h[name] < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {h[name]!r}.")
+        if not (isinstance(h.lr, int | float) and h.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {h.lr!r}.")
+        if not 0.0 <= float(h.gamma) <= 1.0:
+            raise ConfigError(f"gamma must be in [0, 1], got {h.gamma!r}.")
+        fragment = h.rollout_fragment_length
+        if fragment != "auto" and (not isinstance(fragment, int) or fragment <= 0):
+            raise ConfigError(
+                f"rollout_fragment_length must be a positive integer or 'auto', got {fragment!r}."
+            )
+        if h.num_cpus_per_env_runner <= 0:
+            raise ConfigError(f"num_cpus_per_env_runner must be positive, got {h.num_cpus_per_env_runner!r}.")
+
+    @staticmethod
+    def require_positive(**values: Any) -> None:
+        """One clear error for the first non-positive value among ``values``."""
+        for name, value in values.items():
+            if value is None or isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {value!r}.")
+
+    # -- what the EnvRunners run -------------------------------------------------------------
+    def policy_spec(self) -> PolicySpec:
+        """The recipe of the inference-only policy built in every EnvRunner."""
+        raise NotImplementedError
+
+    def policy_weights(self) -> dict[str, torch.Tensor]:
+        """The weights to load into the policy built from :meth:`policy_spec`."""
+        raise NotImplementedError
+
+    def policy_extra(self) -> dict[str, Any]:
+        """Non-weight policy state sent with the weights (e.g. DQN's epsilon)."""
+        return {}
+
+    @property
+    def weights_version(self) -> int:
+        """Monotonic version of the weights: the number of optimizer steps taken."""
+        return int(self.global_step) if self._trainer is not None else 0
+
+    def policy_state(self) -> dict[str, Any]:
+        return {
+            "weights": {k: v.detach().to("cpu") for k, v in self.policy_weights().items()},
+            "version": self.weights_version,
+            "connectors": self.connector_state,
+            "extra": self.policy_extra(),
+        }
+
+    def env_runner_spec(self, num_envs: int, evaluation: bool = False, seed_offset: int = 0) -> EnvRunnerSpec:
+        seed = self.hparams.seed
+        if seed is not None:
+            seed = int(seed) + seed_offset + (500_000 if evaluation else 0)
+        return EnvRunnerSpec(
+            env_creator=self.env_creator,
+            policy_spec=self.policy_spec(),
+            env_config=dict(self.hparams.env_config),
+            num_envs=num_envs,
+            env_to_module=list(self.hparams.env_to_module_connector),
+            module_to_env=list(self.module_to_env_specs),
+            seed=seed,
+            update_connectors=not evaluation,
+        )
+
+    def merge_connector_deltas(self, deltas_per_runner: Sequence[Sequence[dict[str, Any] | None]]) -> None:
+        """Fold what the runners' filters saw into the global connector state."""
+        self.connector_state = self.env_to_module.merge_deltas(self.connector_state, deltas_per_runner)
+        self.env_to_module.set_state(self.connector_state)
+
+    def fault_tolerance_config(self) -> FaultToleranceConfig:
+        h = self.hparams
+        return FaultToleranceConfig(
+            restart_failed_env_runners=h.restart_failed_env_runners,
+            max_num_env_runner_restarts=h.max_num_env_runner_restarts,
+            sample_timeout_s=h.sample_timeout_s,
+            ignore_env_runner_failures=h.ignore_env_runner_failures,
+        )
+
+    # -- learner connector -------------------------------------------------------------------
+    def process_rollout(self, batch):
+        """Post-process a whole ``[num_envs, T]`` batch before minibatching (GAE, ...)."""
+        return batch
+
+    # -- experience (DataModule) -------------------------------------------------------------
+    def configure_datamodule(self) -> ExperienceDataModule:
+        """The DataModule this algorithm uses when ``trainer.fit`` gets none."""
+        return self.datamodule_class()
+
+    @property
+    def experience(self) -> ExperienceDataModule:
+        """The DataModule serving this algorithm (the Trainer's, or the algorithm's own)."""
+        trainer = self._trainer
+        if trainer is not None and isinstance(trainer.datamodule, ExperienceDataModule):
+            return trainer.datamodule
+        if self._default_datamodule is None:
+            self._default_datamodule = self.configure_datamodule()
+            self._default_datamodule.attach(self)
+            if self._pending_datamodule_state is not None:
+                self._default_datamodule.load_state_dict(self._pending_datamodule_state)
+                self._pending_datamodule_state = None
+        return self._default_datamodule
+
+    def _owns_datamodule(self) -> bool:
+        trainer = self._trainer
+        return trainer is None or not isinstance(trainer.datamodule, ExperienceDataModule)
+
+    def setup(self, stage: str) -> None:
+        if self._owns_datamodule():
+            self.experience.trainer = self.trainer
+            self.experience.setup(stage)
+
+    def teardown(self, stage: str) -> None:
+        if self._owns_datamodule() and self._default_datamodule is not None:
+            self._default_datamodule.teardown(stage)
+
+    def train_dataloader(self):
+        return self.experience.train_dataloader()
+
+    def val_dataloader(self):
+        return self.experience.val_dataloader()
+
+    # -- logging -----------------------------------------------------------------------------
+    PROGRESS_BAR_METRICS: ClassVar[set[str]] = {
+        "env_runners/episode_return_mean",
+        "num_env_steps_sampled_lifetime",
+        "env_runners/env_steps_per_s",
+    }
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0:
+            self.log_sampling_metrics()
+
+    def log_sampling_metrics(self) -> None:
+        for key, value in self.experience.last_metrics.items():
+            self.log(
+                key,
+                float(value),
+                on_step=False,
+                on_epoch=True,
+                prog_bar=key in self.PROGRESS_BAR_METRICS,
+                batch_size=1,
+            )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.last_evaluation_epoch = self.current_epoch
+        returns = batch["episode_return"]
+        if returns.numel() == 0:
+            return
+        n = int(returns.numel())
+        self.log("evaluation/episode_return_mean", returns.mean(), prog_bar=True, batch_size=n)
+        self.log(
+            "evaluation/episode_return_std", returns.std() if n > 1 else returns.new_zeros(()), batch_size=n
+        )
+        self.log("evaluation/episode_return_min", returns.min(), batch_size=n)
+        self.log("evaluation/episode_return_max", returns.max(), batch_size=n)
+        self.log("evaluation/episode_len_mean", batch["episode_len"].mean(), batch_size=n)
+        self.log("evaluation/num_episodes", float(n), batch_size=n)
+        self.log("evaluation/num_env_steps", float(batch["num_env_steps"]), batch_size=n)
+
+    def accumulate_learner_metrics(self, metrics: dict[str, Any], policy_id: str = DEFAULT_POLICY_ID) -> None:
+        """Collect per-minibatch learner stats; they are logged once per iteration, averaged.
+
+        Calling ``self.log`` for every stat of every minibatch costs more than a PPO update
+        on CartPole; one ``log`` per stat per iteration keeps logging off the critical path.
+        """
+        bucket = self._learner_metrics.setdefault(policy_id, {})
+        for name, value in metrics.items():
+            value = (
+                value.detach().float().mean()
+                if isinstance(value, torch.Tensor)
+                else torch.tensor(float(value))
+            )
+            bucket.setdefault(name, []).append(value)
+
+    def flush_learner_metrics(self) -> None:
+        """Log the accumulated learner stats as ``learners/<policy>/<name>`` iteration means."""
+        for policy_id, bucket in self._learner_metrics.items():
+            for name, values in bucket.items():
+                self.log(
+                    f"learners/{policy_id}/{name}",
+                    torch.stack(values).mean(),
+                    on_step=False,
+                    on_epoch=True,
+                    batch_size=1,
+                )
+        self._learner_metrics = {}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Flush at the last batch so that callbacks at epoch end (checkpointing, early
+        # stopping) already see this iteration's losses.
+        if batch_idx + 1 >= self.trainer.num_training_batches:
+            self.flush_learner_metrics()
+
+    def on_train_epoch_end(self) -> None:
+        self.flush_learner_metrics()
+
+    # -- optimisation ------------------------------------------------------------------------
+    def build_optimizers(self) -> Any:
+        """Build optimizers (and schedulers) in the form ``configure_optimizers`` returns."""
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    def configure_optimizers(self) -> Any:
+        # Cached: TrainingRun calls fit() once per iteration and Adam's moments must survive.
+        if self._optimizer_cache is None:
+            self._optimizer_cache = self.build_optimizers()
+        return self._optimizer_cache
+
+    @property
+    def num_env_steps_sampled_lifetime(self) -> int:
+        return self.experience.num_env_steps_sampled_lifetime
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        ckpt.stamp(
+            checkpoint,
+            algorithm=type(self).__name__,
+            connector_state=copy.deepcopy(self.connector_state),
+        )
+        if self._owns_datamodule() and self._default_datamodule is not None:
+            checkpoint[type(self._default_datamodule).__qualname__] = self._default_datamodule.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        section = ckpt.check_and_migrate(checkpoint)
+        state = section.get("connector_state")
+        if state:
+            self.connector_state = state
+            self.env_to_module.set_state(state)
+        key = self.datamodule_class.__qualname__
+        if self._owns_datamodule() and key in checkpoint:
+            if self._default_datamodule is not None:
+                self._default_datamodule.load_state_dict(checkpoint[key])
+            else:
+                self._pending_datamodule_state = checkpoint[key]

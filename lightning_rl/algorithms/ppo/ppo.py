@@ -1,0 +1,196 @@
+"""Proximal Policy Optimization on torchrl's ``ClipPPOLoss`` and ``GAE``.
+
+One Lightning epoch is one iteration: the OnPolicyDataModule samples ``train_batch_size``
+steps, :meth:`PPO.process_rollout` adds GAE advantages and value targets with the current
+critic (bootstrapping truncated episodes from their true final observation), and each
+minibatch is one automatic-optimisation ``training_step``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torchrl.modules import ProbabilisticActor, ValueOperator
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value import GAE
+
+from lightning_rl.algorithms.base import Algorithm
+from lightning_rl.errors import ConfigError
+from lightning_rl.modules.policy import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
+from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
+
+
+class PPO(Algorithm):
+    """PPO with clipped surrogate, GAE, optional KL penalty and schedules (RLlib's names).
+
+    Args:
+        lambda_: GAE lambda.
+        clip_param: PPO clip range of the probability ratio.
+        vf_clip_param: clip the new value prediction to within this distance of the old one
+            (PPO2-style value clipping); None disables.
+        vf_loss_coeff: weight of the value loss.
+        entropy_coeff: weight of the entropy bonus.
+        entropy_coeff_schedule: ``[[env_step, coeff], ...]`` overriding ``entropy_coeff``.
+        use_kl_loss: add ``kl_coeff * KL(old || new)``, adapting ``kl_coeff`` towards ``kl_target``.
+        grad_clip: global gradient-norm clip (None: off).
+        minibatch_size: steps per gradient update.
+        num_epochs: passes over each sampled batch.
+        normalize_advantages: standardise advantages per minibatch.
+        lr_schedule: ``[[env_step, lr], ...]`` piecewise-linear learning rate.
+
+    See :class:`~lightning_rl.algorithms.Algorithm` for env, runner, evaluation and model args.
+    """
+
+    def __init__(
+        self,
+        env: Any = None,
+        env_config: dict | None = None,
+        *,
+        lr: float = 3e-4,
+        gamma: float = 0.99,
+        lambda_: float = 0.95,
+        clip_param: float = 0.2,
+        vf_clip_param: float | None = None,
+        vf_loss_coeff: float = 0.5,
+        entropy_coeff: float = 0.0,
+        entropy_coeff_schedule: list[list[float]] | None = None,
+        use_kl_loss: bool = False,
+        kl_coeff: float = 0.2,
+        kl_target: float = 0.01,
+        grad_clip: float | None = 0.5,
+        train_batch_size: int = 2048,
+        minibatch_size: int = 64,
+        num_epochs: int = 10,
+        normalize_advantages: bool = True,
+        lr_schedule: list[list[float]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(env, env_config, lr=lr, gamma=gamma, train_batch_size=train_batch_size, **kwargs)
+        self.require_positive(minibatch_size=minibatch_size, num_epochs=num_epochs, clip_param=clip_param)
+        if not 0.0 <= lambda_ <= 1.0:
+            raise ConfigError(f"lambda_ must be in [0, 1], got {lambda_!r}.")
+        if minibatch_size > train_batch_size:
+            raise ConfigError(
+                f"minibatch_size ({minibatch_size}) must not exceed train_batch_size ({train_batch_size})."
+            )
+        if grad_clip is not None and grad_clip <= 0:
+            raise ConfigError(f"grad_clip must be positive or None, got {grad_clip!r}.")
+        self._lr_schedule = PiecewiseSchedule(lr_schedule) if lr_schedule else None
+        self._entropy_schedule = schedule_or_constant(entropy_coeff_schedule, entropy_coeff)
+        self.register_buffer("kl_coeff", torch.tensor(float(kl_coeff)))
+
+        self.policy_net = PolicyNet(self.observation_space, self.action_space, self.model_config)
+        shared = self.policy_net.encoder if self.model_config.vf_share_layers else None
+        self.value_net = ValueNet(self.observation_space, self.model_config, shared_encoder=shared)
+        distribution = self.policy_net.distribution
+        self.actor = ProbabilisticActor(
+            TensorDictModule(
+                self.policy_net, in_keys=["observation"], out_keys=list(distribution.param_keys)
+            ),
+            in_keys=list(distribution.param_keys),
+            distribution_class=distribution.torch_distribution_class(),
+            distribution_kwargs=distribution.torch_distribution_kwargs(),
+            return_log_prob=True,
+        )
+        self.critic = ValueOperator(self.value_net, in_keys=["observation"])
+        uses_entropy = bool(entropy_coeff) or bool(entropy_coeff_schedule)
+        self.loss = ClipPPOLoss(
+            self.actor,
+            self.critic,
+            clip_epsilon=clip_param,
+            entropy_bonus=uses_entropy,
+            entropy_coeff=float(self._entropy_schedule(0)),
+            critic_coeff=vf_loss_coeff,
+            loss_critic_type="l2",
+            normalize_advantage=normalize_advantages,
+            clip_value=vf_clip_param,
+        )
+        self.gae = GAE(gamma=gamma, lmbda=lambda_, value_network=self.critic, average_gae=False)
+        self._iteration_kl: list[torch.Tensor] = []
+
+    # -- runner side -------------------------------------------------------------------------
+    def policy_spec(self) -> PolicySpec:
+        return PolicySpec(
+            StochasticPolicy,
+            {
+                "observation_space": self.observation_space,
+                "action_space": self.action_space,
+                "model_config": self.model_config.to_dict(),
+            },
+        )
+
+    def policy_weights(self) -> dict[str, torch.Tensor]:
+        return self.policy_net.state_dict()
+
+    # -- learner connector: GAE over the whole [num_envs, T] batch ----------------------------
+    def process_rollout(self, batch: TensorDict) -> TensorDict:
+        return self.gae(batch)
+
+    # -- training ----------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        if self.loss.entropy_bonus:
+            self.loss.entropy_coeff.fill_(self._entropy_schedule(self.num_env_steps_sampled_lifetime))
+        self._iteration_kl = []
+
+    def training_step(self, batch: TensorDict, batch_idx: int) -> torch.Tensor:
+        out = self.loss(batch)
+        total = out["loss_objective"] + out["loss_critic"]
+        if "loss_entropy" in out:
+            total = total + out["loss_entropy"]
+        metrics = {
+            "policy_loss": out["loss_objective"],
+            "vf_loss": out["loss_critic"],
+            "mean_kl_loss": out["kl_approx"],
+            "clip_fraction": out["clip_fraction"],
+        }
+        if "entropy" in out:
+            metrics["entropy"] = out["entropy"]
+        if "explained_variance" in out:
+            metrics["vf_explained_var"] = out["explained_variance"]
+        if self.hparams.use_kl_loss:
+            kl = self._kl_divergence(batch)
+            total = total + self.kl_coeff * kl
+            self._iteration_kl.append(kl.detach())
+            metrics["kl_coeff"] = self.kl_coeff
+        metrics["total_loss"] = total
+        self.accumulate_learner_metrics(metrics)
+        return total
+
+    def _kl_divergence(self, batch: TensorDict) -> torch.Tensor:
+        """KL(old || new) from the stored log-probs (the low-variance 'k3' estimator)."""
+        distribution = self.policy_net.distribution
+        new_log_prob = distribution.log_prob(self.policy_net(batch["observation"]), batch["action"])
+        log_ratio = new_log_prob - batch["action_log_prob"]
+        return (log_ratio.exp() - 1 - log_ratio).mean()
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        if self.hparams.use_kl_loss and self._iteration_kl:
+            mean_kl = torch.stack(self._iteration_kl).mean()
+            if mean_kl > 2.0 * self.hparams.kl_target:
+                self.kl_coeff.mul_(1.5)
+            elif mean_kl < 0.5 * self.hparams.kl_target:
+                self.kl_coeff.mul_(0.5)
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.grad_clip
+        if clip:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm"
+            )
+
+    def build_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=1e-5)
+        if self._lr_schedule is None:
+            return optimizer
+        base = self.hparams.lr
+        schedule = self._lr_schedule
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda _: schedule(self.num_env_steps_sampled_lifetime) / base
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,48 @@
+"""Stopping rules of RL runs as Lightning callbacks (RLlib's ``stop={...}`` dict)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+
+
+class StopOnEnvSteps(pl.Callback):
+    """Stop after the iteration in which ``max_env_steps`` env steps were sampled in total."""
+
+    def __init__(self, max_env_steps: int) -> None:
+        self.max_env_steps = int(max_env_steps)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if pl_module.num_env_steps_sampled_lifetime >= self.max_env_steps:
+            trainer.should_stop = True
+
+
+class StopOnReturn(pl.Callback):
+    """Stop once a return metric reaches ``threshold``.
+
+    The default metric is the evaluation mean (checked after each evaluation); training
+    metrics such as ``env_runners/episode_return_mean`` (the rolling mean of the last 100
+    training episodes) are checked at the end of each iteration. The first iteration that
+    met the target is kept in ``reached_at`` as ``(iteration, env_steps)``.
+    """
+
+    def __init__(self, threshold: float, metric: str = "evaluation/episode_return_mean") -> None:
+        self.threshold = float(threshold)
+        self.metric = metric
+        self.reached_at: tuple[int, int] | None = None
+
+    def _check(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        value = trainer.callback_metrics.get(self.metric)
+        if value is not None and float(value) >= self.threshold:
+            if self.reached_at is None:
+                self.reached_at = (trainer.current_epoch, pl_module.num_env_steps_sampled_lifetime)
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if self.metric.startswith("evaluation/") and not trainer.sanity_checking:
+            self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not self.metric.startswith("evaluation/"):
+            self._check(trainer, pl_module)

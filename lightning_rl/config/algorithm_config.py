@@ -1,0 +1,303 @@
+"""RLlib-style fluent configuration: ``PPOConfig().environment(...).env_runners(...).build_algo()``.
+
+Every setting lands either in the algorithm's ``__init__`` kwargs (checked against its
+signature, so a typo is one clear error listing the valid names) or in the Lightning
+``Trainer``'s kwargs (evaluation cadence, learners/devices, loggers, callbacks). Nothing here
+trains: :meth:`AlgorithmConfig.build_algo` hands both to a :class:`~lightning_rl.TrainingRun`.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from lightning_rl.errors import ConfigError, UnknownNameError, unknown_name_message
+
+if TYPE_CHECKING:
+    from lightning_rl.algorithms.base import Algorithm
+    from lightning_rl.training_run import TrainingRun
+
+
+class _NotProvided:
+    """Marks an argument the caller did not pass (``None`` can be a meaningful value)."""
+
+    def __repr__(self) -> str:
+        return "NotProvided"
+
+
+NotProvided: Any = _NotProvided()
+
+# RLlib spellings that map onto our argument names.
+ALIASES = {
+    "train_batch_size_per_learner": "train_batch_size",
+    "lambda": "lambda_",
+    "num_sgd_iter": "num_epochs",
+    "sgd_minibatch_size": "minibatch_size",
+    "num_rollout_workers": "num_env_runners",
+    "num_envs_per_worker": "num_envs_per_env_runner",
+    "num_workers": "num_env_runners",
+    "evaluation_num_workers": "evaluation_num_env_runners",
+}
+
+
+def algorithm_parameters(algo_class: type) -> dict[str, inspect.Parameter]:
+    """All keyword parameters an algorithm accepts, following ``**kwargs`` up the MRO."""
+    params: dict[str, inspect.Parameter] = {}
+    for cls in algo_class.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        has_var_kw = False
+        for name, param in inspect.signature(init).parameters.items():
+            if name == "self" or param.kind is inspect.Parameter.VAR_POSITIONAL:
+                continue
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                has_var_kw = True
+                continue
+            params.setdefault(name, param)
+        if not has_var_kw:
+            break
+    return params
+
+
+class AlgorithmConfig:
+    """Fluent builder for one algorithm class; subclasses fix ``algo_class`` (``PPOConfig``)."""
+
+    algo_class: type[Algorithm] | None = None
+
+    def __init__(self, algo_class: type[Algorithm] | None = None) -> None:
+        if algo_class is not None:
+            self.algo_class = algo_class
+        if self.algo_class is None:
+            raise ConfigError(
+                "AlgorithmConfig needs an algorithm class, e.g. AlgorithmConfig(PPO) or PPOConfig()."
+            )
+        self.algo_kwargs: dict[str, Any] = {}
+        self.trainer_kwargs: dict[str, Any] = {}
+        self.evaluation_interval: int | None = None
+        self.num_learners: int = 0
+        self.num_gpus_per_learner: float = 0
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _set(self, section: str, **settings: Any) -> AlgorithmConfig:
+        params = algorithm_parameters(self.algo_class)
+        for key, value in settings.items():
+            if value is NotProvided:
+                continue
+            key = ALIASES.get(key, key)
+            if key not in params:
+                raise UnknownNameError(
+                    unknown_name_message(f"{section}() setting for {self.algo_class.__name__}", key, params)
+                )
+            self.algo_kwargs[key] = value
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        # config.lr, config.num_env_runners ...: the set value, else the algorithm's default.
+        if name.startswith("_") or name in {"algo_class", "algo_kwargs", "trainer_kwargs"}:
+            raise AttributeError(name)
+        name = ALIASES.get(name, name)
+        if name in self.algo_kwargs:
+            return self.algo_kwargs[name]
+        params = algorithm_parameters(self.algo_class)
+        if name in params and params[name].default is not inspect.Parameter.empty:
+            return params[name].default
+        raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
+
+    def copy(self) -> AlgorithmConfig:
+        return copy.deepcopy(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The algorithm kwargs and trainer kwargs this config will build with."""
+        return {
+            "algorithm": self.algo_class.__name__,
+            **copy.copy(self.algo_kwargs),
+            "evaluation_interval": self.evaluation_interval,
+            "num_learners": self.num_learners,
+            "trainer": dict(self.trainer_kwargs),
+        }
+
+    def update_from_dict(self, settings: dict[str, Any]) -> AlgorithmConfig:
+        for key, value in settings.items():
+            if key == "evaluation_interval":
+                self.evaluation_interval = value
+            elif key == "trainer":
+                self.trainer_kwargs.update(value)
+            elif key == "num_learners":
+                self.num_learners = value
+            elif key != "algorithm":
+                self._set("update_from_dict", **{key: value})
+        return self
+
+    # -- RLlib's sections --------------------------------------------------------------------
+    def environment(
+        self,
+        env: Any = NotProvided,
+        *,
+        env_config: dict | None = NotProvided,
+        normalize_actions: bool = NotProvided,
+        clip_actions: bool = NotProvided,
+        **kwargs: Any,
+    ) -> AlgorithmConfig:
+        return self._set(
+            "environment",
+            env=env,
+            env_config=env_config,
+            normalize_actions=normalize_actions,
+            clip_actions=clip_actions,
+            **kwargs,
+        )
+
+    def env_runners(
+        self,
+        *,
+        num_env_runners: int = NotProvided,
+        num_envs_per_env_runner: int = NotProvided,
+        num_cpus_per_env_runner: float = NotProvided,
+        rollout_fragment_length: int | str = NotProvided,
+        env_to_module_connector: Any = NotProvided,
+        module_to_env_connector: Any = NotProvided,
+        sample_timeout_s: float | None = NotProvided,
+        **kwargs: Any,
+    ) -> AlgorithmConfig:
+        return self._set(
+            "env_runners",
+            num_env_runners=num_env_runners,
+            num_envs_per_env_runner=num_envs_per_env_runner,
+            num_cpus_per_env_runner=num_cpus_per_env_runner,
+            rollout_fragment_length=rollout_fragment_length,
+            env_to_module_connector=env_to_module_connector,
+            module_to_env_connector=module_to_env_connector,
+            sample_timeout_s=sample_timeout_s,
+            **kwargs,
+        )
+
+    def training(self, **kwargs: Any) -> AlgorithmConfig:
+        """Algorithm hyperparameters (``lr``, ``gamma``, ``train_batch_size``, ...)."""
+        return self._set("training", **kwargs)
+
+    def evaluation(
+        self,
+        *,
+        evaluation_interval: int | None = NotProvided,
+        evaluation_duration: int = NotProvided,
+        evaluation_duration_unit: str = "episodes",
+        evaluation_num_env_runners: int = NotProvided,
+        evaluation_config: dict | None = NotProvided,
+        **kwargs: Any,
+    ) -> AlgorithmConfig:
+        if evaluation_duration_unit != "episodes":
+            raise ConfigError(
+                f"evaluation_duration_unit={evaluation_duration_unit!r} is not supported; evaluation "
+                "counts whole episodes ('episodes')."
+            )
+        if evaluation_interval is not NotProvided:
+            if evaluation_interval is not None and (
+                not isinstance(evaluation_interval, int) or evaluation_interval < 0
+            ):
+                raise ConfigError(
+                    f"evaluation_interval must be a non-negative integer or None, got {evaluation_interval!r}"
+                )
+            self.evaluation_interval = evaluation_interval or None
+        elif self.evaluation_interval is None:
+            # RLlib evaluates only when asked; asking for evaluation runners is asking.
+            self.evaluation_interval = 1
+        explore = NotProvided
+        if evaluation_config not in (NotProvided, None):
+            unknown = set(evaluation_config) - {"explore"}
+            if unknown:
+                raise ConfigError(f"evaluation_config supports only 'explore', got {sorted(unknown)}")
+            explore = evaluation_config.get("explore", NotProvided)
+        return self._set(
+            "evaluation",
+            evaluation_duration=evaluation_duration,
+            evaluation_num_env_runners=evaluation_num_env_runners,
+            evaluation_explore=explore,
+            **kwargs,
+        )
+
+    def rl_module(self, *, model_config: dict | Any = NotProvided, **kwargs: Any) -> AlgorithmConfig:
+        return self._set("rl_module", model_config=model_config, **kwargs)
+
+    def debugging(self, *, seed: int | None = NotProvided, **kwargs: Any) -> AlgorithmConfig:
+        kwargs.pop("log_level", None)
+        return self._set("debugging", seed=seed, **kwargs)
+
+    def reporting(
+        self, *, metrics_num_episodes_for_smoothing: int = NotProvided, **kwargs: Any
+    ) -> AlgorithmConfig:
+        return self._set(
+            "reporting", metrics_num_episodes_for_smoothing=metrics_num_episodes_for_smoothing, **kwargs
+        )
+
+    def fault_tolerance(
+        self,
+        *,
+        restart_failed_env_runners: bool = NotProvided,
+        max_num_env_runner_restarts: int = NotProvided,
+        sample_timeout_s: float | None = NotProvided,
+        ignore_env_runner_failures: bool = NotProvided,
+        **kwargs: Any,
+    ) -> AlgorithmConfig:
+        return self._set(
+            "fault_tolerance",
+            restart_failed_env_runners=restart_failed_env_runners,
+            max_num_env_runner_restarts=max_num_env_runner_restarts,
+            sample_timeout_s=sample_timeout_s,
+            ignore_env_runner_failures=ignore_env_runner_failures,
+            **kwargs,
+        )
+
+    def learners(
+        self, *, num_learners: int = NotProvided, num_gpus_per_learner: float = NotProvided
+    ) -> AlgorithmConfig:
+        """Learners map onto Lightning: N > 1 learners is ``Trainer(strategy="ddp", devices=N)``."""
+        if num_learners is not NotProvided:
+            if not isinstance(num_learners, int) or num_learners < 0:
+                raise ConfigError(f"num_learners must be an integer >= 0, got {num_learners!r}")
+            self.num_learners = num_learners
+        if num_gpus_per_learner is not NotProvided:
+            self.num_gpus_per_learner = num_gpus_per_learner
+        return self
+
+    def framework(self, framework: str = "torch", **_: Any) -> AlgorithmConfig:
+        if framework != "torch":
+            raise ConfigError(f"lightning-rl runs on PyTorch only; framework={framework!r} is not available.")
+        return self
+
+    def api_stack(self, **_: Any) -> AlgorithmConfig:
+        """Accepted for RLlib compatibility; there is only one stack here."""
+        return self
+
+    def trainer(self, **trainer_kwargs: Any) -> AlgorithmConfig:
+        """Extra ``lightning.Trainer`` kwargs (logger, callbacks, default_root_dir, precision ...)."""
+        self.trainer_kwargs.update(trainer_kwargs)
+        return self
+
+    # -- building ----------------------------------------------------------------------------
+    def build_trainer_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self.num_learners > 1:
+            kwargs.update(strategy="ddp", devices=self.num_learners)
+            kwargs["accelerator"] = "gpu" if self.num_gpus_per_learner else "cpu"
+        elif self.num_gpus_per_learner:
+            kwargs.update(accelerator="gpu", devices=1)
+        if self.evaluation_interval:
+            kwargs["check_val_every_n_epoch"] = self.evaluation_interval
+        else:
+            kwargs["limit_val_batches"] = 0
+        kwargs.update(self.trainer_kwargs)
+        return kwargs
+
+    def build_algorithm(self) -> Algorithm:
+        """Just the LightningModule, for a plain ``Trainer`` of your own."""
+        return self.algo_class(**self.algo_kwargs)
+
+    def build_algo(self) -> TrainingRun:
+        """The algorithm, its DataModule and a Trainer behind RLlib's ``train()`` API."""
+        from lightning_rl.training_run import TrainingRun
+
+        return TrainingRun(self.build_algorithm(), self.build_trainer_kwargs())
+
+    build = build_algo

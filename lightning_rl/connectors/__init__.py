@@ -1,0 +1,31 @@
+"""Connectors: composable pieces on the env->module, module->env and learner seams."""
+
+from lightning_rl.connectors.base import (
+    Connector,
+    ConnectorPipeline,
+    EnvToModule,
+    EnvToModulePipeline,
+    ModuleToEnv,
+    ModuleToEnvPipeline,
+    build_connector,
+    connector_spec,
+    normalize_connector_specs,
+)
+from lightning_rl.connectors.env_to_module import FlattenObservations, MeanStdFilter
+from lightning_rl.connectors.module_to_env import ClipActions, UnsquashActions
+
+__all__ = [
+    "ClipActions",
+    "Connector",
+    "ConnectorPipeline",
+    "EnvToModule",
+    "EnvToModulePipeline",
+    "FlattenObservations",
+    "MeanStdFilter",
+    "ModuleToEnv",
+    "ModuleToEnvPipeline",
+    "UnsquashActions",
+    "build_connector",
+    "connector_spec",
+    "normalize_connector_specs",
+]

@@ -1,0 +1,254 @@
+"""The base of every experience DataModule: runner groups, sampling, metrics, evaluation.
+
+A DataModule is built in ``setup()`` from the algorithm it serves (``trainer.lightning_module``):
+the algorithm is the single source of configuration (RLlib's flat config), the DataModule turns
+it into EnvRunner groups, pulls fresh weights from the algorithm before sampling, merges the
+runners' connector statistics back into it, and keeps the sampling counters and the episode
+window that checkpoints carry.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+import torch
+from tensordict import TensorDict
+from torch.utils.data import DataLoader, IterableDataset
+
+from lightning_rl.env_runners.env_runner import RunnerResult
+from lightning_rl.env_runners.env_runner_group import EnvRunnerGroup
+from lightning_rl.env_runners.ray_utils import ensure_ray
+from lightning_rl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lightning_rl.algorithms.base import Algorithm
+
+
+def identity_collate(batch: Any) -> Any:
+    """Batches come out of the dataset already formed; DataLoader must not touch them."""
+    return batch
+
+
+def results_to_tensordict(results: list[RunnerResult]) -> TensorDict:
+    """Runner outputs ``[num_envs, T]`` -> one TensorDict ``[sum(num_envs), T]`` (no copy for one)."""
+    parts = [TensorDict(r.data, batch_size=r.data["next"]["reward"].shape[:2]) for r in results]
+    batch = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+    versions = torch.cat(
+        [
+            torch.full((p.batch_size[0],), r.weights_version, dtype=torch.int64)
+            for p, r in zip(parts, results, strict=True)
+        ]
+    )
+    batch["weights_version"] = versions.unsqueeze(-1).expand(batch.batch_size).clone()
+    return batch
+
+
+class ExperienceDataModule(pl.LightningDataModule):
+    """Owns the training and evaluation EnvRunner groups of one algorithm.
+
+    Keyword ``overrides`` replace the algorithm's own settings of the same name (for example
+    ``OnPolicyDataModule(num_env_runners=4)``); everything else comes from the algorithm.
+    """
+
+    def __init__(self, **overrides: Any) -> None:
+        super().__init__()
+        self.overrides = overrides
+        self.train_group: EnvRunnerGroup | None = None
+        self.eval_group: EnvRunnerGroup | None = None
+        self._algorithm: Algorithm | None = None
+        # Counters and the smoothing window survive checkpoints (state_dict below).
+        self.num_env_steps_sampled_lifetime = 0
+        self.num_episodes_lifetime = 0
+        self.num_env_runner_restarts = 0
+        self._episode_returns: deque[float] = deque(maxlen=100)
+        self._episode_lengths: deque[int] = deque(maxlen=100)
+        self.last_metrics: dict[str, float] = {}
+        self._last_sample_start: float | None = None
+        # Set by TrainingRun so that repeated fit() calls keep the actors alive.
+        self.persistent = False
+
+    # -- configuration ----------------------------------------------------------------------
+    @property
+    def algorithm(self) -> Algorithm:
+        if self._algorithm is not None:
+            return self._algorithm
+        if self.trainer is None or self.trainer.lightning_module is None:
+            raise ConfigError("This DataModule is used before it was attached to a Trainer and an algorithm.")
+        return self.trainer.lightning_module
+
+    def attach(self, algorithm: Algorithm) -> None:
+        self._algorithm = algorithm
+
+    def setting(self, name: str) -> Any:
+        if name in self.overrides:
+            return self.overrides[name]
+        return self.algorithm.hparams[name]
+
+    def setup(self, stage: str) -> None:
+        algorithm = self.algorithm
+        self._episode_returns = deque(
+            self._episode_returns, maxlen=self.setting("metrics_num_episodes_for_smoothing")
+        )
+        self._episode_lengths = deque(
+            self._episode_lengths, maxlen=self.setting("metrics_num_episodes_for_smoothing")
+        )
+        cpus = 0.0
+        if stage == "fit" and self.train_group is None:
+            cpus += self.setting("num_env_runners") * self.setting("num_cpus_per_env_runner")
+        if self.eval_group is None:
+            cpus += self.setting("evaluation_num_env_runners") * self.setting("num_cpus_per_env_runner")
+        if cpus > 0:
+            ensure_ray(cpus)
+        if stage == "fit" and self.train_group is None:
+            self.train_group = EnvRunnerGroup(
+                algorithm.env_runner_spec(
+                    num_envs=self.setting("num_envs_per_env_runner"), seed_offset=self._rank_seed_offset()
+                ),
+                num_env_runners=self.setting("num_env_runners"),
+                num_cpus_per_env_runner=self.setting("num_cpus_per_env_runner"),
+                fault_tolerance=algorithm.fault_tolerance_config(),
+            )
+
+    def _rank_seed_offset(self) -> int:
+        """Each DDP rank samples different episodes."""
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return rank * 1_000_000
+
+    def teardown(self, stage: str) -> None:
+        if not self.persistent:
+            self.close()
+
+    def close(self) -> None:
+        """Stop every runner this DataModule started."""
+        for group in (self.train_group, self.eval_group):
+            if group is not None:
+                group.stop()
+        self.train_group = None
+        self.eval_group = None
+
+    # -- sampling ----------------------------------------------------------------------------
+    def rollout_fragment_length(self) -> int:
+        value = self.setting("rollout_fragment_length")
+        if value != "auto":
+            return int(value)
+        runners = max(1, self.setting("num_env_runners"))
+        envs = self.setting("num_envs_per_env_runner")
+        return max(1, math.ceil(self.setting("train_batch_size") / (runners * envs)))
+
+    def sample(self, num_steps: int | None = None) -> TensorDict:
+        """Pull fresh weights, sample one fragment per env copy, fold in metrics and filters."""
+        algorithm = self.algorithm
+        now = time.perf_counter()
+        iteration_seconds = now - self._last_sample_start if self._last_sample_start is not None else None
+        self._last_sample_start = now
+        results = self.train_group.sample(
+            num_steps or self.rollout_fragment_length(), algorithm.policy_state()
+        )
+        algorithm.merge_connector_deltas([r.connector_deltas for r in results])
+        batch = results_to_tensordict(results)
+        self._record(results, iteration_seconds)
+        return batch
+
+    def _record(self, results: list[RunnerResult], iteration_seconds: float | None) -> None:
+        steps = sum(r.stats.num_env_steps for r in results)
+        sample_seconds = max(r.stats.seconds for r in results)
+        returns = [x for r in results for x in r.stats.returns]
+        lengths = [x for r in results for x in r.stats.lengths]
+        self._episode_returns.extend(returns)
+        self._episode_lengths.extend(lengths)
+        self.num_env_steps_sampled_lifetime += steps
+        self.num_episodes_lifetime += len(returns)
+        self.num_env_runner_restarts = self.train_group.num_restarts if self.train_group else 0
+        metrics = {
+            "env_runners/num_env_steps_sampled": float(steps),
+            "env_runners/num_episodes": float(len(returns)),
+            "env_runners/sample_env_steps_per_s": steps / sample_seconds if sample_seconds > 0 else 0.0,
+            "env_runners/num_healthy_env_runners": float(self.train_group.num_healthy_runners),
+            "env_runners/num_env_runner_restarts": float(self.num_env_runner_restarts),
+            "num_env_steps_sampled_lifetime": float(self.num_env_steps_sampled_lifetime),
+            "num_episodes_lifetime": float(self.num_episodes_lifetime),
+        }
+        if iteration_seconds:
+            metrics["env_runners/env_steps_per_s"] = steps / iteration_seconds
+        if self._episode_returns:
+            window = list(self._episode_returns)
+            metrics["env_runners/episode_return_mean"] = sum(window) / len(window)
+            metrics["env_runners/episode_return_max"] = float(max(window))
+            metrics["env_runners/episode_return_min"] = float(min(window))
+            metrics["env_runners/episode_len_mean"] = sum(self._episode_lengths) / len(self._episode_lengths)
+        self.last_metrics = metrics
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, Any]:
+        """Run ``evaluation_duration`` episodes on the evaluation runners with frozen filters."""
+        algorithm = self.algorithm
+        if self.eval_group is None:
+            duration = int(self.setting("evaluation_duration"))
+            runners = self.setting("evaluation_num_env_runners")
+            envs = self.setting("evaluation_num_envs_per_env_runner") or min(
+                16, max(1, math.ceil(duration / max(1, runners)))
+            )
+            if runners:
+                ensure_ray(runners * self.setting("num_cpus_per_env_runner"))
+            self.eval_group = EnvRunnerGroup(
+                algorithm.env_runner_spec(
+                    num_envs=envs, evaluation=True, seed_offset=self._rank_seed_offset()
+                ),
+                num_env_runners=runners,
+                num_cpus_per_env_runner=self.setting("num_cpus_per_env_runner"),
+                fault_tolerance=algorithm.fault_tolerance_config(),
+                worker_index_offset=10_000,
+            )
+        results = self.eval_group.evaluate(
+            int(self.setting("evaluation_duration")),
+            algorithm.policy_state(),
+            explore=bool(self.setting("evaluation_explore")),
+        )
+        returns = [x for r in results for x in r.stats.returns]
+        lengths = [x for r in results for x in r.stats.lengths]
+        return {
+            "episode_return": torch.tensor(returns, dtype=torch.float64),
+            "episode_len": torch.tensor(lengths, dtype=torch.float64),
+            "num_env_steps": sum(r.stats.num_env_steps for r in results),
+            "seconds": max(r.stats.seconds for r in results),
+        }
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_EvaluationDataset(self), batch_size=None, collate_fn=identity_collate)
+
+    # -- checkpointing -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "num_env_steps_sampled_lifetime": self.num_env_steps_sampled_lifetime,
+            "num_episodes_lifetime": self.num_episodes_lifetime,
+            "episode_returns": list(self._episode_returns),
+            "episode_lengths": list(self._episode_lengths),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.num_env_steps_sampled_lifetime = int(state_dict.get("num_env_steps_sampled_lifetime", 0))
+        self.num_episodes_lifetime = int(state_dict.get("num_episodes_lifetime", 0))
+        self._episode_returns = deque(
+            state_dict.get("episode_returns", []), maxlen=self._episode_returns.maxlen
+        )
+        self._episode_lengths = deque(
+            state_dict.get("episode_lengths", []), maxlen=self._episode_lengths.maxlen
+        )
+
+
+class _EvaluationDataset(IterableDataset):
+    """One item per validation run: the finished evaluation episodes' returns and lengths."""
+
+    def __init__(self, datamodule: ExperienceDataModule) -> None:
+        self.datamodule = datamodule
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield self.datamodule.evaluate()

@@ -1,0 +1,303 @@
+"""The single-agent EnvRunner: env copies + connectors + an inference-only policy copy.
+
+The hot loop is one vector-env step and one batched policy forward per time step, writing
+into buffers allocated once per ``sample`` call; there is no per-env Python loop except over
+env copies whose episode just ended. The runner imports neither Lightning nor tensordict
+(both slow to import), so a Ray actor starts fast; it returns plain nested dicts of tensors in
+torchrl's key layout, which the driver wraps into TensorDicts without copying.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from lightning_rl._tree import map_structure, stack_structures, to_torch
+from lightning_rl.connectors.base import ConnectorSpec, EnvToModulePipeline, ModuleToEnvPipeline
+from lightning_rl.envs.registration import EnvContext, EnvCreator
+from lightning_rl.envs.vector import make_vector_env
+from lightning_rl.errors import EnvError
+from lightning_rl.modules.policy import PolicySpec
+
+
+@dataclass
+class EnvRunnerSpec:
+    """Everything an EnvRunner needs, as plain picklable data (sent once to each actor)."""
+
+    env_creator: EnvCreator
+    policy_spec: PolicySpec
+    env_config: dict = field(default_factory=dict)
+    num_envs: int = 1
+    env_to_module: list[ConnectorSpec] = field(default_factory=list)
+    module_to_env: list[ConnectorSpec] = field(default_factory=list)
+    seed: int | None = None
+    num_workers: int = 0
+    torch_threads: int | None = None
+    # Evaluation runners keep connector statistics frozen.
+    update_connectors: bool = True
+
+
+@dataclass
+class EpisodeStats:
+    """Episodes that finished during one ``sample``/``evaluate`` call, plus step counts."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    num_env_steps: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RunnerResult:
+    data: dict[str, Any] | None
+    stats: EpisodeStats
+    connector_deltas: list[dict[str, Any] | None]
+    weights_version: int
+    worker_index: int
+
+
+class EnvRunner:
+    """Samples fixed-length fragments ``[num_envs, T]`` or whole evaluation episodes."""
+
+    def __init__(self, spec: EnvRunnerSpec, worker_index: int = 0, recreated: bool = False) -> None:
+        if spec.torch_threads:
+            torch.set_num_threads(spec.torch_threads)
+        self.spec = spec
+        self.worker_index = worker_index
+        context = EnvContext(
+            spec.env_config,
+            worker_index=worker_index,
+            num_workers=spec.num_workers,
+            recreated_worker=recreated,
+        )
+        self.env = make_vector_env(spec.env_creator, context, spec.num_envs)
+        self.num_envs = spec.num_envs
+        self.observation_space = self.env.single_observation_space
+        self.action_space = self.env.single_action_space
+        self.env_to_module = EnvToModulePipeline.from_specs(spec.env_to_module, self.observation_space)
+        self.module_to_env = ModuleToEnvPipeline.from_specs(spec.module_to_env, self.action_space)
+        self.policy = spec.policy_spec.build()
+        self.generator = torch.Generator()
+        if spec.seed is not None:
+            self.generator.manual_seed(int(spec.seed))
+        self.weights_version = -1
+        self._discrete_start = (
+            int(self.action_space.start) if isinstance(self.action_space, spaces.Discrete) else 0
+        )
+        self._obs: Any = None  # module-side observation of the current step, per env copy
+        self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
+        self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._seeded = False
+
+    # -- state from the learner --------------------------------------------------------------
+    def set_state(self, state: dict[str, Any] | None) -> None:
+        """Load ``{"weights", "version", "connectors", "extra"}`` from the learner, if newer."""
+        if not state:
+            return
+        if state.get("weights") is not None and state.get("version", 0) != self.weights_version:
+            self.policy.load_weights(state["weights"])
+            self.weights_version = int(state.get("version", 0))
+        if state.get("connectors") is not None:
+            self.env_to_module.set_state(state["connectors"])
+        if state.get("extra"):
+            self.policy.set_extra(state["extra"])
+
+    def ping(self) -> str:
+        return "pong"
+
+    def get_spaces(self) -> tuple[gym.Space, gym.Space]:
+        return self.observation_space, self.action_space
+
+    # -- env helpers -------------------------------------------------------------------------
+    def _call_env(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.env, method)(*args, **kwargs)
+        except Exception as exc:
+            raise EnvError(
+                f"Env {self.spec.env_creator.name!r} raised in {method}() on env runner {self.worker_index}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _reset_all(self) -> None:
+        seed = None
+        if not self._seeded and self.spec.seed is not None:
+            seed = int(self.spec.seed)
+        self._seeded = True
+        raw, _ = self._call_env("reset", seed=seed)
+        self.env_to_module.reset(self.num_envs)
+        all_ids = torch.arange(self.num_envs)
+        self.env_to_module.episode_start(all_ids)
+        self._obs = self.env_to_module(to_torch(raw), update=self.spec.update_connectors)
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
+
+    def _env_actions(self, actions: torch.Tensor) -> np.ndarray:
+        env_actions = self.module_to_env(actions) if len(self.module_to_env) else actions
+        env_actions = env_actions.numpy()
+        if self._discrete_start:
+            env_actions = env_actions + self._discrete_start
+        return env_actions
+
+    # -- sampling ----------------------------------------------------------------------------
+    def sample(
+        self, num_steps: int, explore: bool = True, state: dict[str, Any] | None = None
+    ) -> RunnerResult:
+        """Step every env copy ``num_steps`` times; episodes carry over between calls."""
+        self.set_state(state)
+        if self._obs is None:
+            self._reset_all()
+        start = time.perf_counter()
+        n, steps = self.num_envs, int(num_steps)
+        update = self.spec.update_connectors
+        stats = EpisodeStats()
+
+        def alloc(like: torch.Tensor) -> torch.Tensor:
+            return torch.empty((n, steps, *like.shape[1:]), dtype=like.dtype)
+
+        obs_buf = map_structure(alloc, self._obs)
+        next_buf = map_structure(alloc, self._obs)
+        reward_buf = torch.empty((n, steps, 1), dtype=torch.float32)
+        terminated_buf = torch.empty((n, steps, 1), dtype=torch.bool)
+        truncated_buf = torch.empty((n, steps, 1), dtype=torch.bool)
+        out_bufs: dict[str, torch.Tensor] = {}
+        obs = self._obs
+        structured = isinstance(obs, dict | tuple)
+        with torch.no_grad():
+            for t in range(steps):
+                out = self.policy(obs, explore, self.generator)
+                if t == 0:
+                    out_bufs = {k: alloc(v) for k, v in out.items()}
+                for key, value in out.items():
+                    out_bufs[key][:, t] = value
+                if structured:
+                    _write(obs_buf, obs, t)
+                else:
+                    obs_buf[:, t] = obs
+                actions = out["action"]
+                raw, reward, terminated, truncated, info = self._call_env("step", self._env_actions(actions))
+                reward_t = torch.from_numpy(np.asarray(reward, dtype=np.float32))
+                reward_buf[:, t, 0] = reward_t
+                terminated_buf[:, t, 0] = torch.from_numpy(np.asarray(terminated))
+                truncated_buf[:, t, 0] = torch.from_numpy(np.asarray(truncated))
+                self.env_to_module.record_step(actions, reward_t)
+                done = np.logical_or(terminated, truncated)
+                self._episode_return += reward
+                self._episode_length += 1
+                any_done = bool(done.any())
+                if any_done:
+                    done_ids = np.flatnonzero(done)
+                    ids = torch.from_numpy(done_ids)
+                    final_raw = stack_structures([info["final_obs"][i] for i in done_ids])
+                    final_obs = self.env_to_module(to_torch(final_raw), env_ids=ids, update=update)
+                    self.env_to_module.episode_start(ids)
+                    self._finish_episodes(done_ids, stats)
+                obs = self.env_to_module(to_torch(raw), update=update)
+                if structured:
+                    _write(next_buf, obs, t)
+                    if any_done:
+                        _write_rows(next_buf, final_obs, ids, t)
+                else:
+                    next_buf[:, t] = obs
+                    if any_done:
+                        next_buf[ids, t] = final_obs
+        self._obs = obs
+        stats.num_env_steps = n * steps
+        stats.seconds = time.perf_counter() - start
+        data = {
+            "observation": obs_buf,
+            **out_bufs,
+            "next": {
+                "observation": next_buf,
+                "reward": reward_buf,
+                "terminated": terminated_buf,
+                "truncated": truncated_buf,
+                "done": terminated_buf | truncated_buf,
+            },
+        }
+        return RunnerResult(
+            data, stats, self.env_to_module.pop_deltas(), self.weights_version, self.worker_index
+        )
+
+    def _finish_episodes(self, done_ids: np.ndarray, stats: EpisodeStats) -> None:
+        for i in done_ids:
+            stats.returns.append(float(self._episode_return[i]))
+            stats.lengths.append(int(self._episode_length[i]))
+        self._episode_return[done_ids] = 0.0
+        self._episode_length[done_ids] = 0
+
+    def evaluate(
+        self, num_episodes: int, explore: bool = False, state: dict[str, Any] | None = None
+    ) -> RunnerResult:
+        """Run ``num_episodes`` fresh episodes, spread evenly over the env copies.
+
+        Each env copy runs a fixed quota, so short episodes are not over-represented (the
+        first N episodes to finish would be biased towards failures).
+        """
+        self.set_state(state)
+        start = time.perf_counter()
+        self._reset_all()
+        quota = np.full(self.num_envs, num_episodes // self.num_envs, dtype=np.int64)
+        quota[: num_episodes % self.num_envs] += 1
+        stats = EpisodeStats()
+        update = self.spec.update_connectors
+        obs = self._obs
+        with torch.no_grad():
+            while quota.sum() > 0:
+                out = self.policy(obs, explore, self.generator)
+                raw, reward, terminated, truncated, _info = self._call_env(
+                    "step", self._env_actions(out["action"])
+                )
+                reward = np.asarray(reward, dtype=np.float64)
+                self.env_to_module.record_step(out["action"], torch.from_numpy(reward.astype(np.float32)))
+                self._episode_return += reward
+                self._episode_length += 1
+                stats.num_env_steps += int((quota > 0).sum())
+                done = np.logical_or(terminated, truncated)
+                if done.any():
+                    done_ids = np.flatnonzero(done)
+                    counted = done_ids[quota[done_ids] > 0]
+                    for i in counted:
+                        stats.returns.append(float(self._episode_return[i]))
+                        stats.lengths.append(int(self._episode_length[i]))
+                    quota[counted] -= 1
+                    self._episode_return[done_ids] = 0.0
+                    self._episode_length[done_ids] = 0
+                    self.env_to_module.episode_start(torch.from_numpy(done_ids))
+                obs = self.env_to_module(to_torch(raw), update=update)
+        # The next training-style sample() must not continue these evaluation episodes.
+        self._obs = None
+        stats.seconds = time.perf_counter() - start
+        return RunnerResult(
+            None, stats, self.env_to_module.pop_deltas(), self.weights_version, self.worker_index
+        )
+
+    def stop(self) -> None:
+        self.env.close()
+
+
+def _write(buffers: Any, values: Any, t: int) -> None:
+    if isinstance(buffers, dict):
+        for key in buffers:
+            _write(buffers[key], values[key], t)
+    elif isinstance(buffers, tuple):
+        for buf, value in zip(buffers, values, strict=True):
+            _write(buf, value, t)
+    else:
+        buffers[:, t] = values
+
+
+def _write_rows(buffers: Any, values: Any, rows: torch.Tensor, t: int) -> None:
+    if isinstance(buffers, dict):
+        for key in buffers:
+            _write_rows(buffers[key], values[key], rows, t)
+    elif isinstance(buffers, tuple):
+        for buf, value in zip(buffers, values, strict=True):
+            _write_rows(buf, value, rows, t)
+    else:
+        buffers[rows, t] = values

@@ -1,0 +1,257 @@
+"""A group of EnvRunners: Ray actors, or one in-process runner when ``num_env_runners=0``.
+
+Weights travel once per iteration (one ``ray.put``, every actor gets the reference with its
+``sample`` call). Fault tolerance lives here: a runner whose env raises, whose actor dies or
+that stalls past ``sample_timeout_s`` is dropped from this iteration, replaced by a fresh
+actor that gets the current weights and connector state, and counted in the metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lightning_rl.env_runners.env_runner import EnvRunner, EnvRunnerSpec, RunnerResult
+from lightning_rl.env_runners.ray_utils import ensure_ray
+from lightning_rl.errors import ConfigError, EnvError, LightningRLError
+
+log = logging.getLogger(__name__)
+
+SEED_STRIDE = 1000  # runner i's envs use seeds seed + i * SEED_STRIDE + vector index
+
+
+@dataclass
+class FaultToleranceConfig:
+    """RLlib's ``config.fault_tolerance(...)`` settings."""
+
+    restart_failed_env_runners: bool = True
+    max_num_env_runner_restarts: int = 1000
+    sample_timeout_s: float | None = 60.0
+    ignore_env_runner_failures: bool = False
+    # How long a fresh actor may take to start (imports, env creation) before it counts as failed.
+    env_runner_startup_timeout_s: float = 120.0
+
+
+class EnvRunnerFailure(LightningRLError):
+    """An EnvRunner failed and could not (or may not) be replaced."""
+
+
+class EnvRunnerGroup:
+    """``num_env_runners`` runners sampling in parallel; the in-process runner when 0."""
+
+    def __init__(
+        self,
+        spec: EnvRunnerSpec,
+        num_env_runners: int = 0,
+        num_cpus_per_env_runner: float = 1.0,
+        fault_tolerance: FaultToleranceConfig | None = None,
+        worker_index_offset: int = 0,
+    ) -> None:
+        if num_env_runners < 0:
+            raise ConfigError(f"num_env_runners must be >= 0, got {num_env_runners}")
+        self.spec = spec
+        self.num_env_runners = num_env_runners
+        self.num_cpus_per_env_runner = num_cpus_per_env_runner
+        self.fault_tolerance = fault_tolerance or FaultToleranceConfig()
+        self.worker_index_offset = worker_index_offset
+        self.num_restarts = 0
+        self.num_failures = 0
+        self._last_state: dict[str, Any] | None = None
+        self.local_runner: EnvRunner | None = None
+        self._actors: list[Any] = []
+        if num_env_runners == 0:
+            self.local_runner = EnvRunner(self._runner_spec(0), worker_index=worker_index_offset)
+        else:
+            ensure_ray(num_env_runners * num_cpus_per_env_runner)
+            self._actors = [self._start_actor(i) for i in range(num_env_runners)]
+            self._wait_for_startup()
+
+    # -- construction ------------------------------------------------------------------------
+    def _runner_spec(self, index: int) -> EnvRunnerSpec:
+        seed = None if self.spec.seed is None else self.spec.seed + index * SEED_STRIDE
+        threads = self.spec.torch_threads
+        if self.num_env_runners > 0 and threads is None:
+            threads = max(1, int(self.num_cpus_per_env_runner))
+        return dataclasses.replace(
+            self.spec, seed=seed, num_workers=self.num_env_runners, torch_threads=threads
+        )
+
+    def _start_actor(self, index: int, recreated: bool = False) -> Any:
+        import ray
+
+        remote_cls = ray.remote(num_cpus=self.num_cpus_per_env_runner, max_restarts=0)(EnvRunner)
+        worker_index = self.worker_index_offset + index + 1
+        return remote_cls.remote(self._runner_spec(index), worker_index, recreated)
+
+    def _wait_for_startup(self) -> None:
+        import ray
+
+        refs = [actor.ping.remote() for actor in self._actors]
+        timeout = self.fault_tolerance.env_runner_startup_timeout_s
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        if pending:
+            self.stop()
+            raise EnvRunnerFailure(
+                f"{len(pending)} of {len(refs)} EnvRunner actors did not start within {timeout:g} s; "
+                f"Ray has {ray.available_resources().get('CPU', 0):g} CPUs free."
+            )
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except Exception as exc:
+                self.stop()
+                raise _unwrap(exc) from None
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        return self.local_runner is not None
+
+    @property
+    def num_healthy_runners(self) -> int:
+        return 1 if self.is_local else sum(a is not None for a in self._actors)
+
+    def spaces(self) -> tuple[Any, Any]:
+        if self.local_runner is not None:
+            return self.local_runner.get_spaces()
+        import ray
+
+        return ray.get(self._actors[0].get_spaces.remote())
+
+    # -- sampling ----------------------------------------------------------------------------
+    def sample(
+        self, num_steps: int, state: dict[str, Any] | None = None, explore: bool = True
+    ) -> list[RunnerResult]:
+        """One fragment of ``num_steps`` per env copy from every healthy runner."""
+        if state is not None:
+            self._last_state = state
+        if self.local_runner is not None:
+            return [self.local_runner.sample(num_steps, explore, state)]
+        return self._run_remote("sample", [(num_steps, explore)] * len(self._actors), state)
+
+    def evaluate(
+        self, num_episodes: int, state: dict[str, Any] | None = None, explore: bool = False
+    ) -> list[RunnerResult]:
+        """``num_episodes`` episodes split as evenly as possible over the runners."""
+        if state is not None:
+            self._last_state = state
+        if self.local_runner is not None:
+            return [self.local_runner.evaluate(num_episodes, explore, state)]
+        n = len(self._actors)
+        shares = [num_episodes // n + (1 if i < num_episodes % n else 0) for i in range(n)]
+        return self._run_remote("evaluate", [(share, explore) for share in shares], state, skip_zero=True)
+
+    def _run_remote(
+        self, method: str, args: Sequence[tuple], state: dict[str, Any] | None, skip_zero: bool = False
+    ) -> list[RunnerResult]:
+        import ray
+
+        state_ref = ray.put(state) if state is not None else None
+        calls: dict[Any, int] = {}
+        for index, (actor, call_args) in enumerate(zip(self._actors, args, strict=True)):
+            if actor is None or (skip_zero and call_args[0] == 0):
+                continue
+            calls[getattr(actor, method).remote(*call_args, state_ref)] = index
+        timeout = self.fault_tolerance.sample_timeout_s
+        ready, pending = ray.wait(list(calls), num_returns=len(calls), timeout=timeout)
+        results: list[RunnerResult] = []
+        failed: list[tuple[int, BaseException | None]] = []
+        for ref in ready:
+            try:
+                results.append(ray.get(ref))
+            except Exception as exc:
+                failed.append((calls[ref], _unwrap(exc)))
+        for ref in pending:
+            failed.append((calls[ref], None))
+        for index, error in failed:
+            self._handle_failure(index, error, timeout)
+        if not results and calls:
+            raise EnvRunnerFailure(f"Every EnvRunner failed during {method}(); see the errors above.")
+        return results
+
+    def _handle_failure(self, index: int, error: BaseException | None, timeout: float | None) -> None:
+        import ray
+
+        self.num_failures += 1
+        reason = f"stalled for more than {timeout:g} s" if error is None else f"{error}"
+        actor = self._actors[index]
+        ft = self.fault_tolerance
+        if actor is not None:
+            ray.kill(actor, no_restart=True)
+        self._actors[index] = None
+        if not ft.restart_failed_env_runners:
+            if ft.ignore_env_runner_failures:
+                log.warning("EnvRunner %d failed and is dropped: %s", index + 1, reason)
+                return
+            raise EnvRunnerFailure(
+                f"EnvRunner {index + 1} failed ({reason}) and restart_failed_env_runners is off."
+            ) from error
+        if self.num_restarts >= ft.max_num_env_runner_restarts:
+            raise EnvRunnerFailure(
+                f"EnvRunner {index + 1} failed ({reason}) and the limit of "
+                f"{ft.max_num_env_runner_restarts} restarts (max_num_env_runner_restarts) is used up."
+            ) from error
+        log.warning("EnvRunner %d failed (%s); starting a replacement.", index + 1, reason)
+        self.num_restarts += 1
+        replacement = self._start_actor(index, recreated=True)
+        try:
+            ray.get(replacement.ping.remote(), timeout=ft.env_runner_startup_timeout_s)
+            if self._last_state is not None:
+                ray.get(
+                    replacement.set_state.remote(self._last_state), timeout=ft.env_runner_startup_timeout_s
+                )
+        except Exception as exc:
+            ray.kill(replacement, no_restart=True)
+            self._handle_failure(index, _unwrap(exc), timeout)
+            return
+        self._actors[index] = replacement
+
+    def ping(self) -> list[bool]:
+        """Health of each runner (True = answers)."""
+        if self.local_runner is not None:
+            return [True]
+        import ray
+
+        health = []
+        for actor in self._actors:
+            try:
+                health.append(actor is not None and ray.get(actor.ping.remote(), timeout=10) == "pong")
+            except Exception:
+                health.append(False)
+        return health
+
+    def actors(self) -> list[Any]:
+        return list(self._actors)
+
+    def stop(self) -> None:
+        """Release every actor (idempotent)."""
+        if self.local_runner is not None:
+            self.local_runner.stop()
+            self.local_runner = None
+        if self._actors:
+            import ray
+
+            for actor in self._actors:
+                if actor is not None:
+                    with contextlib.suppress(Exception):
+                        ray.kill(actor, no_restart=True)
+            self._actors = []
+
+    def __del__(self) -> None:  # actors must not outlive a forgotten group
+        with contextlib.suppress(Exception):
+            self.stop()
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The user's own exception out of Ray's wrappers, so messages stay readable."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return cause
+    return exc
+
+
+__all__ = ["EnvError", "EnvRunnerFailure", "EnvRunnerGroup", "FaultToleranceConfig"]

@@ -1,0 +1,137 @@
+"""Encoders built from an observation space and a ``model_config``: MLPs and CNNs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from lightning_rl.errors import ConfigError, SpaceError
+from lightning_rl.modules.model_config import DefaultModelConfig
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU,
+    "linear": nn.Identity,
+}
+
+NATURE_CNN_FILTERS = [[32, 8, 4], [64, 4, 2], [64, 3, 1]]
+
+
+def activation(name: str) -> nn.Module:
+    try:
+        return _ACTIVATIONS[name.lower()]()
+    except KeyError:
+        raise ConfigError(
+            f"Unknown activation {name!r}. Choices: {', '.join(sorted(_ACTIVATIONS))}."
+        ) from None
+
+
+def init_linear(layer: nn.Linear, gain: float, orthogonal: bool) -> nn.Linear:
+    if orthogonal:
+        nn.init.orthogonal_(layer.weight, gain)
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+def mlp(
+    in_dim: int,
+    hiddens: Sequence[int],
+    act: str,
+    out_dim: int | None = None,
+    *,
+    orthogonal: bool = True,
+    out_gain: float = 1.0,
+) -> nn.Sequential:
+    """Linear-activation stack; an optional linear output layer with its own init gain."""
+    layers: list[nn.Module] = []
+    gain = math.sqrt(2.0) if act.lower() in {"relu", "silu", "swish", "elu", "gelu", "leaky_relu"} else 5 / 3
+    if act.lower() == "tanh":
+        gain = math.sqrt(2.0)  # CleanRL/SB3 use sqrt(2) for tanh MLPs as well
+    size = in_dim
+    for hidden in hiddens:
+        layers += [init_linear(nn.Linear(size, int(hidden)), gain, orthogonal), activation(act)]
+        size = int(hidden)
+    if out_dim is not None:
+        layers.append(init_linear(nn.Linear(size, out_dim), out_gain, orthogonal))
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """An MLP over a 1-D Box observation."""
+
+    def __init__(self, obs_dim: int, config: DefaultModelConfig) -> None:
+        super().__init__()
+        self.net = mlp(
+            obs_dim, config.fcnet_hiddens, config.fcnet_activation, orthogonal=config.orthogonal_init
+        )
+        self.out_dim = int(config.fcnet_hiddens[-1]) if config.fcnet_hiddens else obs_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)
+
+
+class CNNEncoder(nn.Module):
+    """Conv stack (Nature-CNN by default) over image observations, then an MLP.
+
+    uint8 observations stay uint8 until here (half the memory of float in buffers) and are
+    scaled to [0, 1] on the way in. Channel-last images (H, W, C) are transposed.
+    """
+
+    def __init__(self, shape: Sequence[int], config: DefaultModelConfig, uint8: bool) -> None:
+        super().__init__()
+        shape = tuple(int(s) for s in shape)
+        self.channels_last = shape[-1] <= 4 < shape[0]
+        c, h, w = (shape[2], shape[0], shape[1]) if self.channels_last else shape
+        self.scale = 1.0 / 255.0 if uint8 else 1.0
+        filters = config.conv_filters or NATURE_CNN_FILTERS
+        layers: list[nn.Module] = []
+        in_c = c
+        for out_c, kernel, stride in filters:
+            layers += [
+                nn.Conv2d(in_c, int(out_c), int(kernel), int(stride)),
+                activation(config.conv_activation),
+            ]
+            in_c = int(out_c)
+        layers.append(nn.Flatten())
+        self.conv = nn.Sequential(*layers)
+        with torch.no_grad():
+            n_flat = self.conv(torch.zeros(1, c, h, w)).shape[-1]
+        hiddens = config.fcnet_hiddens if config.conv_filters is not None else [512]
+        self.mlp = mlp(n_flat, hiddens, config.conv_activation, orthogonal=config.orthogonal_init)
+        self.out_dim = int(hiddens[-1]) if hiddens else n_flat
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        lead = obs.shape[:-3]
+        x = obs.reshape(-1, *obs.shape[-3:]).float() * self.scale
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        return self.mlp(self.conv(x)).reshape(*lead, -1)
+
+
+def build_encoder(observation_space: gym.Space, config: DefaultModelConfig) -> nn.Module:
+    """An encoder with an ``out_dim`` attribute for the (module-side) observation space."""
+    if not isinstance(observation_space, spaces.Box):
+        raise SpaceError(
+            f"The default encoders need a Box observation space, got {observation_space}. Add "
+            "FlattenObservations to the env-to-module connectors, e.g. .env_runners("
+            "env_to_module_connector=lambda env: FlattenObservations())."
+        )
+    shape = observation_space.shape
+    if len(shape) == 3:
+        return CNNEncoder(shape, config, uint8=observation_space.dtype == np.uint8)
+    if len(shape) != 1:
+        raise SpaceError(
+            f"Observation shape {shape} is neither a vector nor an image (C, H, W); add FlattenObservations."
+        )
+    return MLPEncoder(int(shape[0]), config)

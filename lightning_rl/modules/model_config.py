@@ -1,0 +1,72 @@
+"""``model_config``: the knobs of the default networks (RLlib's ``DefaultModelConfig`` names)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightning_rl.errors import ConfigError, unknown_name_message
+
+
+@dataclass
+class DefaultModelConfig:
+    """Default network settings; pass a dict with any subset of these keys as ``model_config``.
+
+    The defaults are the small tanh MLP that PPO implementations (CleanRL, Stable-Baselines3)
+    use for classic control: it learns CartPole fastest and keeps sampling cheap. RLlib's
+    ``[256, 256]`` is one ``model_config={"fcnet_hiddens": [256, 256]}`` away.
+    """
+
+    fcnet_hiddens: list[int] = field(default_factory=lambda: [64, 64])
+    fcnet_activation: str = "tanh"
+    # Extra layers between the shared encoder and each head.
+    head_fcnet_hiddens: list[int] = field(default_factory=list)
+    # One trunk for policy and value function (False: two separate MLPs).
+    vf_share_layers: bool = False
+    # Image encoders: list of [out_channels, kernel, stride]; None picks a Nature-CNN for 3-D obs.
+    conv_filters: list[list[int]] | None = None
+    conv_activation: str = "relu"
+    # Continuous actions: a state-independent log std (True) or one output by the network.
+    free_log_std: bool = True
+    log_std_init: float = 0.0
+    # Orthogonal initialisation (CleanRL/SB3); False keeps PyTorch's default init.
+    orthogonal_init: bool = True
+    # Recurrent and attention settings (used by memory models).
+    use_lstm: bool = False
+    use_gru: bool = False
+    lstm_cell_size: int = 128
+    max_seq_len: int = 32
+    lstm_use_prev_action: bool = False
+    lstm_use_prev_reward: bool = False
+    use_attention: bool = False
+    attention_num_transformer_units: int = 1
+    attention_dim: int = 64
+    attention_num_heads: int = 2
+    attention_memory_inference: int = 32
+    attention_memory_training: int = 32
+    # A user's own network: import path of an nn.Module class taking (observation_space,
+    # action_space, model_config) and the kwargs below.
+    custom_model: str | None = None
+    custom_model_config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_model_config(value: DefaultModelConfig | dict | None) -> DefaultModelConfig:
+    """Merge a user's partial dict onto the defaults; unknown keys get one clear error."""
+    if value is None:
+        return DefaultModelConfig()
+    if isinstance(value, DefaultModelConfig):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"model_config must be a dict or DefaultModelConfig, got {value!r}")
+    names = {f.name for f in dataclasses.fields(DefaultModelConfig)}
+    for key in value:
+        if key not in names:
+            raise ConfigError(unknown_name_message("model_config key", key, names))
+    config = DefaultModelConfig(**value)
+    if any(int(h) <= 0 for h in config.fcnet_hiddens):
+        raise ConfigError(f"model_config.fcnet_hiddens must be positive sizes, got {config.fcnet_hiddens}")
+    return config

@@ -1,0 +1,151 @@
+"""The inference-only policy that EnvRunners build, and the networks shared with learners.
+
+An algorithm describes its runner-side policy with a :class:`PolicySpec` (a class and plain
+kwargs, cheap to pickle to Ray actors) and ships weights separately; the runner never sees the
+learner's optimiser state, target networks or critics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from lightning_rl.modules.distributions import ActionDistribution, DiagGaussianDistribution, distribution_for
+from lightning_rl.modules.encoders import build_encoder, init_linear, mlp
+from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
+
+
+class PolicyNet(nn.Module):
+    """observation -> distribution parameters (logits, or loc and scale)."""
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        model_config: DefaultModelConfig | dict | None = None,
+    ) -> None:
+        super().__init__()
+        config = resolve_model_config(model_config)
+        self.distribution: ActionDistribution = distribution_for(action_space)
+        self.encoder = build_encoder(observation_space, config)
+        width = self.encoder.out_dim
+        self.head_hiddens = (
+            mlp(width, config.head_fcnet_hiddens, config.fcnet_activation, orthogonal=config.orthogonal_init)
+            if config.head_fcnet_hiddens
+            else nn.Identity()
+        )
+        if config.head_fcnet_hiddens:
+            width = int(config.head_fcnet_hiddens[-1])
+        self.continuous = isinstance(self.distribution, DiagGaussianDistribution)
+        self.free_log_std = config.free_log_std
+        if self.continuous:
+            dim = self.distribution.dim
+            out = dim if config.free_log_std else 2 * dim
+            self.head = init_linear(nn.Linear(width, out), 0.01, config.orthogonal_init)
+            if config.free_log_std:
+                self.log_std = nn.Parameter(torch.full((dim,), float(config.log_std_init)))
+        else:
+            self.head = init_linear(nn.Linear(width, self.distribution.n), 0.01, config.orthogonal_init)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.head(self.head_hiddens(self.encoder(obs)))
+        if not self.continuous:
+            return (out,)
+        if self.free_log_std:
+            loc, log_std = out, self.log_std.expand_as(out)
+        else:
+            loc, log_std = out.chunk(2, dim=-1)
+        return loc, log_std.clamp(-20.0, 2.0).exp()
+
+
+class ValueNet(nn.Module):
+    """observation -> state value; shares the policy's encoder when ``shared_encoder`` is given."""
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        model_config: DefaultModelConfig | dict | None = None,
+        shared_encoder: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        config = resolve_model_config(model_config)
+        self.encoder = (
+            shared_encoder if shared_encoder is not None else build_encoder(observation_space, config)
+        )
+        width = self.encoder.out_dim
+        self.head = nn.Sequential(
+            mlp(width, config.head_fcnet_hiddens, config.fcnet_activation, orthogonal=config.orthogonal_init),
+            init_linear(
+                nn.Linear(int(config.head_fcnet_hiddens[-1]) if config.head_fcnet_hiddens else width, 1),
+                1.0,
+                config.orthogonal_init,
+            ),
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(obs))
+
+
+class InferencePolicy(nn.Module):
+    """What an EnvRunner calls once per env step for all its env copies at once.
+
+    ``forward(obs, explore, generator)`` returns a dict with at least ``"action"``; extra
+    entries (``"action_log_prob"``) are stored with the rollout. ``set_extra`` receives
+    non-weight state from the learner (e.g. DQN's current epsilon).
+    """
+
+    def forward(
+        self, obs: torch.Tensor, explore: bool = True, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(weights)
+
+    def set_extra(self, extra: dict[str, Any]) -> None:
+        """Receive non-weight state from the learner (default: nothing to do)."""
+
+
+class StochasticPolicy(InferencePolicy):
+    """Samples from a :class:`PolicyNet`'s distribution (PPO, IMPALA, APPO, BC, MARWIL)."""
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        model_config: DefaultModelConfig | dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = PolicyNet(observation_space, action_space, model_config)
+
+    def forward(self, obs, explore=True, generator=None):
+        params = self.net(obs)
+        distribution = self.net.distribution
+        if explore:
+            action, log_prob = distribution.sample(params, generator)
+        else:
+            action = distribution.mode(params)
+            log_prob = distribution.log_prob(params, action)
+        return {"action": action, "action_log_prob": log_prob}
+
+    def load_weights(self, weights):
+        self.net.load_state_dict(weights)
+
+
+@dataclass
+class PolicySpec:
+    """A picklable recipe for the inference policy: a class and plain constructor kwargs."""
+
+    policy_class: type[InferencePolicy]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> InferencePolicy:
+        policy = self.policy_class(**self.kwargs)
+        policy.eval()
+        for parameter in policy.parameters():
+            parameter.requires_grad_(False)
+        return policy

@@ -1,0 +1,200 @@
+"""RLlib's ``Algorithm`` API (train/evaluate/save/restore/stop) on top of a Lightning Trainer.
+
+``config.build_algo()`` returns a :class:`TrainingRun`. Each :meth:`TrainingRun.train` call is
+one more Lightning epoch of the same Trainer (``fit`` re-entered with ``max_epochs + 1``, which
+continues its counters; optimizers are cached by the algorithm), so a loop of ``train()``
+calls trains exactly like one ``trainer.fit`` with ``max_epochs`` iterations.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import CSVLogger
+
+from lightning_rl import checkpoint as ckpt
+from lightning_rl.algorithms.base import DEFAULT_POLICY_ID, Algorithm
+from lightning_rl.env_runners.ray_utils import shutdown_ray_if_started_here
+from lightning_rl.errors import CheckpointError, ConfigError
+
+_QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+def nest_metrics(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"a/b/c": 1}`` -> ``{"a": {"b": {"c": 1}}}`` with tensors turned into floats."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        value = float(value.item()) if hasattr(value, "item") else value
+        node = nested
+        *parents, leaf = key.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+class TrainingRun:
+    """An algorithm + its DataModule + a Trainer, driven one iteration at a time."""
+
+    def __init__(self, algorithm: Algorithm, trainer_kwargs: dict[str, Any] | None = None) -> None:
+        self.algorithm = algorithm
+        self.datamodule = algorithm.configure_datamodule()
+        self.datamodule.persistent = True  # actors live across train() calls until stop()
+        kwargs = {
+            "max_epochs": 0,
+            "num_sanity_val_steps": 0,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "enable_checkpointing": False,
+            "log_every_n_steps": 1,
+        }
+        kwargs.update(trainer_kwargs or {})
+        if "logger" not in kwargs:
+            kwargs["logger"] = CSVLogger(
+                save_dir=kwargs.get("default_root_dir") or "lightning_logs", name="training_run"
+            )
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.trainer = pl.Trainer(**kwargs)
+        self._resume_from: str | None = None
+        self._stopped = False
+        self._start_time = time.perf_counter()
+
+    # -- RLlib API ---------------------------------------------------------------------------
+    @property
+    def iteration(self) -> int:
+        return int(self.trainer.current_epoch)
+
+    def train(self) -> dict[str, Any]:
+        """Run one training iteration (sample, learn, maybe evaluate) and return its results."""
+        return self.fit(num_iterations=1)
+
+    def fit(self, num_iterations: int) -> dict[str, Any]:
+        """Run ``num_iterations`` iterations in one Lightning ``fit`` and return the last results."""
+        self._check_running()
+        start = time.perf_counter()
+        first = self.iteration
+        self.trainer.fit_loop.max_epochs = first + num_iterations
+        self.trainer.should_stop = False
+        self.trainer.fit(self.algorithm, datamodule=self.datamodule, ckpt_path=self._resume_from)
+        self._resume_from = None
+        return self._results(time.perf_counter() - start, evaluated_since=first)
+
+    def evaluate(self) -> dict[str, Any]:
+        """Run ``evaluation_duration`` episodes now; RLlib's ``algo.evaluate()``."""
+        self._check_running()
+        metrics = self.trainer.validate(self.algorithm, datamodule=self.datamodule, verbose=False)[0]
+        evaluation = nest_metrics(metrics).get("evaluation", {})
+        return {"env_runners": dict(evaluation), **evaluation}
+
+    def save(self, path: str | Path | None = None) -> str:
+        """Write a checkpoint (a file; a directory gets ``algorithm.ckpt`` inside) and return its path."""
+        self._check_running()
+        if path is None:
+            root = Path(self.trainer.default_root_dir)
+            path = root / "checkpoints" / f"iteration_{self.iteration:06d}.ckpt"
+        path = Path(path)
+        if path.suffix != ".ckpt":
+            path = path / "algorithm.ckpt"
+        if self.trainer.strategy.lightning_module is None:
+            raise ConfigError(
+                "Call train() at least once before save(): there is nothing trained to save yet."
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.trainer.save_checkpoint(str(path))
+        return str(path)
+
+    save_to_path = save
+
+    def restore(self, path: str | Path) -> None:
+        """Load weights now; the next ``train()`` also restores optimizers, counters and loops."""
+        path = _checkpoint_file(path)
+        checkpoint = ckpt.load_checkpoint(path)
+        _load_into(self.algorithm, checkpoint)
+        key = type(self.datamodule).__qualname__
+        if key in checkpoint:
+            self.datamodule.load_state_dict(checkpoint[key])
+        self._resume_from = str(path)
+
+    restore_from_path = restore
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, trainer_kwargs: dict[str, Any] | None = None) -> TrainingRun:
+        """Rebuild the algorithm from a checkpoint's hyperparameters and restore it."""
+        from lightning_rl.registry import get_algorithm_class
+
+        path = _checkpoint_file(path)
+        checkpoint = ckpt.load_checkpoint(path)
+        name = checkpoint[ckpt.KEY].get("algorithm")
+        algo_class = get_algorithm_class(name)
+        algorithm = algo_class(**checkpoint.get("hyper_parameters", {}))
+        run = cls(algorithm, trainer_kwargs)
+        run.restore(path)
+        return run
+
+    def stop(self) -> None:
+        """Release every EnvRunner actor (and Ray, if this process started it)."""
+        if self._stopped:
+            return
+        self.datamodule.close()
+        shutdown_ray_if_started_here()
+        self._stopped = True
+
+    # -- access ------------------------------------------------------------------------------
+    def get_module(self, policy_id: str = DEFAULT_POLICY_ID) -> Algorithm:
+        return self.algorithm
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise ConfigError("This TrainingRun was stopped; build a new one with config.build_algo().")
+
+    def _results(self, seconds: float, evaluated_since: int) -> dict[str, Any]:
+        metrics = dict(self.trainer.callback_metrics)
+        evaluated = (
+            self.algorithm.last_evaluation_epoch is not None
+            and self.algorithm.last_evaluation_epoch >= evaluated_since
+        )
+        if not evaluated:
+            metrics = {k: v for k, v in metrics.items() if not k.startswith("evaluation/")}
+        result = nest_metrics(metrics)
+        env_runners = result.setdefault("env_runners", {})
+        lifetime = self.datamodule.num_env_steps_sampled_lifetime
+        env_runners["num_env_steps_sampled_lifetime"] = lifetime
+        result["num_env_steps_sampled_lifetime"] = lifetime
+        result.setdefault("learners", {}).setdefault(DEFAULT_POLICY_ID, {})
+        if "evaluation" in result:
+            result["evaluation"] = {"env_runners": dict(result["evaluation"]), **result["evaluation"]}
+        result["training_iteration"] = self.iteration
+        result["time_this_iter_s"] = seconds
+        result["time_total_s"] = time.perf_counter() - self._start_time
+        return result
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _checkpoint_file(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        candidates = sorted(path.glob("*.ckpt"))
+        if not candidates:
+            raise CheckpointError(f"No checkpoint (*.ckpt) found in directory {str(path)!r}.")
+        path = candidates[-1]
+    return path
+
+
+def _load_into(algorithm: Algorithm, checkpoint: dict[str, Any]) -> None:
+    algorithm.on_load_checkpoint(checkpoint)
+    missing, unexpected = algorithm.load_state_dict(checkpoint["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"The checkpoint's weights do not fit this {type(algorithm).__name__}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]} (was it trained with another model_config or env?)."
+        )
