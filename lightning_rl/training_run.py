@@ -61,12 +61,16 @@ class TrainingRun:
             logging.getLogger(name).setLevel(logging.WARNING)
         self.trainer = pl.Trainer(**kwargs)
         self._resume_from: str | None = None
+        self._resume_iteration: int | None = None
         self._stopped = False
         self._start_time = time.perf_counter()
 
     # -- RLlib API ---------------------------------------------------------------------------
     @property
     def iteration(self) -> int:
+        """Completed training iterations (Lightning epochs), including restored ones."""
+        if self._resume_iteration is not None:
+            return self._resume_iteration
         return int(self.trainer.current_epoch)
 
     def train(self) -> dict[str, Any]:
@@ -80,8 +84,11 @@ class TrainingRun:
         first = self.iteration
         self.trainer.fit_loop.max_epochs = first + num_iterations
         self.trainer.should_stop = False
-        self.trainer.fit(self.algorithm, datamodule=self.datamodule, ckpt_path=self._resume_from)
+        self.trainer.fit(
+            self.algorithm, datamodule=self.datamodule, ckpt_path=self._resume_from, weights_only=True
+        )
         self._resume_from = None
+        self._resume_iteration = None
         return self._results(time.perf_counter() - start, evaluated_since=first)
 
     def evaluate(self) -> dict[str, Any]:
@@ -119,6 +126,7 @@ class TrainingRun:
         if key in checkpoint:
             self.datamodule.load_state_dict(checkpoint[key])
         self._resume_from = str(path)
+        self._resume_iteration = int(checkpoint.get("epoch", 0))
 
     restore_from_path = restore
 

@@ -16,6 +16,7 @@ checkpoints under the key Lightning would use, so both ways resume identically.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -40,6 +41,15 @@ from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_
 from lightning_rl.modules.policy import PolicySpec
 
 DEFAULT_POLICY_ID = "default_policy"
+
+# Two warnings Lightning emits on every RL run that tell the user nothing actionable: our
+# IterableDatasets define __len__ on purpose (minibatches per iteration, no loader workers),
+# and Lightning 2.6 calls a torch pytree API that torch 2.13 deprecated.
+warnings.filterwarnings("ignore", message=r".*IterableDataset. has .__len__. defined.*")
+warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
+# RL metrics are logged per iteration (epoch), so Lightning's per-step logging interval
+# warning ("fewer training batches than log_every_n_steps") does not apply.
+warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
 
 
 class Algorithm(pl.LightningModule):

@@ -32,6 +32,9 @@ class FaultToleranceConfig:
     max_num_env_runner_restarts: int = 1000
     sample_timeout_s: float | None = 60.0
     ignore_env_runner_failures: bool = False
+    # A runner slot that fails this many times in a row, without one successful call in
+    # between, is broken rather than flaky (an env that crashes on every reset): give up.
+    max_consecutive_env_runner_failures: int = 3
     # How long a fresh actor may take to start (imports, env creation) before it counts as failed.
     env_runner_startup_timeout_s: float = 120.0
 
@@ -63,11 +66,13 @@ class EnvRunnerGroup:
         self._last_state: dict[str, Any] | None = None
         self.local_runner: EnvRunner | None = None
         self._actors: list[Any] = []
+        self._consecutive_failures: list[int] = []
         if num_env_runners == 0:
             self.local_runner = EnvRunner(self._runner_spec(0), worker_index=worker_index_offset)
         else:
             ensure_ray(num_env_runners * num_cpus_per_env_runner)
             self._actors = [self._start_actor(i) for i in range(num_env_runners)]
+            self._consecutive_failures = [0] * num_env_runners
             self._wait_for_startup()
 
     # -- construction ------------------------------------------------------------------------
@@ -148,47 +153,58 @@ class EnvRunnerGroup:
     def _run_remote(
         self, method: str, args: Sequence[tuple], state: dict[str, Any] | None, skip_zero: bool = False
     ) -> list[RunnerResult]:
+        """Call ``method`` on every healthy actor; replace failed ones and retry if none succeeded.
+
+        The iteration completes with the samples of the runners that succeeded; only when
+        none did are the replacements asked again, so a broken env (failing every time) ends
+        in one clear error after ``max_consecutive_env_runner_failures`` tries instead of an
+        endless restart loop.
+        """
         import ray
 
         state_ref = ray.put(state) if state is not None else None
-        calls: dict[Any, int] = {}
-        for index, (actor, call_args) in enumerate(zip(self._actors, args, strict=True)):
-            if actor is None or (skip_zero and call_args[0] == 0):
-                continue
-            calls[getattr(actor, method).remote(*call_args, state_ref)] = index
         timeout = self.fault_tolerance.sample_timeout_s
-        ready, pending = ray.wait(list(calls), num_returns=len(calls), timeout=timeout)
-        results: list[RunnerResult] = []
-        failed: list[tuple[int, BaseException | None]] = []
-        for ref in ready:
-            try:
-                results.append(ray.get(ref))
-            except Exception as exc:
-                failed.append((calls[ref], _unwrap(exc)))
-        for ref in pending:
-            failed.append((calls[ref], None))
-        for index, error in failed:
-            self._handle_failure(index, error, timeout)
-        if not results and calls:
-            raise EnvRunnerFailure(f"Every EnvRunner failed during {method}(); see the errors above.")
-        return results
+        while True:
+            calls: dict[Any, int] = {}
+            for index, (actor, call_args) in enumerate(zip(self._actors, args, strict=True)):
+                if actor is None or (skip_zero and call_args[0] == 0):
+                    continue
+                calls[getattr(actor, method).remote(*call_args, state_ref)] = index
+            if not calls:
+                raise EnvRunnerFailure(f"No healthy EnvRunner is left to run {method}().")
+            ready, pending = ray.wait(list(calls), num_returns=len(calls), timeout=timeout)
+            results: list[RunnerResult] = []
+            failed: list[tuple[int, BaseException | None]] = [(calls[ref], None) for ref in pending]
+            for ref in ready:
+                try:
+                    results.append(ray.get(ref))
+                    self._consecutive_failures[calls[ref]] = 0
+                except Exception as exc:
+                    failed.append((calls[ref], _unwrap(exc)))
+            for index, error in failed:
+                self._handle_failure(index, error, timeout)
+            if results:
+                return results
 
     def _handle_failure(self, index: int, error: BaseException | None, timeout: float | None) -> None:
         import ray
 
         self.num_failures += 1
+        self._consecutive_failures[index] += 1
         reason = f"stalled for more than {timeout:g} s" if error is None else f"{error}"
-        actor = self._actors[index]
         ft = self.fault_tolerance
-        if actor is not None:
-            ray.kill(actor, no_restart=True)
-        self._actors[index] = None
+        self._kill(index)
         if not ft.restart_failed_env_runners:
             if ft.ignore_env_runner_failures:
                 log.warning("EnvRunner %d failed and is dropped: %s", index + 1, reason)
                 return
             raise EnvRunnerFailure(
                 f"EnvRunner {index + 1} failed ({reason}) and restart_failed_env_runners is off."
+            ) from error
+        if self._consecutive_failures[index] >= ft.max_consecutive_env_runner_failures:
+            raise EnvRunnerFailure(
+                f"EnvRunner {index + 1} failed {self._consecutive_failures[index]} times in a row without "
+                f"one successful call; giving up. Last error: {reason}"
             ) from error
         if self.num_restarts >= ft.max_num_env_runner_restarts:
             raise EnvRunnerFailure(
@@ -209,6 +225,14 @@ class EnvRunnerGroup:
             self._handle_failure(index, _unwrap(exc), timeout)
             return
         self._actors[index] = replacement
+
+    def _kill(self, index: int) -> None:
+        import ray
+
+        actor = self._actors[index]
+        if actor is not None:
+            ray.kill(actor, no_restart=True)
+        self._actors[index] = None
 
     def ping(self) -> list[bool]:
         """Health of each runner (True = answers)."""

@@ -1,0 +1,1 @@
+"""An example lightning-rl plugin: everything is found through entry points (see pyproject.toml)."""

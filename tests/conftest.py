@@ -1,0 +1,40 @@
+"""Shared fixtures: one local Ray session for the whole run, offline wandb, quiet warnings."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
+
+RAY_TEST_CPUS = 4
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A real local Ray with 4 logical CPUs, started once (starting Ray costs ~4 s)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, log_to_driver=True)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def quiet_trainer_kwargs(tmp_path):
+    """Trainer kwargs for tests: no progress bar, logs under tmp_path."""
+    return {
+        "default_root_dir": str(tmp_path),
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "logger": False,
+        "enable_checkpointing": False,
+        "num_sanity_val_steps": 0,
+    }

@@ -1,0 +1,103 @@
+"""The RLlib-style fluent config: RLlib's quick start, validation, results layout."""
+
+from __future__ import annotations
+
+import pytest
+
+from lightning_rl.algorithms.ppo import PPO, PPOConfig
+from lightning_rl.connectors.env_to_module import FlattenObservations
+from lightning_rl.errors import ConfigError, UnknownNameError
+
+
+def test_rllib_quick_start_on_taxi_runs_unchanged_but_for_imports(ray_session, tmp_path):
+    config = (
+        PPOConfig()
+        .environment("Taxi-v3")
+        .env_runners(num_env_runners=2, env_to_module_connector=lambda env: FlattenObservations())
+        .evaluation(evaluation_num_env_runners=1)
+        .trainer(default_root_dir=str(tmp_path))
+    )
+    algo = config.build_algo()
+    results = [algo.train() for _ in range(5)]
+    last = results[-1]
+    assert last["training_iteration"] == 5
+    assert last["env_runners"]["num_env_steps_sampled_lifetime"] == 5 * 2048
+    assert last["num_env_steps_sampled_lifetime"] == 5 * 2048
+    assert "episode_return_mean" in last["env_runners"]
+    assert {"policy_loss", "vf_loss", "total_loss"} <= set(last["learners"]["default_policy"])
+    assert "episode_return_mean" in last["evaluation"]["env_runners"]
+    evaluation = algo.evaluate()
+    assert evaluation["env_runners"]["num_episodes"] == 10
+    actors = algo.datamodule.train_group.actors() + algo.datamodule.eval_group.actors()
+    assert len(actors) == 3
+    algo.stop()
+    assert algo.datamodule.train_group is None and algo.datamodule.eval_group is None
+    assert all(_dies_within(actor, seconds=30) for actor in actors)
+
+
+def _dies_within(actor, seconds: float) -> bool:
+    """ray.kill is asynchronous: poll until calls on the actor fail."""
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.ping.remote(), timeout=5)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_unknown_setting_is_one_error_with_the_valid_names():
+    with pytest.raises(
+        UnknownNameError, match=r"Unknown training\(\) setting for PPO 'lrr'.*Did you mean 'lr'"
+    ):
+        PPOConfig().training(lrr=1e-3)
+
+
+def test_rllib_aliases_and_attribute_access():
+    config = PPOConfig().training(train_batch_size_per_learner=512, sgd_minibatch_size=32, **{"lambda": 0.9})
+    assert config.train_batch_size == 512
+    assert config.minibatch_size == 32
+    assert config.lambda_ == 0.9
+    assert config.lr == 3e-4  # the algorithm's default
+    assert config.to_dict()["train_batch_size"] == 512
+
+
+def test_evaluation_interval_maps_onto_the_trainer():
+    config = PPOConfig().environment("CartPole-v1")
+    assert config.build_trainer_kwargs()["limit_val_batches"] == 0
+    config.evaluation(evaluation_interval=3, evaluation_duration=7)
+    assert config.build_trainer_kwargs()["check_val_every_n_epoch"] == 3
+    assert config.evaluation_duration == 7
+    with pytest.raises(ConfigError, match="evaluation_duration_unit"):
+        config.evaluation(evaluation_duration_unit="timesteps")
+
+
+def test_learners_map_to_ddp_devices():
+    kwargs = PPOConfig().learners(num_learners=2).build_trainer_kwargs()
+    assert kwargs["strategy"] == "ddp" and kwargs["devices"] == 2 and kwargs["accelerator"] == "cpu"
+
+
+def test_build_algorithm_gives_a_plain_lightning_module():
+    algo = PPOConfig().environment("CartPole-v1").training(lr=1e-3).build_algorithm()
+    assert isinstance(algo, PPO) and algo.hparams.lr == 1e-3
+
+
+def test_train_loop_matches_one_fit_and_evaluates_on_the_interval(tmp_path):
+    config = (
+        PPOConfig()
+        .environment("CartPole-v1")
+        .training(train_batch_size=64, minibatch_size=32, num_epochs=1)
+        .evaluation(evaluation_interval=2, evaluation_duration=2)
+        .trainer(default_root_dir=str(tmp_path))
+    )
+    algo = config.build_algo()
+    first, second = algo.train(), algo.train()
+    assert "evaluation" not in first and "evaluation" in second
+    assert second["num_env_steps_sampled_lifetime"] == 128
+    assert algo.trainer.global_step == 4
+    algo.stop()

@@ -1,0 +1,147 @@
+"""Connectors: flattening every space kind, mean-std statistics and merging, action mapping, specs."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from lightning_rl._tree import to_torch
+from lightning_rl.connectors import (
+    ClipActions,
+    EnvToModulePipeline,
+    FlattenObservations,
+    MeanStdFilter,
+    ModuleToEnvPipeline,
+    UnsquashActions,
+    build_connector,
+    connector_spec,
+    normalize_connector_specs,
+)
+from lightning_rl.errors import SpaceError
+
+
+def flatten(space: gym.Space, batch):
+    connector = FlattenObservations()
+    out_space = connector.setup(space)
+    out = connector(to_torch(batch))
+    assert out.shape == (out.shape[0], *out_space.shape)
+    return out
+
+
+def test_flatten_discrete_is_one_hot():
+    out = flatten(spaces.Discrete(4), np.array([0, 3, 2]))
+    assert out.tolist() == [[1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]
+
+
+def test_flatten_discrete_with_start_offset():
+    out = flatten(spaces.Discrete(3, start=-1), np.array([-1, 1]))
+    assert out.tolist() == [[1, 0, 0], [0, 0, 1]]
+
+
+def test_flatten_multidiscrete_concatenates_one_hots():
+    out = flatten(spaces.MultiDiscrete([2, 3]), np.array([[1, 2], [0, 0]]))
+    assert out.tolist() == [[0, 1, 0, 0, 1], [1, 0, 1, 0, 0]]
+
+
+def test_flatten_box_image_and_multibinary():
+    assert flatten(spaces.Box(0, 1, (2, 3)), np.ones((4, 2, 3), np.float32)).shape == (4, 6)
+    assert flatten(spaces.MultiBinary(3), np.array([[1, 0, 1]], np.int8)).tolist() == [[1.0, 0.0, 1.0]]
+
+
+def test_flatten_dict_and_tuple_in_space_order():
+    space = spaces.Dict({"a": spaces.Discrete(2), "b": spaces.Box(-1, 1, (2,))})
+    out = flatten(space, {"a": np.array([1]), "b": np.array([[0.5, -0.5]], np.float32)})
+    assert out.tolist() == [[0.0, 1.0, 0.5, -0.5]]
+    tup = spaces.Tuple((spaces.Discrete(2), spaces.Box(-1, 1, (1,))))
+    out = flatten(tup, (np.array([0]), np.array([[0.25]], np.float32)))
+    assert out.tolist() == [[1.0, 0.0, 0.25]]
+
+
+def test_flatten_only_some_keys_of_a_dict():
+    space = spaces.Dict({"pos": spaces.Discrete(3), "img": spaces.Box(0, 255, (2, 2, 1), np.uint8)})
+    connector = FlattenObservations(keys_to_flatten=["pos"])
+    out_space = connector.setup(space)
+    assert out_space["pos"].shape == (3,) and out_space["img"] == space["img"]
+    with pytest.raises(SpaceError, match="missing"):
+        FlattenObservations(keys_to_flatten=["missing"]).setup(space)
+
+
+def test_mean_std_filter_normalises_with_running_statistics():
+    connector = MeanStdFilter(clip=None)
+    connector.setup(spaces.Box(-np.inf, np.inf, (2,), np.float32))
+    data = torch.tensor([[1.0, 10.0], [3.0, 30.0], [5.0, 50.0]])
+    out = connector(data)
+    mean, std = data.double().mean(0), data.double().std(0, unbiased=False)
+    assert torch.allclose(out, ((data - mean) / std).float(), atol=1e-5)
+
+
+def test_mean_std_deltas_from_runners_merge_to_the_global_statistics():
+    space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    runners = [MeanStdFilter(), MeanStdFilter()]
+    for r in runners:
+        r.setup(space)
+    batches = [torch.randn(50, 3) * 2 + 1, torch.randn(70, 3) - 4]
+    for runner, batch in zip(runners, batches, strict=True):
+        runner(batch)
+    merged = MeanStdFilter.merge_deltas({}, [r.pop_delta() for r in runners])
+    everything = torch.cat(batches).double()
+    assert merged["count"] == 120
+    assert torch.allclose(merged["mean"], everything.mean(0))
+    assert torch.allclose(merged["m2"] / merged["count"], everything.var(0, unbiased=False))
+    # A runner that loads the merged state starts a fresh delta.
+    runners[0].set_state(merged)
+    assert runners[0].pop_delta() is None
+
+
+def test_mean_std_filter_rejects_non_box_spaces():
+    with pytest.raises(SpaceError, match="FlattenObservations"):
+        MeanStdFilter().setup(spaces.Discrete(3))
+
+
+def test_unsquash_and_clip_actions():
+    space = spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 10.0], np.float32), dtype=np.float32)
+    unsquash = UnsquashActions()
+    assert unsquash.setup(space) == spaces.Box(-1.0, 1.0, (2,), np.float32)
+    out = unsquash(torch.tensor([[-1.0, 1.0], [0.0, 0.0], [5.0, -5.0]]))
+    assert out.tolist() == [[-2.0, 10.0], [0.0, 5.0], [2.0, 0.0]]
+    clip = ClipActions()
+    clip.setup(space)
+    assert clip(torch.tensor([[-3.0, 11.0]])).tolist() == [[-2.0, 10.0]]
+    with pytest.raises(SpaceError, match="Box"):
+        ClipActions().setup(spaces.Discrete(2))
+
+
+def test_module_to_env_pipeline_reports_the_module_action_space():
+    space = spaces.Box(-2.0, 2.0, (1,), np.float32)
+    pipeline = ModuleToEnvPipeline([UnsquashActions()], space)
+    assert pipeline.module_action_space == spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+
+def test_specs_round_trip_through_plain_data_and_the_registry():
+    spec = connector_spec(MeanStdFilter(clip=5.0))
+    assert spec == {"name": "MeanStdFilter", "config": {"clip": 5.0, "epsilon": 1e-8}}
+    rebuilt = build_connector(spec)
+    assert isinstance(rebuilt, MeanStdFilter) and rebuilt.clip == 5.0
+    assert isinstance(build_connector({"name": "flattenobservations"}), FlattenObservations)
+
+
+def test_user_forms_normalise_to_specs():
+    env = gym.make("CartPole-v1")
+    assert normalize_connector_specs(lambda env: FlattenObservations(), env) == [
+        {"name": "FlattenObservations", "config": {"keys_to_flatten": None}}
+    ]
+    assert normalize_connector_specs(["MeanStdFilter"], env) == [{"name": "MeanStdFilter", "config": {}}]
+    assert normalize_connector_specs(
+        {"class_path": "lightning_rl.connectors.MeanStdFilter", "init_args": {"clip": 3.0}}
+    ) == [{"name": "lightning_rl.connectors.MeanStdFilter", "config": {"clip": 3.0}}]
+    assert normalize_connector_specs(None) == []
+
+
+def test_pipeline_chains_spaces_and_rejects_misfits():
+    pipeline = EnvToModulePipeline([FlattenObservations(), MeanStdFilter()], spaces.Discrete(5))
+    assert pipeline.output_space.shape == (5,)
+    with pytest.raises(SpaceError, match="MeanStdFilter needs a float Box"):
+        EnvToModulePipeline([MeanStdFilter()], spaces.Discrete(5))
