@@ -16,6 +16,8 @@ from lightning_rl.version import __version__
 _EXPORTS = {
     # algorithms and configs
     "Algorithm": "lightning_rl.algorithms.base",
+    "PolicyModule": "lightning_rl.algorithms.policy_module",
+    "DEFAULT_POLICY_ID": "lightning_rl.constants",
     "AlgorithmConfig": "lightning_rl.config.algorithm_config",
     "NotProvided": "lightning_rl.config.algorithm_config",
     "PPO": "lightning_rl.algorithms.ppo",

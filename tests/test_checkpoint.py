@@ -31,14 +31,14 @@ def test_save_and_from_checkpoint_round_trip_weights_filters_and_counters(tmp_pa
     run.train()
     path = run.save(tmp_path / "ckpt")
     weights = {k: v.clone() for k, v in run.algorithm.state_dict().items()}
-    filter_state = run.algorithm.connector_state[0]
+    filter_state = run.algorithm.connector_state["default_policy"][0]
     assert filter_state["count"] > 0
     run.stop()
 
     restored = TrainingRun.from_checkpoint(path, trainer_kwargs={"default_root_dir": str(tmp_path)})
     for key, value in restored.algorithm.state_dict().items():
         assert torch.equal(value, weights[key]), key
-    assert torch.equal(restored.algorithm.connector_state[0]["mean"], filter_state["mean"])
+    assert torch.equal(restored.algorithm.connector_state["default_policy"][0]["mean"], filter_state["mean"])
     assert restored.algorithm.hparams.env_to_module_connector == [{"name": "MeanStdFilter", "config": {}}]
     result = restored.train()
     assert result["training_iteration"] == 3, "the loop counters continue"
@@ -56,7 +56,7 @@ def test_checkpoints_hold_plain_data_loadable_with_weights_only(tmp_path):
     assert section["format_version"] == ckpt.FORMAT_VERSION
     assert section["package_version"]
     assert section["algorithm"] == "PPO"
-    assert "policy_net.head.weight" in checkpoint["state_dict"]
+    assert "policies.default_policy.policy_net.head.weight" in checkpoint["state_dict"]
 
 
 def test_future_format_and_corrupt_files_give_clear_errors(tmp_path):

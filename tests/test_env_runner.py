@@ -107,7 +107,7 @@ def test_weights_and_version_are_loaded_from_state():
     spec = make_spec("CartPole-v1", num_envs=2)
     runner = EnvRunner(spec)
     weights = {k: torch.zeros_like(v) for k, v in runner.policy.net.state_dict().items()}
-    result = runner.sample(4, state={"weights": weights, "version": 7})
+    result = runner.sample(4, state={"version": 7, "policies": {"default_policy": {"weights": weights}}})
     assert result.weights_version == 7
     assert all(float(p.abs().sum()) == 0.0 for p in runner.policy.parameters())
     # Zero logits: both actions equally likely.
@@ -153,7 +153,7 @@ def test_local_group_samples_in_process():
 def test_ray_group_samples_on_actors_with_distinct_seeds(ray_session):
     group = EnvRunnerGroup(make_spec(CountingEnv, {"lengths": [50]}, num_envs=2, seed=0), num_env_runners=2)
     try:
-        state = {"weights": None, "version": 3}
+        state = {"version": 3, "policies": {}}
         results = group.sample(5, state=state)
         assert len(results) == 2
         assert sorted(r.worker_index for r in results) == [1, 2]

@@ -32,8 +32,8 @@ def test_gae_matches_hand_computation(terminate):
     algo = PPO(CountingEnv, {"lengths": [3, 4], "terminate": terminate}, gamma=0.9, lambda_=0.8, seed=0)
     batch = rollout(algo, 9)
     with torch.no_grad():
-        values = algo.value_net(batch["observation"]).squeeze(-1)
-        next_values = algo.value_net(batch["next", "observation"]).squeeze(-1)
+        values = algo.module.value_net(batch["observation"]).squeeze(-1)
+        next_values = algo.module.value_net(batch["next", "observation"]).squeeze(-1)
         out = algo.process_rollout(batch.clone())
     for env in range(2):
         expected = hand_gae(
@@ -53,7 +53,7 @@ def test_truncated_steps_bootstrap_from_the_final_observation_and_terminated_do_
     # A constant critic V = 2 makes every delta easy to write down by hand.
     for terminate, expected_last_delta in [(True, 1.0 - 2.0), (False, 1.0 + 0.5 * 2.0 - 2.0)]:
         algo = PPO(CountingEnv, {"lengths": [3], "terminate": terminate}, gamma=0.5, lambda_=0.0, seed=0)
-        head = algo.value_net.head[-1]
+        head = algo.module.value_net.head[-1]
         with torch.no_grad():
             head.weight.zero_()
             head.bias.fill_(2.0)

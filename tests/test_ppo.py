@@ -62,7 +62,7 @@ def test_ppo_learns_continuous_actions_through_the_unsquash_connector(quiet_trai
         seed=0,
         model_config={"fcnet_hiddens": [32]},
     )
-    assert [s["name"] for s in algo.module_to_env_specs] == ["UnsquashActions"]
+    assert [s["name"] for s in algo.module_to_env_specs["default_policy"]] == ["UnsquashActions"]
     stop = StopOnReturn(-0.05)
     fit(algo, quiet_trainer_kwargs, 80, [stop], check_val_every_n_epoch=4)
     assert stop.reached_at is not None, "PPO did not learn a = 2 * target within 20k env steps"
@@ -90,12 +90,12 @@ def test_shared_trunk_kl_loss_entropy_schedule_and_lr_schedule(quiet_trainer_kwa
         lr_schedule=[[0, 1e-3], [256, 1e-4]],
         model_config={"vf_share_layers": True},
     )
-    assert algo.value_net.encoder is algo.policy_net.encoder
+    assert algo.module.value_net.encoder is algo.module.policy_net.encoder
     trainer = fit(algo, quiet_trainer_kwargs, 3, limit_val_batches=0)
     metrics = trainer.callback_metrics
     assert torch.isfinite(metrics["learners/default_policy/total_loss"])
-    assert float(algo.kl_coeff) > 0.2, "a tiny kl_target must raise kl_coeff"
-    assert float(algo.loss.entropy_coeff) == pytest.approx(0.0)  # schedule ended at 256 steps
+    assert float(algo.module.kl_coeff) > 0.2, "a tiny kl_target must raise kl_coeff"
+    assert float(algo.module.loss.entropy_coeff) == pytest.approx(0.0)  # schedule ended at 256 steps
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
 
 

@@ -3,9 +3,9 @@
 Like RLlib's ``AlgorithmConfig``, an algorithm's ``__init__`` arguments are its complete,
 flat configuration (env, runners, evaluation, model, training), so ``save_hyperparameters``,
 LightningCLI (``--model.lr 1e-3``) and the fluent config all see the same names. What a
-subclass adds is small: its networks and losses, ``policy_spec``/``policy_weights`` (what the
-EnvRunners run), ``process_rollout`` (the learner connector: GAE, n-step, V-trace ...) and
-``training_step``.
+subclass adds is small: ``build_policy_module`` (one :class:`PolicyModule` per policy id, holding
+the networks, what the EnvRunners run and the learner connector: GAE, n-step, V-trace ...) and
+``training_step`` (combining the modules' losses).
 
 Experience comes from a DataModule of the kind named by ``datamodule_class``. Pass one to
 ``trainer.fit(algo, datamodule=...)`` or let the algorithm build its own: then it serves
@@ -23,24 +23,24 @@ from typing import Any, ClassVar, Literal
 import lightning.pytorch as pl
 import torch
 from gymnasium import spaces
+from torch import nn
 
 from lightning_rl import checkpoint as ckpt
+from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.connectors.base import (
     EnvToModulePipeline,
     ModuleToEnvPipeline,
     normalize_connector_specs,
 )
 from lightning_rl.connectors.module_to_env import default_module_to_env
+from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.data.experience import ExperienceDataModule
 from lightning_rl.data.on_policy import OnPolicyDataModule
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec
 from lightning_rl.env_runners.env_runner_group import FaultToleranceConfig
 from lightning_rl.envs.registration import EnvContext, EnvLike, env_name, resolve_env
-from lightning_rl.errors import ConfigError, EnvError
+from lightning_rl.errors import CheckpointError, ConfigError, EnvError
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
-from lightning_rl.modules.policy import PolicySpec
-
-DEFAULT_POLICY_ID = "default_policy"
 
 # Two warnings Lightning emits on every RL run that tell the user nothing actionable: our
 # IterableDatasets define __len__ on purpose (minibatches per iteration, no loader workers),
@@ -133,15 +133,15 @@ class Algorithm(pl.LightningModule):
         )
         self.save_hyperparameters(hparams)
         self._validate_common()
+        self.validate_hparams()
         self.model_config = resolve_model_config(model_config)
-        self.env_to_module = EnvToModulePipeline.from_specs(e2m_specs, self.env_observation_space)
-        self.observation_space = self.env_to_module.output_space
-        self.module_to_env_specs = m2e_specs + default_module_to_env(
-            self.env_action_space, normalize_actions, clip_actions
+        self._setup_policy_spaces(e2m_specs, m2e_specs, normalize_actions, clip_actions)
+        self.policies = nn.ModuleDict(
+            {
+                policy_id: self.build_policy_module(policy_id, obs_space, action_space)
+                for policy_id, (obs_space, action_space) in self.policy_spaces.items()
+            }
         )
-        self.module_to_env = ModuleToEnvPipeline.from_specs(self.module_to_env_specs, self.env_action_space)
-        self.action_space = self.module_to_env.module_action_space
-        self.connector_state: list[dict[str, Any]] = self.env_to_module.get_state()
         self._default_datamodule: ExperienceDataModule | None = None
         self._pending_datamodule_state: dict[str, Any] | None = None
         self.minibatch_generator = torch.Generator()
@@ -150,6 +150,44 @@ class Algorithm(pl.LightningModule):
         self._optimizer_cache: Any = None
         self._learner_metrics: dict[str, dict[str, list[torch.Tensor]]] = {}
         self.last_evaluation_epoch: int | None = None
+
+    def _setup_policy_spaces(
+        self, e2m_specs: list[dict], m2e_specs: list[dict], normalize_actions: bool, clip_actions: bool
+    ) -> None:
+        """Connector pipelines and module-side spaces, per policy id (one for single-agent envs)."""
+        pipeline = EnvToModulePipeline.from_specs(e2m_specs, self.env_observation_space)
+        module_to_env_specs = m2e_specs + default_module_to_env(
+            self.env_action_space, normalize_actions, clip_actions
+        )
+        module_to_env = ModuleToEnvPipeline.from_specs(module_to_env_specs, self.env_action_space)
+        self.policy_ids = [DEFAULT_POLICY_ID]
+        self.env_to_module_pipelines = {DEFAULT_POLICY_ID: pipeline}
+        self.module_to_env_specs = {DEFAULT_POLICY_ID: module_to_env_specs}
+        self.policy_spaces = {DEFAULT_POLICY_ID: (pipeline.output_space, module_to_env.module_action_space)}
+        self.connector_state = {DEFAULT_POLICY_ID: pipeline.get_state()}
+
+    @property
+    def observation_space(self) -> spaces.Space:
+        """Module-side observation space of the single policy (after env-to-module connectors)."""
+        return self.policy_spaces[self._single_policy_id()][0]
+
+    @property
+    def action_space(self) -> spaces.Space:
+        """Module-side action space of the single policy (before module-to-env connectors)."""
+        return self.policy_spaces[self._single_policy_id()][1]
+
+    @property
+    def module(self) -> PolicyModule:
+        """The only policy's module (single-agent algorithms)."""
+        return self.policies[self._single_policy_id()]
+
+    def _single_policy_id(self) -> str:
+        if len(self.policy_ids) != 1:
+            raise ConfigError(
+                f"This algorithm has several policies ({self.policy_ids}); use policy_spaces[policy_id] "
+                "and policies[policy_id]."
+            )
+        return self.policy_ids[0]
 
     # -- construction helpers ----------------------------------------------------------------
     def _probe_spaces(self, env_config: dict | None) -> None:
@@ -199,18 +237,15 @@ class Algorithm(pl.LightningModule):
             if value is None or isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value!r}.")
 
-    # -- what the EnvRunners run -------------------------------------------------------------
-    def policy_spec(self) -> PolicySpec:
-        """The recipe of the inference-only policy built in every EnvRunner."""
-        raise NotImplementedError
+    # -- what subclasses provide -------------------------------------------------------------
+    def validate_hparams(self) -> None:
+        """Check algorithm-specific hyperparameters (``self.hparams``) before anything is built."""
 
-    def policy_weights(self) -> dict[str, torch.Tensor]:
-        """The weights to load into the policy built from :meth:`policy_spec`."""
+    def build_policy_module(
+        self, policy_id: str, observation_space: spaces.Space, action_space: spaces.Space
+    ) -> PolicyModule:
+        """Build the networks and learner pieces of one policy from its module-side spaces."""
         raise NotImplementedError
-
-    def policy_extra(self) -> dict[str, Any]:
-        """Non-weight policy state sent with the weights (e.g. DQN's epsilon)."""
-        return {}
 
     @property
     def weights_version(self) -> int:
@@ -218,32 +253,45 @@ class Algorithm(pl.LightningModule):
         return int(self.global_step) if self._trainer is not None else 0
 
     def policy_state(self) -> dict[str, Any]:
+        """What every EnvRunner loads before sampling: weights, extras and connector state per policy."""
         return {
-            "weights": {k: v.detach().to("cpu") for k, v in self.policy_weights().items()},
             "version": self.weights_version,
+            "policies": {
+                policy_id: {
+                    "weights": {k: v.detach().to("cpu") for k, v in module.policy_weights().items()},
+                    "extra": module.policy_extra(),
+                }
+                for policy_id, module in self.policies.items()
+            },
             "connectors": self.connector_state,
-            "extra": self.policy_extra(),
         }
 
     def env_runner_spec(self, num_envs: int, evaluation: bool = False, seed_offset: int = 0) -> EnvRunnerSpec:
         seed = self.hparams.seed
         if seed is not None:
             seed = int(seed) + seed_offset + (500_000 if evaluation else 0)
+        policy_id = self._single_policy_id()
         return EnvRunnerSpec(
             env_creator=self.env_creator,
-            policy_spec=self.policy_spec(),
+            policy_spec=self.policies[policy_id].policy_spec(),
             env_config=dict(self.hparams.env_config),
             num_envs=num_envs,
             env_to_module=list(self.hparams.env_to_module_connector),
-            module_to_env=list(self.module_to_env_specs),
+            module_to_env=list(self.module_to_env_specs[policy_id]),
             seed=seed,
             update_connectors=not evaluation,
+            policy_id=policy_id,
         )
 
-    def merge_connector_deltas(self, deltas_per_runner: Sequence[Sequence[dict[str, Any] | None]]) -> None:
-        """Fold what the runners' filters saw into the global connector state."""
-        self.connector_state = self.env_to_module.merge_deltas(self.connector_state, deltas_per_runner)
-        self.env_to_module.set_state(self.connector_state)
+    def merge_connector_deltas(self, deltas: Sequence[dict[str, Sequence[dict[str, Any] | None]]]) -> None:
+        """Fold what the runners' filters saw (``{policy_id: deltas}`` per runner) into the global state."""
+        for policy_id, pipeline in self.env_to_module_pipelines.items():
+            per_runner = [d[policy_id] for d in deltas if policy_id in d]
+            if per_runner:
+                self.connector_state[policy_id] = pipeline.merge_deltas(
+                    self.connector_state[policy_id], per_runner
+                )
+                pipeline.set_state(self.connector_state[policy_id])
 
     def fault_tolerance_config(self) -> FaultToleranceConfig:
         h = self.hparams
@@ -255,9 +303,22 @@ class Algorithm(pl.LightningModule):
         )
 
     # -- learner connector -------------------------------------------------------------------
-    def process_rollout(self, batch):
-        """Post-process a whole ``[num_envs, T]`` batch before minibatching (GAE, ...)."""
-        return batch
+    def process_rollout(self, batch: Any) -> Any:
+        """Run each policy's learner connector on its part of a sampled batch."""
+        if isinstance(batch, dict):
+            return {pid: self.policies[pid].process_rollout(b) for pid, b in batch.items()}
+        return self.module.process_rollout(batch)
+
+    def policy_batches(self, batch: Any) -> list[tuple[str, Any]]:
+        """``(policy_id, batch)`` pairs of the policies being trained, for ``training_step``."""
+        if isinstance(batch, dict):
+            trained = self.policies_to_train
+            return [(pid, b) for pid, b in batch.items() if pid in trained]
+        return [(self._single_policy_id(), batch)]
+
+    @property
+    def policies_to_train(self) -> list[str]:
+        return list(self.policy_ids)
 
     # -- experience (DataModule) -------------------------------------------------------------
     def configure_datamodule(self) -> ExperienceDataModule:
@@ -392,6 +453,7 @@ class Algorithm(pl.LightningModule):
         ckpt.stamp(
             checkpoint,
             algorithm=type(self).__name__,
+            policy_ids=list(self.policy_ids),
             connector_state=copy.deepcopy(self.connector_state),
         )
         if self._owns_datamodule() and self._default_datamodule is not None:
@@ -401,8 +463,15 @@ class Algorithm(pl.LightningModule):
         section = ckpt.check_and_migrate(checkpoint)
         state = section.get("connector_state")
         if state:
-            self.connector_state = state
-            self.env_to_module.set_state(state)
+            unknown = set(state) - set(self.env_to_module_pipelines)
+            if unknown:
+                raise CheckpointError(
+                    f"The checkpoint has connector state for policies {sorted(unknown)}, but this algorithm "
+                    f"has policies {self.policy_ids}."
+                )
+            for policy_id, policy_state in state.items():
+                self.env_to_module_pipelines[policy_id].set_state(policy_state)
+                self.connector_state[policy_id] = policy_state
         key = self.datamodule_class.__qualname__
         if self._owns_datamodule() and key in checkpoint:
             if self._default_datamodule is not None:

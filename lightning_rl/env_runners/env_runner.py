@@ -20,6 +20,7 @@ from gymnasium import spaces
 
 from lightning_rl._tree import map_structure, stack_structures, to_torch
 from lightning_rl.connectors.base import ConnectorSpec, EnvToModulePipeline, ModuleToEnvPipeline
+from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.envs.registration import EnvContext, EnvCreator
 from lightning_rl.envs.vector import make_vector_env
 from lightning_rl.errors import EnvError
@@ -41,6 +42,8 @@ class EnvRunnerSpec:
     torch_threads: int | None = None
     # Evaluation runners keep connector statistics frozen.
     update_connectors: bool = True
+    # Which entry of the learner's per-policy state this runner's policy is.
+    policy_id: str = DEFAULT_POLICY_ID
 
 
 @dataclass
@@ -55,9 +58,12 @@ class EpisodeStats:
 
 @dataclass
 class RunnerResult:
+    """One runner's sample: data (``[num_envs, T]`` nested dict), episode stats, filter deltas."""
+
     data: dict[str, Any] | None
     stats: EpisodeStats
-    connector_deltas: list[dict[str, Any] | None]
+    # {policy_id: one delta per env-to-module connector (None when it learned nothing)}
+    connector_deltas: dict[str, list[dict[str, Any] | None]]
     weights_version: int
     worker_index: int
 
@@ -97,16 +103,19 @@ class EnvRunner:
 
     # -- state from the learner --------------------------------------------------------------
     def set_state(self, state: dict[str, Any] | None) -> None:
-        """Load ``{"weights", "version", "connectors", "extra"}`` from the learner, if newer."""
+        """Load the learner's ``{"version", "policies": {id: {weights, extra}}, "connectors"}``."""
         if not state:
             return
-        if state.get("weights") is not None and state.get("version", 0) != self.weights_version:
-            self.policy.load_weights(state["weights"])
-            self.weights_version = int(state.get("version", 0))
-        if state.get("connectors") is not None:
-            self.env_to_module.set_state(state["connectors"])
-        if state.get("extra"):
-            self.policy.set_extra(state["extra"])
+        policy_state = state.get("policies", {}).get(self.spec.policy_id)
+        if policy_state is not None:
+            if policy_state.get("weights") is not None and state.get("version", 0) != self.weights_version:
+                self.policy.load_weights(policy_state["weights"])
+                self.weights_version = int(state.get("version", 0))
+            if policy_state.get("extra"):
+                self.policy.set_extra(policy_state["extra"])
+        connectors = state.get("connectors", {}).get(self.spec.policy_id)
+        if connectors is not None:
+            self.env_to_module.set_state(connectors)
 
     def ping(self) -> str:
         return "pong"
@@ -220,9 +229,10 @@ class EnvRunner:
                 "done": terminated_buf | truncated_buf,
             },
         }
-        return RunnerResult(
-            data, stats, self.env_to_module.pop_deltas(), self.weights_version, self.worker_index
-        )
+        return RunnerResult(data, stats, self._pop_deltas(), self.weights_version, self.worker_index)
+
+    def _pop_deltas(self) -> dict[str, list[dict[str, Any] | None]]:
+        return {self.spec.policy_id: self.env_to_module.pop_deltas()}
 
     def _finish_episodes(self, done_ids: np.ndarray, stats: EpisodeStats) -> None:
         for i in done_ids:
@@ -273,9 +283,7 @@ class EnvRunner:
         # The next training-style sample() must not continue these evaluation episodes.
         self._obs = None
         stats.seconds = time.perf_counter() - start
-        return RunnerResult(
-            None, stats, self.env_to_module.pop_deltas(), self.weights_version, self.worker_index
-        )
+        return RunnerResult(None, stats, self._pop_deltas(), self.weights_version, self.worker_index)
 
     def stop(self) -> None:
         self.env.close()

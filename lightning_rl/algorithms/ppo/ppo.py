@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
@@ -18,9 +19,114 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from lightning_rl.algorithms.base import Algorithm
+from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.errors import ConfigError
+from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
 from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
+
+
+class PPOModule(PolicyModule):
+    """One policy's actor, critic, torchrl ``ClipPPOLoss`` and ``GAE``."""
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        model_config: DefaultModelConfig,
+        *,
+        gamma: float,
+        lambda_: float,
+        clip_param: float,
+        vf_clip_param: float | None,
+        vf_loss_coeff: float,
+        entropy_coeff: float,
+        use_entropy: bool,
+        normalize_advantages: bool,
+        kl_coeff: float,
+    ) -> None:
+        super().__init__(observation_space, action_space, model_config)
+        self.policy_net = PolicyNet(observation_space, action_space, model_config)
+        shared = self.policy_net.encoder if model_config.vf_share_layers else None
+        self.value_net = ValueNet(observation_space, model_config, shared_encoder=shared)
+        distribution = self.policy_net.distribution
+        param_keys = list(distribution.param_keys)
+        self.actor = ProbabilisticActor(
+            TensorDictModule(self.policy_net, in_keys=["observation"], out_keys=param_keys),
+            in_keys=param_keys,
+            distribution_class=distribution.torch_distribution_class(),
+            distribution_kwargs=distribution.torch_distribution_kwargs(),
+            return_log_prob=True,
+        )
+        self.critic = ValueOperator(self.value_net, in_keys=["observation"])
+        self.loss = ClipPPOLoss(
+            self.actor,
+            self.critic,
+            clip_epsilon=clip_param,
+            entropy_bonus=use_entropy,
+            entropy_coeff=entropy_coeff,
+            critic_coeff=vf_loss_coeff,
+            loss_critic_type="l2",
+            normalize_advantage=normalize_advantages,
+            clip_value=vf_clip_param,
+        )
+        self.gae = GAE(gamma=gamma, lmbda=lambda_, value_network=self.critic, average_gae=False)
+        self.register_buffer("kl_coeff", torch.tensor(float(kl_coeff)))
+
+    def policy_spec(self) -> PolicySpec:
+        return PolicySpec(
+            StochasticPolicy,
+            {
+                "observation_space": self.observation_space,
+                "action_space": self.action_space,
+                "model_config": self.model_config.to_dict(),
+            },
+        )
+
+    def policy_weights(self) -> dict[str, torch.Tensor]:
+        return self.policy_net.state_dict()
+
+    def process_rollout(self, batch: TensorDict) -> TensorDict:
+        """GAE over the whole ``[num_envs, T]`` batch with the current critic."""
+        return self.gae(batch)
+
+    def compute_loss(self, batch: TensorDict, use_kl_loss: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Clipped surrogate + value loss (+ entropy bonus, + KL penalty); returns stats too."""
+        out = self.loss(batch)
+        total = out["loss_objective"] + out["loss_critic"]
+        if "loss_entropy" in out:
+            total = total + out["loss_entropy"]
+        stats: dict[str, Any] = {
+            "policy_loss": out["loss_objective"],
+            "vf_loss": out["loss_critic"],
+            "mean_kl_loss": out["kl_approx"],
+            "clip_fraction": out["clip_fraction"],
+        }
+        if "entropy" in out:
+            stats["entropy"] = out["entropy"]
+        if "explained_variance" in out:
+            stats["vf_explained_var"] = out["explained_variance"]
+        if use_kl_loss:
+            kl = self.kl_divergence(batch)
+            total = total + self.kl_coeff * kl
+            stats["kl"] = kl
+            stats["kl_coeff"] = self.kl_coeff
+        stats["total_loss"] = total
+        return total, stats
+
+    def kl_divergence(self, batch: TensorDict) -> torch.Tensor:
+        """KL(old || new) from the stored log-probs (the low-variance 'k3' estimator)."""
+        distribution = self.policy_net.distribution
+        new_log_prob = distribution.log_prob(self.policy_net(batch["observation"]), batch["action"])
+        log_ratio = new_log_prob - batch["action_log_prob"]
+        return (log_ratio.exp() - 1 - log_ratio).mean()
+
+    def adapt_kl_coeff(self, mean_kl: float, kl_target: float) -> None:
+        """RLlib's rule: raise the penalty when KL overshoots the target, lower it when far below."""
+        if mean_kl > 2.0 * kl_target:
+            self.kl_coeff.mul_(1.5)
+        elif mean_kl < 0.5 * kl_target:
+            self.kl_coeff.mul_(0.5)
 
 
 class PPO(Algorithm):
@@ -69,111 +175,66 @@ class PPO(Algorithm):
         **kwargs: Any,
     ) -> None:
         super().__init__(env, env_config, lr=lr, gamma=gamma, train_batch_size=train_batch_size, **kwargs)
-        self.require_positive(minibatch_size=minibatch_size, num_epochs=num_epochs, clip_param=clip_param)
-        if not 0.0 <= lambda_ <= 1.0:
-            raise ConfigError(f"lambda_ must be in [0, 1], got {lambda_!r}.")
-        if minibatch_size > train_batch_size:
-            raise ConfigError(
-                f"minibatch_size ({minibatch_size}) must not exceed train_batch_size ({train_batch_size})."
-            )
-        if grad_clip is not None and grad_clip <= 0:
-            raise ConfigError(f"grad_clip must be positive or None, got {grad_clip!r}.")
         self._lr_schedule = PiecewiseSchedule(lr_schedule) if lr_schedule else None
         self._entropy_schedule = schedule_or_constant(entropy_coeff_schedule, entropy_coeff)
-        self.register_buffer("kl_coeff", torch.tensor(float(kl_coeff)))
+        self._iteration_kl: dict[str, list[torch.Tensor]] = {}
 
-        self.policy_net = PolicyNet(self.observation_space, self.action_space, self.model_config)
-        shared = self.policy_net.encoder if self.model_config.vf_share_layers else None
-        self.value_net = ValueNet(self.observation_space, self.model_config, shared_encoder=shared)
-        distribution = self.policy_net.distribution
-        self.actor = ProbabilisticActor(
-            TensorDictModule(
-                self.policy_net, in_keys=["observation"], out_keys=list(distribution.param_keys)
-            ),
-            in_keys=list(distribution.param_keys),
-            distribution_class=distribution.torch_distribution_class(),
-            distribution_kwargs=distribution.torch_distribution_kwargs(),
-            return_log_prob=True,
+    def validate_hparams(self) -> None:
+        h = self.hparams
+        self.require_positive(
+            minibatch_size=h.minibatch_size, num_epochs=h.num_epochs, clip_param=h.clip_param
         )
-        self.critic = ValueOperator(self.value_net, in_keys=["observation"])
-        uses_entropy = bool(entropy_coeff) or bool(entropy_coeff_schedule)
-        self.loss = ClipPPOLoss(
-            self.actor,
-            self.critic,
-            clip_epsilon=clip_param,
-            entropy_bonus=uses_entropy,
-            entropy_coeff=float(self._entropy_schedule(0)),
-            critic_coeff=vf_loss_coeff,
-            loss_critic_type="l2",
-            normalize_advantage=normalize_advantages,
-            clip_value=vf_clip_param,
+        if not 0.0 <= h.lambda_ <= 1.0:
+            raise ConfigError(f"lambda_ must be in [0, 1], got {h.lambda_!r}.")
+        if h.minibatch_size > h.train_batch_size:
+            raise ConfigError(
+                f"minibatch_size ({h.minibatch_size}) must not exceed "
+                f"train_batch_size ({h.train_batch_size})."
+            )
+        if h.grad_clip is not None and h.grad_clip <= 0:
+            raise ConfigError(f"grad_clip must be positive or None, got {h.grad_clip!r}.")
+
+    def build_policy_module(self, policy_id: str, observation_space, action_space) -> PPOModule:
+        h = self.hparams
+        start_entropy = schedule_or_constant(h.entropy_coeff_schedule, h.entropy_coeff)(0)
+        return PPOModule(
+            observation_space,
+            action_space,
+            self.model_config,
+            gamma=h.gamma,
+            lambda_=h.lambda_,
+            clip_param=h.clip_param,
+            vf_clip_param=h.vf_clip_param,
+            vf_loss_coeff=h.vf_loss_coeff,
+            entropy_coeff=float(start_entropy),
+            use_entropy=bool(h.entropy_coeff) or bool(h.entropy_coeff_schedule),
+            normalize_advantages=h.normalize_advantages,
+            kl_coeff=h.kl_coeff,
         )
-        self.gae = GAE(gamma=gamma, lmbda=lambda_, value_network=self.critic, average_gae=False)
-        self._iteration_kl: list[torch.Tensor] = []
-
-    # -- runner side -------------------------------------------------------------------------
-    def policy_spec(self) -> PolicySpec:
-        return PolicySpec(
-            StochasticPolicy,
-            {
-                "observation_space": self.observation_space,
-                "action_space": self.action_space,
-                "model_config": self.model_config.to_dict(),
-            },
-        )
-
-    def policy_weights(self) -> dict[str, torch.Tensor]:
-        return self.policy_net.state_dict()
-
-    # -- learner connector: GAE over the whole [num_envs, T] batch ----------------------------
-    def process_rollout(self, batch: TensorDict) -> TensorDict:
-        return self.gae(batch)
 
     # -- training ----------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        if self.loss.entropy_bonus:
-            self.loss.entropy_coeff.fill_(self._entropy_schedule(self.num_env_steps_sampled_lifetime))
-        self._iteration_kl = []
+        coeff = self._entropy_schedule(self.num_env_steps_sampled_lifetime)
+        for module in self.policies.values():
+            if module.loss.entropy_bonus:
+                module.loss.entropy_coeff.fill_(coeff)
+        self._iteration_kl = {}
 
-    def training_step(self, batch: TensorDict, batch_idx: int) -> torch.Tensor:
-        out = self.loss(batch)
-        total = out["loss_objective"] + out["loss_critic"]
-        if "loss_entropy" in out:
-            total = total + out["loss_entropy"]
-        metrics = {
-            "policy_loss": out["loss_objective"],
-            "vf_loss": out["loss_critic"],
-            "mean_kl_loss": out["kl_approx"],
-            "clip_fraction": out["clip_fraction"],
-        }
-        if "entropy" in out:
-            metrics["entropy"] = out["entropy"]
-        if "explained_variance" in out:
-            metrics["vf_explained_var"] = out["explained_variance"]
-        if self.hparams.use_kl_loss:
-            kl = self._kl_divergence(batch)
-            total = total + self.kl_coeff * kl
-            self._iteration_kl.append(kl.detach())
-            metrics["kl_coeff"] = self.kl_coeff
-        metrics["total_loss"] = total
-        self.accumulate_learner_metrics(metrics)
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        use_kl = self.hparams.use_kl_loss
+        total = 0.0
+        for policy_id, policy_batch in self.policy_batches(batch):
+            loss, stats = self.policies[policy_id].compute_loss(policy_batch, use_kl)
+            if use_kl:
+                self._iteration_kl.setdefault(policy_id, []).append(stats["kl"].detach())
+            self.accumulate_learner_metrics(stats, policy_id)
+            total = total + loss
         return total
-
-    def _kl_divergence(self, batch: TensorDict) -> torch.Tensor:
-        """KL(old || new) from the stored log-probs (the low-variance 'k3' estimator)."""
-        distribution = self.policy_net.distribution
-        new_log_prob = distribution.log_prob(self.policy_net(batch["observation"]), batch["action"])
-        log_ratio = new_log_prob - batch["action_log_prob"]
-        return (log_ratio.exp() - 1 - log_ratio).mean()
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        if self.hparams.use_kl_loss and self._iteration_kl:
-            mean_kl = torch.stack(self._iteration_kl).mean()
-            if mean_kl > 2.0 * self.hparams.kl_target:
-                self.kl_coeff.mul_(1.5)
-            elif mean_kl < 0.5 * self.hparams.kl_target:
-                self.kl_coeff.mul_(0.5)
+        for policy_id, kls in self._iteration_kl.items():
+            self.policies[policy_id].adapt_kl_coeff(float(torch.stack(kls).mean()), self.hparams.kl_target)
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

@@ -10,38 +10,26 @@ from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.objectives import A2CLoss
 from torchrl.objectives.value import GAE
 
-from lightning_rl import Algorithm
+from lightning_rl import Algorithm, PolicyModule
 from lightning_rl.modules import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
 
 
-class A2C(Algorithm):
-    """One gradient step per sampled batch; GAE advantages; torchrl's ``A2CLoss``."""
+class A2CModule(PolicyModule):
+    """One policy's actor, critic, GAE and ``A2CLoss``."""
 
     def __init__(
-        self,
-        env: Any = None,
-        env_config: dict | None = None,
-        *,
-        lr: float = 7e-4,
-        gamma: float = 0.99,
-        lambda_: float = 1.0,
-        vf_loss_coeff: float = 0.5,
-        entropy_coeff: float = 0.01,
-        grad_clip: float | None = 0.5,
-        train_batch_size: int = 80,
-        num_epochs: int = 1,
-        minibatch_size: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(env, env_config, lr=lr, gamma=gamma, train_batch_size=train_batch_size, **kwargs)
-        self.policy_net = PolicyNet(self.observation_space, self.action_space, self.model_config)
-        self.value_net = ValueNet(self.observation_space, self.model_config)
-        keys = list(self.policy_net.distribution.param_keys)
+        self, observation_space, action_space, model_config, *, gamma, lambda_, entropy_coeff, vf_loss_coeff
+    ):
+        super().__init__(observation_space, action_space, model_config)
+        self.policy_net = PolicyNet(observation_space, action_space, model_config)
+        self.value_net = ValueNet(observation_space, model_config)
+        distribution = self.policy_net.distribution
+        keys = list(distribution.param_keys)
         actor = ProbabilisticActor(
             TensorDictModule(self.policy_net, in_keys=["observation"], out_keys=keys),
             in_keys=keys,
-            distribution_class=self.policy_net.distribution.torch_distribution_class(),
-            distribution_kwargs=self.policy_net.distribution.torch_distribution_kwargs(),
+            distribution_class=distribution.torch_distribution_class(),
+            distribution_kwargs=distribution.torch_distribution_kwargs(),
             return_log_prob=True,
         )
         critic = ValueOperator(self.value_net, in_keys=["observation"])
@@ -66,12 +54,50 @@ class A2C(Algorithm):
     def process_rollout(self, batch):
         return self.gae(batch)
 
-    def training_step(self, batch, batch_idx):
-        out = self.loss(batch)
-        total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
-        self.accumulate_learner_metrics(
-            {"policy_loss": out["loss_objective"], "vf_loss": out["loss_critic"], "total_loss": total}
+
+class A2C(Algorithm):
+    """One gradient step per sampled batch; GAE advantages; torchrl's ``A2CLoss``."""
+
+    def __init__(
+        self,
+        env: Any = None,
+        env_config: dict | None = None,
+        *,
+        lr: float = 7e-4,
+        gamma: float = 0.99,
+        lambda_: float = 1.0,
+        vf_loss_coeff: float = 0.5,
+        entropy_coeff: float = 0.01,
+        grad_clip: float | None = 0.5,
+        train_batch_size: int = 80,
+        num_epochs: int = 1,
+        minibatch_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(env, env_config, lr=lr, gamma=gamma, train_batch_size=train_batch_size, **kwargs)
+
+    def build_policy_module(self, policy_id, observation_space, action_space) -> A2CModule:
+        h = self.hparams
+        return A2CModule(
+            observation_space,
+            action_space,
+            self.model_config,
+            gamma=h.gamma,
+            lambda_=h.lambda_,
+            entropy_coeff=h.entropy_coeff,
+            vf_loss_coeff=h.vf_loss_coeff,
         )
+
+    def training_step(self, batch, batch_idx):
+        total = 0.0
+        for policy_id, policy_batch in self.policy_batches(batch):
+            out = self.policies[policy_id].loss(policy_batch)
+            loss = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
+            self.accumulate_learner_metrics(
+                {"policy_loss": out["loss_objective"], "vf_loss": out["loss_critic"], "total_loss": loss},
+                policy_id,
+            )
+            total = total + loss
         return total
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):

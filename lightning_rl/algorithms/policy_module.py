@@ -1,0 +1,51 @@
+"""One policy's learner-side networks and learner connector (RLlib's RLModule).
+
+An algorithm builds one :class:`PolicyModule` per policy id (single-agent: just
+``"default_policy"``), from that policy's module-side spaces. The module says what the
+EnvRunners run for it (:meth:`policy_spec`, :meth:`policy_weights`, :meth:`policy_extra`) and
+post-processes its share of each sampled batch (:meth:`process_rollout`); the algorithm's
+``training_step`` combines the modules' losses. Several agents mapped to one policy id share
+one module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from lightning_rl.modules.model_config import DefaultModelConfig
+from lightning_rl.modules.policy import PolicySpec
+
+
+class PolicyModule(nn.Module):
+    """Base class; subclasses build their networks in ``__init__``."""
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        model_config: DefaultModelConfig,
+    ) -> None:
+        super().__init__()
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.model_config = model_config
+
+    def policy_spec(self) -> PolicySpec:
+        """The recipe of the inference-only policy built in every EnvRunner."""
+        raise NotImplementedError
+
+    def policy_weights(self) -> dict[str, torch.Tensor]:
+        """The weights to load into the policy built from :meth:`policy_spec`."""
+        raise NotImplementedError
+
+    def policy_extra(self) -> dict[str, Any]:
+        """Non-weight state the runner's policy needs (e.g. an exploration epsilon)."""
+        return {}
+
+    def process_rollout(self, batch: Any) -> Any:
+        """Learner connector over this policy's whole sampled batch (GAE, n-step, ...)."""
+        return batch
