@@ -247,6 +247,11 @@ class Algorithm(pl.LightningModule):
         """Build the networks and learner pieces of one policy from its module-side spaces."""
         raise NotImplementedError
 
+    def policy_extra(self, policy_id: str) -> dict[str, Any]:
+        """Non-weight runner state of one policy; override to add schedules that depend on the
+        algorithm's counters (e.g. DQN's epsilon over env steps sampled)."""
+        return self.policies[policy_id].policy_extra()
+
     @property
     def weights_version(self) -> int:
         """Monotonic version of the weights: the number of optimizer steps taken."""
@@ -259,7 +264,7 @@ class Algorithm(pl.LightningModule):
             "policies": {
                 policy_id: {
                     "weights": {k: v.detach().to("cpu") for k, v in module.policy_weights().items()},
-                    "extra": module.policy_extra(),
+                    "extra": self.policy_extra(policy_id),
                 }
                 for policy_id, module in self.policies.items()
             },

@@ -65,6 +65,8 @@ class ExperienceDataModule(pl.LightningDataModule):
         self.num_env_steps_sampled_lifetime = 0
         self.num_episodes_lifetime = 0
         self.num_env_runner_restarts = 0
+        # Wall time spent inside sample() (runner round trips included), for "where time goes".
+        self.sampling_seconds_lifetime = 0.0
         self._episode_returns: deque[float] = deque(maxlen=100)
         self._episode_lengths: deque[int] = deque(maxlen=100)
         self.last_metrics: dict[str, float] = {}
@@ -152,6 +154,7 @@ class ExperienceDataModule(pl.LightningDataModule):
         algorithm.merge_connector_deltas([r.connector_deltas for r in results])
         batch = results_to_tensordict(results)
         self._record(results, iteration_seconds)
+        self.sampling_seconds_lifetime += time.perf_counter() - now
         return batch
 
     def _record(self, results: list[RunnerResult], iteration_seconds: float | None) -> None:

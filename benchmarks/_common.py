@@ -1,0 +1,109 @@
+"""Shared measuring pieces of the time-to-target benchmarks.
+
+Every benchmark reports two criteria the same way:
+
+1. ``reached`` / ``seconds_to_target`` / ``env_steps_to_target``: the first evaluation whose
+   deterministic mean return over >= 20 episodes reaches the target;
+2. ``reached_rolling`` / ``seconds_to_rolling`` / ``env_steps_to_rolling``: the first iteration
+   after which the mean return of the last 100 training episodes reaches the rolling target
+   (RLlib's stopping criterion; only counted once 100 episodes have finished).
+
+Seconds are process wall time since the process started (imports and start-up included),
+taken from the OS's process start time, so nothing before ``main()`` is hidden.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import psutil
+
+PROCESS_START = psutil.Process().create_time()
+
+
+def seconds_since_start() -> float:
+    return time.time() - PROCESS_START
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this (driver) process in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def emit(result: dict[str, Any]) -> None:
+    """The last line of stdout is the benchmark's one JSON object."""
+    sys.stdout.flush()
+    print(json.dumps(result, sort_keys=True), flush=True)
+
+
+class TimeToTarget(pl.Callback):
+    """Records when each criterion is first met; stops training once both are (or at a cap)."""
+
+    def __init__(
+        self, eval_target: float, rolling_target: float, max_env_steps: int, window: int = 100
+    ) -> None:
+        self.eval_target = eval_target
+        self.rolling_target = rolling_target
+        self.max_env_steps = max_env_steps
+        self.window = window
+        self.reached_eval: tuple[float, int] | None = None
+        self.reached_rolling: tuple[float, int] | None = None
+        self.startup_seconds: float | None = None
+        self.last_eval_return: float | None = None
+        self.eval_seconds = 0.0
+        self._eval_start = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.startup_seconds = seconds_since_start()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._eval_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.eval_seconds += time.perf_counter() - self._eval_start
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get("evaluation/episode_return_mean")
+        if value is None:
+            return
+        self.last_eval_return = float(value)
+        if self.reached_eval is None and self.last_eval_return >= self.eval_target:
+            self.reached_eval = (seconds_since_start(), pl_module.num_env_steps_sampled_lifetime)
+        self._maybe_stop(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        experience = pl_module.experience
+        rolling = trainer.callback_metrics.get("env_runners/episode_return_mean")
+        full_window = experience.num_episodes_lifetime >= self.window
+        if (
+            self.reached_rolling is None
+            and full_window
+            and rolling is not None
+            and float(rolling) >= self.rolling_target
+        ):
+            self.reached_rolling = (seconds_since_start(), pl_module.num_env_steps_sampled_lifetime)
+        self._maybe_stop(trainer, pl_module)
+
+    def _maybe_stop(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        both = self.reached_eval is not None and self.reached_rolling is not None
+        if both or pl_module.num_env_steps_sampled_lifetime >= self.max_env_steps:
+            trainer.should_stop = True
+
+    def results(self) -> dict[str, Any]:
+        eval_hit, rolling_hit = self.reached_eval, self.reached_rolling
+        return {
+            "reached": eval_hit is not None,
+            "seconds_to_target": round(eval_hit[0], 3) if eval_hit else None,
+            "env_steps_to_target": eval_hit[1] if eval_hit else None,
+            "reached_rolling": rolling_hit is not None,
+            "seconds_to_rolling": round(rolling_hit[0], 3) if rolling_hit else None,
+            "env_steps_to_rolling": rolling_hit[1] if rolling_hit else None,
+            "startup_seconds": round(self.startup_seconds, 3) if self.startup_seconds is not None else None,
+            "final_eval_return": self.last_eval_return,
+            "evaluation_seconds": round(self.eval_seconds, 3),
+        }
