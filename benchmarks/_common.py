@@ -74,6 +74,8 @@ class TimeToTarget(pl.Callback):
         self.last_eval_return = float(value)
         if self.reached_eval is None and self.last_eval_return >= self.eval_target:
             self.reached_eval = (seconds_since_start(), pl_module.num_env_steps_sampled_lifetime)
+            # Criterion 1 is recorded; further evaluations would only add wall time to criterion 2.
+            trainer.check_val_every_n_epoch = 10**9
         self._maybe_stop(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:

@@ -41,6 +41,7 @@ from lightning_rl.env_runners.env_runner_group import FaultToleranceConfig
 from lightning_rl.envs.registration import EnvContext, EnvLike, env_name, resolve_env
 from lightning_rl.errors import CheckpointError, ConfigError, EnvError
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
+from lightning_rl.policy import Policy, checkpoint_recipes
 
 # Two warnings Lightning emits on every RL run that tell the user nothing actionable: our
 # IterableDatasets define __len__ on purpose (minibatches per iteration, no loader workers),
@@ -80,6 +81,10 @@ class Algorithm(pl.LightningModule):
         train_batch_size: env steps sampled per iteration per learner (DDP rank).
         seed: seeds env copies (runner i, copy j: ``seed + 1000 i + j``) and action sampling.
         metrics_num_episodes_for_smoothing: window of ``env_runners/episode_return_mean``.
+        num_cpus_per_learner: torch intra-op threads of the learner process (None: torch's
+            default). One thread is the default because RL networks are small: on 2 cores a
+            second thread gave no speed-up and, with runner processes competing for the cores,
+            made PPO iterations up to 1.7x slower (thread synchronisation spinning).
         restart_failed_env_runners, max_num_env_runner_restarts, sample_timeout_s,
         ignore_env_runner_failures: fault tolerance of the runner group.
     """
@@ -109,6 +114,7 @@ class Algorithm(pl.LightningModule):
         train_batch_size: int = 2048,
         seed: int | None = None,
         metrics_num_episodes_for_smoothing: int = 100,
+        num_cpus_per_learner: int | None = 1,
         restart_failed_env_runners: bool = True,
         max_num_env_runner_restarts: int = 1000,
         sample_timeout_s: float | None = 60.0,
@@ -180,6 +186,15 @@ class Algorithm(pl.LightningModule):
     def module(self) -> PolicyModule:
         """The only policy's module (single-agent algorithms)."""
         return self.policies[self._single_policy_id()]
+
+    def policy_env_spaces(self, policy_id: str) -> tuple[spaces.Space, spaces.Space]:
+        """Env-side observation and action space of one policy (before its env-to-module and
+        after its module-to-env connectors); what inference outside the runners starts from."""
+        return self.env_to_module_pipelines[policy_id].input_space, self.env_action_space
+
+    def get_policy(self, policy_id: str | None = None) -> Policy:
+        """A :class:`~lightning_rl.policy.Policy` snapshot of one policy, with its connectors."""
+        return Policy.from_algorithm(self, policy_id)
 
     def _single_policy_id(self) -> str:
         if len(self.policy_ids) != 1:
@@ -349,6 +364,8 @@ class Algorithm(pl.LightningModule):
         return trainer is None or not isinstance(trainer.datamodule, ExperienceDataModule)
 
     def setup(self, stage: str) -> None:
+        if self.hparams.num_cpus_per_learner:
+            torch.set_num_threads(int(self.hparams.num_cpus_per_learner))
         if self._owns_datamodule():
             self.experience.trainer = self.trainer
             self.experience.setup(stage)
@@ -441,7 +458,17 @@ class Algorithm(pl.LightningModule):
     # -- optimisation ------------------------------------------------------------------------
     def build_optimizers(self) -> Any:
         """Build optimizers (and schedulers) in the form ``configure_optimizers`` returns."""
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return self.adam(self.parameters(), lr=self.hparams.lr)
+
+    @staticmethod
+    def adam(params: Any, **kwargs: Any) -> torch.optim.Adam:
+        """Adam with the fused kernel where the parameters allow it: one kernel for all
+        parameters instead of a Python loop over them (~0.2 ms per PPO update on CartPole)."""
+        params = list(params)
+        try:
+            return torch.optim.Adam(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError):
+            return torch.optim.Adam(params, **kwargs)
 
     def configure_optimizers(self) -> Any:
         # Cached: TrainingRun calls fit() once per iteration and Adam's moments must survive.
@@ -460,6 +487,7 @@ class Algorithm(pl.LightningModule):
             algorithm=type(self).__name__,
             policy_ids=list(self.policy_ids),
             connector_state=copy.deepcopy(self.connector_state),
+            inference=checkpoint_recipes(self, checkpoint.get("state_dict", {})),
         )
         if self._owns_datamodule() and self._default_datamodule is not None:
             checkpoint[type(self._default_datamodule).__qualname__] = self._default_datamodule.state_dict()

@@ -250,9 +250,14 @@ class AlgorithmConfig:
         )
 
     def learners(
-        self, *, num_learners: int = NotProvided, num_gpus_per_learner: float = NotProvided
+        self,
+        *,
+        num_learners: int = NotProvided,
+        num_gpus_per_learner: float = NotProvided,
+        num_cpus_per_learner: int | None = NotProvided,
     ) -> AlgorithmConfig:
         """Learners map onto Lightning: N > 1 learners is ``Trainer(strategy="ddp", devices=N)``."""
+        self._set("learners", num_cpus_per_learner=num_cpus_per_learner)
         if num_learners is not NotProvided:
             if not isinstance(num_learners, int) or num_learners < 0:
                 raise ConfigError(f"num_learners must be an integer >= 0, got {num_learners!r}")

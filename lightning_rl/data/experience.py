@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
@@ -20,7 +20,7 @@ import torch
 from tensordict import TensorDict
 from torch.utils.data import DataLoader, IterableDataset
 
-from lightning_rl.env_runners.env_runner import RunnerResult
+from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
 from lightning_rl.env_runners.env_runner_group import EnvRunnerGroup
 from lightning_rl.env_runners.ray_utils import ensure_ray
 from lightning_rl.errors import ConfigError
@@ -73,6 +73,11 @@ class ExperienceDataModule(pl.LightningDataModule):
         self._last_sample_start: float | None = None
         # Set by TrainingRun so that repeated fit() calls keep the actors alive.
         self.persistent = False
+        # Wall time of the run (time_total_s), continued across checkpoints.
+        self._clock_start: float | None = None
+        self._time_total_s_before = 0.0
+        # Changes to the evaluation runners' spec (e.g. video recording); see add_evaluation_spec_transform.
+        self.evaluation_spec_transforms: list[Callable[[EnvRunnerSpec], EnvRunnerSpec]] = []
 
     # -- configuration ----------------------------------------------------------------------
     @property
@@ -93,6 +98,8 @@ class ExperienceDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         algorithm = self.algorithm
+        if self._clock_start is None:
+            self._clock_start = time.perf_counter()
         self._episode_returns = deque(
             self._episode_returns, maxlen=self.setting("metrics_num_episodes_for_smoothing")
         )
@@ -175,6 +182,7 @@ class ExperienceDataModule(pl.LightningDataModule):
             "env_runners/num_env_runner_restarts": float(self.num_env_runner_restarts),
             "num_env_steps_sampled_lifetime": float(self.num_env_steps_sampled_lifetime),
             "num_episodes_lifetime": float(self.num_episodes_lifetime),
+            "time_total_s": self.time_total_s,
         }
         if iteration_seconds:
             metrics["env_runners/env_steps_per_s"] = steps / iteration_seconds
@@ -186,22 +194,42 @@ class ExperienceDataModule(pl.LightningDataModule):
             metrics["env_runners/episode_len_mean"] = sum(self._episode_lengths) / len(self._episode_lengths)
         self.last_metrics = metrics
 
+    @property
+    def time_total_s(self) -> float:
+        """Wall-clock seconds since this run's first setup, including restored runs' time."""
+        running = time.perf_counter() - self._clock_start if self._clock_start is not None else 0.0
+        return self._time_total_s_before + running
+
     # -- evaluation --------------------------------------------------------------------------
+    def add_evaluation_spec_transform(self, transform: Callable[[EnvRunnerSpec], EnvRunnerSpec]) -> None:
+        """Build evaluation runners from ``transform(spec)`` from now on (e.g. to record videos);
+        running evaluation runners are replaced at the next evaluation."""
+        if transform in self.evaluation_spec_transforms:
+            return
+        self.evaluation_spec_transforms.append(transform)
+        if self.eval_group is not None:
+            self.eval_group.stop()
+            self.eval_group = None
+
     def evaluate(self) -> dict[str, Any]:
         """Run ``evaluation_duration`` episodes on the evaluation runners with frozen filters."""
         algorithm = self.algorithm
         if self.eval_group is None:
             duration = int(self.setting("evaluation_duration"))
             runners = self.setting("evaluation_num_env_runners")
+            # One env copy per episode (up to 64): evaluation then takes one episode's time.
             envs = self.setting("evaluation_num_envs_per_env_runner") or min(
-                16, max(1, math.ceil(duration / max(1, runners)))
+                64, max(1, math.ceil(duration / max(1, runners)))
             )
             if runners:
                 ensure_ray(runners * self.setting("num_cpus_per_env_runner"))
+            spec = algorithm.env_runner_spec(
+                num_envs=envs, evaluation=True, seed_offset=self._rank_seed_offset()
+            )
+            for transform in self.evaluation_spec_transforms:
+                spec = transform(spec)
             self.eval_group = EnvRunnerGroup(
-                algorithm.env_runner_spec(
-                    num_envs=envs, evaluation=True, seed_offset=self._rank_seed_offset()
-                ),
+                spec,
                 num_env_runners=runners,
                 num_cpus_per_env_runner=self.setting("num_cpus_per_env_runner"),
                 fault_tolerance=algorithm.fault_tolerance_config(),
@@ -231,11 +259,14 @@ class ExperienceDataModule(pl.LightningDataModule):
             "num_episodes_lifetime": self.num_episodes_lifetime,
             "episode_returns": list(self._episode_returns),
             "episode_lengths": list(self._episode_lengths),
+            "time_total_s": self.time_total_s,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.num_env_steps_sampled_lifetime = int(state_dict.get("num_env_steps_sampled_lifetime", 0))
         self.num_episodes_lifetime = int(state_dict.get("num_episodes_lifetime", 0))
+        self._time_total_s_before = float(state_dict.get("time_total_s", 0.0))
+        self._clock_start = time.perf_counter()
         self._episode_returns = deque(
             state_dict.get("episode_returns", []), maxlen=self._episode_returns.maxlen
         )

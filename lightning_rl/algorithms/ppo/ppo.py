@@ -69,6 +69,9 @@ class PPOModule(PolicyModule):
             loss_critic_type="l2",
             normalize_advantage=normalize_advantages,
             clip_value=vf_clip_param,
+            # PPO has no target networks, so torchrl's functional parameter swapping buys
+            # nothing and costs ~0.2 ms per update (lossbench: 1.87 -> 1.68 ms on CartPole).
+            functional=False,
         )
         self.gae = GAE(gamma=gamma, lmbda=lambda_, value_network=self.critic, average_gae=False)
         self.register_buffer("kl_coeff", torch.tensor(float(kl_coeff)))
@@ -246,7 +249,7 @@ class PPO(Algorithm):
             )
 
     def build_optimizers(self) -> Any:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=1e-5)
+        optimizer = self.adam(self.parameters(), lr=self.hparams.lr, eps=1e-5)
         if self._lr_schedule is None:
             return optimizer
         base = self.hparams.lr
