@@ -24,6 +24,9 @@ _EXPORTS = {
     "PPOConfig": "lightning_rl.algorithms.ppo",
     "TrainingRun": "lightning_rl.training_run",
     # envs
+    "MultiAgentEnv": "lightning_rl.envs.multi_agent",
+    "PettingZooEnv": "lightning_rl.envs.wrappers.pettingzoo_env",
+    "ParallelPettingZooEnv": "lightning_rl.envs.wrappers.pettingzoo_env",
     "EnvContext": "lightning_rl.envs.registration",
     "make_env": "lightning_rl.envs.registration",
     "register_env": "lightning_rl.envs.registration",
@@ -44,9 +47,19 @@ _EXPORTS = {
     "DefaultModelConfig": "lightning_rl.modules.model_config",
     "PolicySpec": "lightning_rl.modules.policy",
     "InferencePolicy": "lightning_rl.modules.policy",
+    # self-play
+    "SelfPlayCallback": "lightning_rl.self_play",
+    "LeagueCallback": "lightning_rl.self_play",
+    "Matchmaking": "lightning_rl.self_play",
     # callbacks
     "StopOnEnvSteps": "lightning_rl.callbacks",
     "StopOnReturn": "lightning_rl.callbacks",
+    "RLProgressBar": "lightning_rl.progress",
+    "RecordEvaluationVideos": "lightning_rl.video",
+    # inference, export, plots
+    "Policy": "lightning_rl.policy",
+    "export_policy": "lightning_rl.export",
+    "plot_learning_curves": "lightning_rl.plotting",
     # registry
     "register_algorithm": "lightning_rl.registry",
     "register_connector": "lightning_rl.registry",

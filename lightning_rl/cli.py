@@ -1,4 +1,5 @@
-"""The ``lightning-rl`` command: LightningCLI's ``fit``/``validate`` plus ``list``.
+"""The ``lightning-rl`` command: LightningCLI's ``fit``/``validate`` plus ``list``, ``export``,
+``evaluate`` and ``plot`` (see :mod:`lightning_rl.commands`).
 
 ``lightning-rl fit --config configs/ppo/cartpole.yaml --model.lr 1e-3`` is plain LightningCLI:
 every Trainer flag and every algorithm ``__init__`` argument is a flag, ``--print_config``
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lightning_rl import registry
+from lightning_rl.commands import cmd_evaluate, cmd_export, cmd_plot
 from lightning_rl.errors import LightningRLError, PluginError, unknown_name_message
 
 
@@ -99,6 +101,20 @@ def _cli_class() -> type:
         def after_validate(self) -> None:
             _print_summary(self.trainer)
 
+        def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+            # The RL progress bar is the CLI's default bar: added unless the bar is off or the
+            # config already has one (Lightning refuses two bars, or a bar with the bar off).
+            from lightning.pytorch.callbacks import ProgressBar
+
+            from lightning_rl.progress import RLProgressBar
+
+            existing = config.get("callbacks") or []
+            configured = [*(existing if isinstance(existing, list) else [existing]), *callbacks]
+            wants_bar = config.get("enable_progress_bar") is not False
+            if wants_bar and not any(isinstance(c, ProgressBar) for c in configured):
+                callbacks = [*callbacks, RLProgressBar()]
+            return super()._instantiate_trainer(config, callbacks)
+
     return LightningRLCLI
 
 
@@ -129,7 +145,12 @@ def cmd_list(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"list": cmd_list}
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "list": cmd_list,
+    "export": cmd_export,
+    "evaluate": cmd_evaluate,
+    "plot": cmd_plot,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

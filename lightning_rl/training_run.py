@@ -57,6 +57,8 @@ class TrainingRun:
             kwargs["logger"] = CSVLogger(
                 save_dir=kwargs.get("default_root_dir") or "lightning_logs", name="training_run"
             )
+        if kwargs.get("enable_progress_bar"):
+            _add_rl_progress_bar(kwargs)
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
         self.trainer = pl.Trainer(**kwargs)
@@ -131,15 +133,21 @@ class TrainingRun:
     restore_from_path = restore
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, trainer_kwargs: dict[str, Any] | None = None) -> TrainingRun:
-        """Rebuild the algorithm from a checkpoint's hyperparameters and restore it."""
+    def from_checkpoint(
+        cls, path: str | Path, trainer_kwargs: dict[str, Any] | None = None, **overrides: Any
+    ) -> TrainingRun:
+        """Rebuild the algorithm from a checkpoint's hyperparameters and restore it.
+
+        ``overrides`` replace hyperparameters, e.g. ``env=MyEnv`` or a ``policy_mapping_fn``
+        lambda, which checkpoints cannot hold.
+        """
         from lightning_rl.registry import get_algorithm_class
 
         path = _checkpoint_file(path)
         checkpoint = ckpt.load_checkpoint(path)
         name = checkpoint[ckpt.KEY].get("algorithm")
         algo_class = get_algorithm_class(name)
-        algorithm = algo_class(**checkpoint.get("hyper_parameters", {}))
+        algorithm = algo_class(**{**checkpoint.get("hyper_parameters", {}), **overrides})
         run = cls(algorithm, trainer_kwargs)
         run.restore(path)
         return run
@@ -155,6 +163,10 @@ class TrainingRun:
     # -- access ------------------------------------------------------------------------------
     def get_module(self, policy_id: str = DEFAULT_POLICY_ID) -> Algorithm:
         return self.algorithm
+
+    def get_policy(self, policy_id: str | None = None) -> Any:
+        """RLlib's ``algo.get_policy()``: a :class:`~lightning_rl.Policy` snapshot with its connectors."""
+        return self.algorithm.get_policy(policy_id)
 
     def _check_running(self) -> None:
         if self._stopped:
@@ -186,6 +198,18 @@ class TrainingRun:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _add_rl_progress_bar(kwargs: dict[str, Any]) -> None:
+    """With the bar on, it is the RL bar (iteration, env steps, return), unless one is given."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from lightning_rl.progress import RLProgressBar
+
+    callbacks = kwargs.get("callbacks") or []
+    callbacks = list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
+    if not any(isinstance(c, ProgressBar) for c in callbacks):
+        kwargs["callbacks"] = [*callbacks, RLProgressBar()]
 
 
 def _checkpoint_file(path: str | Path) -> Path:

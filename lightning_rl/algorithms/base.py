@@ -26,6 +26,13 @@ from gymnasium import spaces
 from torch import nn
 
 from lightning_rl import checkpoint as ckpt
+from lightning_rl.algorithms.multi_agent import (
+    RANDOM_POLICY,
+    RandomPolicyModule,
+    normalize_policies,
+    policy_spaces_from_env,
+    resolve_mapping_fn,
+)
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.connectors.base import (
     EnvToModulePipeline,
@@ -38,6 +45,8 @@ from lightning_rl.data.experience import ExperienceDataModule
 from lightning_rl.data.on_policy import OnPolicyDataModule
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec
 from lightning_rl.env_runners.env_runner_group import FaultToleranceConfig
+from lightning_rl.env_runners.multi_agent_env_runner import MultiAgentEnvRunnerSpec, MultiAgentPolicySetup
+from lightning_rl.envs.multi_agent import is_multi_agent
 from lightning_rl.envs.registration import EnvContext, EnvLike, env_name, resolve_env
 from lightning_rl.errors import CheckpointError, ConfigError, EnvError
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
@@ -76,6 +85,11 @@ class Algorithm(pl.LightningModule):
         evaluation_num_envs_per_env_runner: env copies per evaluation runner (None: auto).
         evaluation_explore: sample actions in evaluation (False: greedy/mean actions).
         model_config: :class:`~lightning_rl.modules.DefaultModelConfig` keys.
+        policies: multi-agent envs only: policy ids (set/list), or ``{policy_id: None | "random" |
+            {"observation_space": ..., "action_space": ...}}``; default one shared policy.
+        policy_mapping_fn: ``fn(agent_id, episode, **kwargs) -> policy_id`` (called once per agent
+            per episode), a dict ``{agent_id: policy_id}`` or an import path.
+        policies_to_train: policies whose losses are optimised (default: every trainable one).
         gamma: discount factor.
         lr: learning rate.
         train_batch_size: env steps sampled per iteration per learner (DDP rank).
@@ -109,6 +123,9 @@ class Algorithm(pl.LightningModule):
         evaluation_num_envs_per_env_runner: int | None = None,
         evaluation_explore: bool = False,
         model_config: dict | None = None,
+        policies: Any = None,
+        policy_mapping_fn: Any = None,
+        policies_to_train: list[str] | None = None,
         gamma: float = 0.99,
         lr: float = 3e-4,
         train_batch_size: int = 2048,
@@ -126,28 +143,36 @@ class Algorithm(pl.LightningModule):
         self._probe_spaces(env_config)
         e2m_specs = normalize_connector_specs(env_to_module_connector, self._probe_env_for_connectors)
         m2e_specs = normalize_connector_specs(module_to_env_connector, self._probe_env_for_connectors)
-        self._probe_env_for_connectors = None
         if isinstance(model_config, DefaultModelConfig):
             model_config = model_config.to_dict()
         hparams = dict(self.hparams)
+        self._policy_settings = normalize_policies(policies)
+        self.policy_mapping_fn, stored_mapping = resolve_mapping_fn(
+            policy_mapping_fn, list(self._policy_settings)
+        )
         hparams.update(
             env=env_name(env),
             env_config=dict(env_config or {}),
             env_to_module_connector=e2m_specs,
             module_to_env_connector=m2e_specs,
             model_config=dict(model_config or {}),
+            policies=None
+            if policies is None
+            else {k: v if v in (None, RANDOM_POLICY) else None for k, v in self._policy_settings.items()},
+            policy_mapping_fn=stored_mapping,
+            policies_to_train=None if policies_to_train is None else list(policies_to_train),
         )
         self.save_hyperparameters(hparams)
         self._validate_common()
         self.validate_hparams()
         self.model_config = resolve_model_config(model_config)
         self._setup_policy_spaces(e2m_specs, m2e_specs, normalize_actions, clip_actions)
+        self._probe_env_for_connectors = None
         self.policies = nn.ModuleDict(
-            {
-                policy_id: self.build_policy_module(policy_id, obs_space, action_space)
-                for policy_id, (obs_space, action_space) in self.policy_spaces.items()
-            }
+            {policy_id: self._build_module(policy_id) for policy_id in self.policy_ids}
         )
+        self._added_policies: dict[str, dict[str, Any]] = {}
+        self._check_policies_to_train()
         self._default_datamodule: ExperienceDataModule | None = None
         self._pending_datamodule_state: dict[str, Any] | None = None
         self.minibatch_generator = torch.Generator()
@@ -160,17 +185,113 @@ class Algorithm(pl.LightningModule):
     def _setup_policy_spaces(
         self, e2m_specs: list[dict], m2e_specs: list[dict], normalize_actions: bool, clip_actions: bool
     ) -> None:
-        """Connector pipelines and module-side spaces, per policy id (one for single-agent envs)."""
-        pipeline = EnvToModulePipeline.from_specs(e2m_specs, self.env_observation_space)
+        """Connector pipelines and module-side spaces per policy id (one for single-agent envs)."""
+        if self.is_multi_agent:
+            env_spaces, self.agent_policies = policy_spaces_from_env(
+                self._probe_env_for_connectors, self._policy_settings, self.policy_mapping_fn
+            )
+        else:
+            if (
+                list(self._policy_settings) != [DEFAULT_POLICY_ID]
+                or self.hparams.policy_mapping_fn is not None
+            ):
+                raise ConfigError(
+                    f"policies/policy_mapping_fn need a MultiAgentEnv, but env {self.env_creator.name!r} "
+                    "is a "
+                    "single-agent gymnasium env."
+                )
+            env_spaces = {DEFAULT_POLICY_ID: (self.env_observation_space, self.env_action_space)}
+            self.agent_policies = {}
+        self.policy_ids: list[str] = []
+        self.env_policy_spaces: dict[str, tuple[spaces.Space, spaces.Space]] = {}
+        self.env_to_module_pipelines: dict[str, EnvToModulePipeline] = {}
+        self.module_to_env_specs: dict[str, list[dict]] = {}
+        self.policy_spaces: dict[str, tuple[spaces.Space, spaces.Space]] = {}
+        self.connector_state: dict[str, list[dict[str, Any]]] = {}
+        for policy_id, (obs_space, action_space) in env_spaces.items():
+            self._add_policy_spaces(policy_id, obs_space, action_space, e2m_specs, m2e_specs)
+        self._normalize_actions, self._clip_actions = normalize_actions, clip_actions
+
+    def _add_policy_spaces(
+        self,
+        policy_id: str,
+        obs_space: spaces.Space,
+        action_space: spaces.Space,
+        e2m_specs: list[dict],
+        m2e_specs: list[dict],
+    ) -> None:
+        pipeline = EnvToModulePipeline.from_specs(e2m_specs, obs_space)
+        h = self.hparams
         module_to_env_specs = m2e_specs + default_module_to_env(
-            self.env_action_space, normalize_actions, clip_actions
+            action_space, h.normalize_actions, h.clip_actions
         )
-        module_to_env = ModuleToEnvPipeline.from_specs(module_to_env_specs, self.env_action_space)
-        self.policy_ids = [DEFAULT_POLICY_ID]
-        self.env_to_module_pipelines = {DEFAULT_POLICY_ID: pipeline}
-        self.module_to_env_specs = {DEFAULT_POLICY_ID: module_to_env_specs}
-        self.policy_spaces = {DEFAULT_POLICY_ID: (pipeline.output_space, module_to_env.module_action_space)}
-        self.connector_state = {DEFAULT_POLICY_ID: pipeline.get_state()}
+        module_to_env = ModuleToEnvPipeline.from_specs(module_to_env_specs, action_space)
+        self.policy_ids.append(policy_id)
+        self.env_policy_spaces[policy_id] = (obs_space, action_space)
+        self.env_to_module_pipelines[policy_id] = pipeline
+        self.module_to_env_specs[policy_id] = module_to_env_specs
+        self.policy_spaces[policy_id] = (pipeline.output_space, module_to_env.module_action_space)
+        self.connector_state[policy_id] = pipeline.get_state()
+
+    def _build_module(self, policy_id: str) -> PolicyModule:
+        obs_space, action_space = self.policy_spaces[policy_id]
+        if self._policy_settings.get(policy_id) == RANDOM_POLICY:
+            return RandomPolicyModule(obs_space, action_space, self.model_config)
+        return self.build_policy_module(policy_id, obs_space, action_space)
+
+    def _check_policies_to_train(self) -> None:
+        wanted = self.hparams.policies_to_train
+        if wanted is None:
+            return
+        unknown = [p for p in wanted if p not in self.policies]
+        if unknown:
+            raise ConfigError(
+                f"policies_to_train names unknown policies {unknown}; the policies are {self.policy_ids}."
+            )
+
+    def add_policy(self, policy_id: str, from_policy: str, trainable: bool = False) -> PolicyModule:
+        """Add a policy with ``from_policy``'s spaces, connectors and current weights.
+
+        Self-play and league training snapshot the learner this way: a frozen copy
+        (``trainable=False``) that the mapping function can then pit against the learner.
+        EnvRunners build it before their next sample.
+        """
+        if policy_id in self.policies:
+            raise ConfigError(f"Policy {policy_id!r} exists already; the policies are {self.policy_ids}.")
+        if from_policy not in self.policies:
+            raise ConfigError(f"Unknown policy {from_policy!r} to copy; the policies are {self.policy_ids}.")
+        obs_space, action_space = self.env_policy_spaces[from_policy]
+        h = self.hparams
+        self._add_policy_spaces(
+            policy_id,
+            obs_space,
+            action_space,
+            list(h.env_to_module_connector),
+            list(h.module_to_env_connector),
+        )
+        self._policy_settings[policy_id] = self._policy_settings.get(from_policy)
+        module = self._build_module(policy_id).to(self.device)
+        module.load_state_dict(self.policies[from_policy].state_dict())
+        if not trainable:
+            module.requires_grad_(False)
+            module.trainable = False
+        self.policies[policy_id] = module
+        self.connector_state[policy_id] = copy.deepcopy(self.connector_state[from_policy])
+        self.env_to_module_pipelines[policy_id].set_state(self.connector_state[policy_id])
+        self._added_policies[policy_id] = {"from_policy": from_policy, "trainable": trainable}
+        if trainable and self._optimizer_cache is not None:
+            optimizers = self.trainer.optimizers if self._trainer is not None else []
+            if len(optimizers) != 1:
+                raise ConfigError(
+                    "A trainable policy can be added mid-training only to an algorithm with one optimizer; "
+                    f"{type(self).__name__} has {len(optimizers)}."
+                )
+            optimizers[0].add_param_group({"params": [p for p in module.parameters() if p.requires_grad]})
+        return module
+
+    def set_policy_mapping_fn(self, fn: Any) -> None:
+        """Change which agent uses which policy from the next sample on (self-play, leagues)."""
+        self.policy_mapping_fn, _ = resolve_mapping_fn(fn, self.policy_ids)
 
     @property
     def observation_space(self) -> spaces.Space:
@@ -190,7 +311,7 @@ class Algorithm(pl.LightningModule):
     def policy_env_spaces(self, policy_id: str) -> tuple[spaces.Space, spaces.Space]:
         """Env-side observation and action space of one policy (before its env-to-module and
         after its module-to-env connectors); what inference outside the runners starts from."""
-        return self.env_to_module_pipelines[policy_id].input_space, self.env_action_space
+        return self.env_policy_spaces[policy_id]
 
     def get_policy(self, policy_id: str | None = None) -> Policy:
         """A :class:`~lightning_rl.policy.Policy` snapshot of one policy, with its connectors."""
@@ -207,6 +328,12 @@ class Algorithm(pl.LightningModule):
     # -- construction helpers ----------------------------------------------------------------
     def _probe_spaces(self, env_config: dict | None) -> None:
         env = self.env_creator(EnvContext(env_config, worker_index=0))
+        self.is_multi_agent = is_multi_agent(env)
+        if self.is_multi_agent:
+            self._probe_env_for_connectors = env
+            self.env_observation_space = self.env_action_space = None
+            env.close()
+            return
         try:
             observation_space = getattr(env, "observation_space", None)
             action_space = getattr(env, "action_space", None)
@@ -274,7 +401,7 @@ class Algorithm(pl.LightningModule):
 
     def policy_state(self) -> dict[str, Any]:
         """What every EnvRunner loads before sampling: weights, extras and connector state per policy."""
-        return {
+        state = {
             "version": self.weights_version,
             "policies": {
                 policy_id: {
@@ -285,11 +412,25 @@ class Algorithm(pl.LightningModule):
             },
             "connectors": self.connector_state,
         }
+        if self.is_multi_agent:
+            state["policy_mapping_fn"] = self.policy_mapping_fn
+            state["new_policies"] = {pid: self._policy_setup(pid) for pid in self._added_policies}
+        return state
 
-    def env_runner_spec(self, num_envs: int, evaluation: bool = False, seed_offset: int = 0) -> EnvRunnerSpec:
+    def env_runner_spec(self, num_envs: int, evaluation: bool = False, seed_offset: int = 0) -> Any:
         seed = self.hparams.seed
         if seed is not None:
             seed = int(seed) + seed_offset + (500_000 if evaluation else 0)
+        if self.is_multi_agent:
+            return MultiAgentEnvRunnerSpec(
+                env_creator=self.env_creator,
+                policies={pid: self._policy_setup(pid) for pid in self.policy_ids},
+                policy_mapping_fn=self.policy_mapping_fn,
+                env_config=dict(self.hparams.env_config),
+                num_envs=num_envs,
+                seed=seed,
+                update_connectors=not evaluation,
+            )
         policy_id = self._single_policy_id()
         return EnvRunnerSpec(
             env_creator=self.env_creator,
@@ -301,6 +442,16 @@ class Algorithm(pl.LightningModule):
             seed=seed,
             update_connectors=not evaluation,
             policy_id=policy_id,
+        )
+
+    def _policy_setup(self, policy_id: str) -> MultiAgentPolicySetup:
+        obs_space, action_space = self.env_policy_spaces[policy_id]
+        return MultiAgentPolicySetup(
+            policy_spec=self.policies[policy_id].policy_spec(),
+            observation_space=obs_space,
+            action_space=action_space,
+            env_to_module=list(self.hparams.env_to_module_connector),
+            module_to_env=list(self.module_to_env_specs[policy_id]),
         )
 
     def merge_connector_deltas(self, deltas: Sequence[dict[str, Sequence[dict[str, Any] | None]]]) -> None:
@@ -336,9 +487,17 @@ class Algorithm(pl.LightningModule):
             return [(pid, b) for pid, b in batch.items() if pid in trained]
         return [(self._single_policy_id(), batch)]
 
+    def zero_loss(self) -> torch.Tensor:
+        """A loss of 0 connected to the parameters, for a minibatch without trainable data (so
+        every DDP rank still takes part in the gradient all-reduce)."""
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+
     @property
     def policies_to_train(self) -> list[str]:
-        return list(self.policy_ids)
+        wanted = self.hparams.policies_to_train
+        if wanted is not None:
+            return list(wanted)
+        return [pid for pid in self.policy_ids if getattr(self.policies[pid], "trainable", True)]
 
     # -- experience (DataModule) -------------------------------------------------------------
     def configure_datamodule(self) -> ExperienceDataModule:
@@ -417,6 +576,11 @@ class Algorithm(pl.LightningModule):
         self.log("evaluation/episode_len_mean", batch["episode_len"].mean(), batch_size=n)
         self.log("evaluation/num_episodes", float(n), batch_size=n)
         self.log("evaluation/num_env_steps", float(batch["num_env_steps"]), batch_size=n)
+        for policy_id, policy_returns in batch.get("policy_returns", {}).items():
+            if policy_returns.numel():
+                self.log(
+                    f"evaluation/module_episode_returns_mean/{policy_id}", policy_returns.mean(), batch_size=n
+                )
 
     def accumulate_learner_metrics(self, metrics: dict[str, Any], policy_id: str = DEFAULT_POLICY_ID) -> None:
         """Collect per-minibatch learner stats; they are logged once per iteration, averaged.
@@ -486,6 +650,7 @@ class Algorithm(pl.LightningModule):
             checkpoint,
             algorithm=type(self).__name__,
             policy_ids=list(self.policy_ids),
+            added_policies=copy.deepcopy(self._added_policies),
             connector_state=copy.deepcopy(self.connector_state),
             inference=checkpoint_recipes(self, checkpoint.get("state_dict", {})),
         )
@@ -494,6 +659,9 @@ class Algorithm(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         section = ckpt.check_and_migrate(checkpoint)
+        for policy_id, added in section.get("added_policies", {}).items():
+            if policy_id not in self.policies:  # snapshots made during training (self-play)
+                self.add_policy(policy_id, added["from_policy"], trainable=added["trainable"])
         state = section.get("connector_state")
         if state:
             unknown = set(state) - set(self.env_to_module_pipelines)

@@ -173,6 +173,23 @@ class AlgorithmConfig:
             **kwargs,
         )
 
+    def multi_agent(
+        self,
+        *,
+        policies: Any = NotProvided,
+        policy_mapping_fn: Any = NotProvided,
+        policies_to_train: list[str] | None = NotProvided,
+        **kwargs: Any,
+    ) -> AlgorithmConfig:
+        """Policies, the agent -> policy mapping, and which policies learn (RLlib's names)."""
+        return self._set(
+            "multi_agent",
+            policies=policies,
+            policy_mapping_fn=policy_mapping_fn,
+            policies_to_train=policies_to_train,
+            **kwargs,
+        )
+
     def training(self, **kwargs: Any) -> AlgorithmConfig:
         """Algorithm hyperparameters (``lr``, ``gamma``, ``train_batch_size``, ...)."""
         return self._set("training", **kwargs)

@@ -34,8 +34,20 @@ def identity_collate(batch: Any) -> Any:
     return batch
 
 
-def results_to_tensordict(results: list[RunnerResult]) -> TensorDict:
-    """Runner outputs ``[num_envs, T]`` -> one TensorDict ``[sum(num_envs), T]`` (no copy for one)."""
+def results_to_tensordict(results: list[RunnerResult], multi_agent: bool = False) -> Any:
+    """Runner outputs -> TensorDicts, tagged with the weights version each row was sampled with.
+
+    Single-agent: ``[num_envs, T]`` per runner -> one ``[sum(num_envs), T]`` (no copy for one
+    runner). Multi-agent: ``{policy_id: [M]}`` per runner -> ``{policy_id: [sum(M)]}``.
+    """
+    if multi_agent:
+        per_policy: dict[str, list[TensorDict]] = {}
+        for r in results:
+            for policy_id, data in r.data.items():
+                part = TensorDict(data, batch_size=data["next"]["reward"].shape[:1])
+                part["weights_version"] = torch.full(part.batch_size, r.weights_version, dtype=torch.int64)
+                per_policy.setdefault(policy_id, []).append(part)
+        return {pid: parts[0] if len(parts) == 1 else torch.cat(parts) for pid, parts in per_policy.items()}
     parts = [TensorDict(r.data, batch_size=r.data["next"]["reward"].shape[:2]) for r in results]
     batch = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
     versions = torch.cat(
@@ -69,6 +81,12 @@ class ExperienceDataModule(pl.LightningDataModule):
         self.sampling_seconds_lifetime = 0.0
         self._episode_returns: deque[float] = deque(maxlen=100)
         self._episode_lengths: deque[int] = deque(maxlen=100)
+        # Multi-agent: the same window per policy id and per agent id.
+        self._policy_returns: dict[str, deque[float]] = {}
+        self._agent_returns: dict[str, deque[float]] = {}
+        # This iteration's finished episodes as {policy_id: return} (self-play callbacks read it).
+        self.last_episode_policy_returns: list[dict[str, float]] = []
+        self.last_eval_agent_returns: dict[str, float] = {}
         self.last_metrics: dict[str, float] = {}
         self._last_sample_start: float | None = None
         # Set by TrainingRun so that repeated fit() calls keep the actors alive.
@@ -149,7 +167,7 @@ class ExperienceDataModule(pl.LightningDataModule):
         envs = self.setting("num_envs_per_env_runner")
         return max(1, math.ceil(self.setting("train_batch_size") / (runners * envs)))
 
-    def sample(self, num_steps: int | None = None) -> TensorDict:
+    def sample(self, num_steps: int | None = None) -> Any:
         """Pull fresh weights, sample one fragment per env copy, fold in metrics and filters."""
         algorithm = self.algorithm
         now = time.perf_counter()
@@ -159,7 +177,7 @@ class ExperienceDataModule(pl.LightningDataModule):
             num_steps or self.rollout_fragment_length(), algorithm.policy_state()
         )
         algorithm.merge_connector_deltas([r.connector_deltas for r in results])
-        batch = results_to_tensordict(results)
+        batch = results_to_tensordict(results, multi_agent=algorithm.is_multi_agent)
         self._record(results, iteration_seconds)
         self.sampling_seconds_lifetime += time.perf_counter() - now
         return batch
@@ -192,7 +210,28 @@ class ExperienceDataModule(pl.LightningDataModule):
             metrics["env_runners/episode_return_max"] = float(max(window))
             metrics["env_runners/episode_return_min"] = float(min(window))
             metrics["env_runners/episode_len_mean"] = sum(self._episode_lengths) / len(self._episode_lengths)
+        if self.algorithm.is_multi_agent:
+            metrics.update(self._record_multi_agent(results))
         self.last_metrics = metrics
+
+    def _record_multi_agent(self, results: list[RunnerResult]) -> dict[str, float]:
+        """RLlib's per-module and per-agent return windows, and agent steps sampled."""
+        maxlen = self._episode_returns.maxlen
+        self.last_episode_policy_returns = [x for r in results for x in r.stats.policy_returns]
+        for episode in self.last_episode_policy_returns:
+            for policy_id, ret in episode.items():
+                self._policy_returns.setdefault(policy_id, deque(maxlen=maxlen)).append(ret)
+        for episode in (x for r in results for x in r.stats.agent_returns):
+            for agent_id, ret in episode.items():
+                self._agent_returns.setdefault(agent_id, deque(maxlen=maxlen)).append(ret)
+        metrics = {
+            "env_runners/num_agent_steps_sampled": float(sum(r.stats.num_agent_steps for r in results))
+        }
+        for policy_id, window in self._policy_returns.items():
+            metrics[f"env_runners/module_episode_returns_mean/{policy_id}"] = sum(window) / len(window)
+        for agent_id, window in self._agent_returns.items():
+            metrics[f"env_runners/agent_episode_returns_mean/{agent_id}"] = sum(window) / len(window)
+        return metrics
 
     @property
     def time_total_s(self) -> float:
@@ -242,7 +281,19 @@ class ExperienceDataModule(pl.LightningDataModule):
         )
         returns = [x for r in results for x in r.stats.returns]
         lengths = [x for r in results for x in r.stats.lengths]
+        policy_returns: dict[str, list[float]] = {}
+        for episode in (x for r in results for x in r.stats.policy_returns):
+            for policy_id, ret in episode.items():
+                policy_returns.setdefault(policy_id, []).append(ret)
+        agent_returns: dict[str, list[float]] = {}
+        for episode in (x for r in results for x in r.stats.agent_returns):
+            for agent_id, ret in episode.items():
+                agent_returns.setdefault(agent_id, []).append(ret)
+        self.last_eval_agent_returns = {a: sum(v) / len(v) for a, v in agent_returns.items()}
         return {
+            "policy_returns": {
+                pid: torch.tensor(v, dtype=torch.float64) for pid, v in policy_returns.items()
+            },
             "episode_return": torch.tensor(returns, dtype=torch.float64),
             "episode_len": torch.tensor(lengths, dtype=torch.float64),
             "num_env_steps": sum(r.stats.num_env_steps for r in results),
@@ -273,6 +324,13 @@ class ExperienceDataModule(pl.LightningDataModule):
         self._episode_lengths = deque(
             state_dict.get("episode_lengths", []), maxlen=self._episode_lengths.maxlen
         )
+        maxlen = self._episode_returns.maxlen
+        self._policy_returns = {
+            k: deque(v, maxlen=maxlen) for k, v in state_dict.get("policy_returns", {}).items()
+        }
+        self._agent_returns = {
+            k: deque(v, maxlen=maxlen) for k, v in state_dict.get("agent_returns", {}).items()
+        }
 
 
 class _EvaluationDataset(IterableDataset):

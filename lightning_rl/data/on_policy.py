@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
-from tensordict import TensorDict
 from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_rl.data.experience import ExperienceDataModule, identity_collate
@@ -42,22 +42,41 @@ class _OnPolicyDataset(IterableDataset):
     def __len__(self) -> int:
         return self.datamodule.minibatches_per_iteration()
 
-    def __iter__(self) -> Iterator[TensorDict]:
+    def __iter__(self) -> Iterator[Any]:
         datamodule = self.datamodule
         algorithm = datamodule.algorithm
         batch = datamodule.sample()
         with torch.no_grad():
-            batch = algorithm.process_rollout(batch.to(algorithm.device))
-        flat = batch.reshape(-1)
-        size = flat.batch_size[0]
-        expected = len(self)
-        minibatch = datamodule.setting("minibatch_size") or size
+            if isinstance(batch, dict):
+                batch = algorithm.process_rollout({pid: b.to(algorithm.device) for pid, b in batch.items()})
+            else:
+                batch = algorithm.process_rollout(batch.to(algorithm.device))
         num_epochs = datamodule.setting("num_epochs")
-        per_epoch = expected // num_epochs
+        per_epoch = len(self) // num_epochs
         generator = algorithm.minibatch_generator
+        if not isinstance(batch, dict):
+            flat = batch.reshape(-1)
+            minibatch = datamodule.setting("minibatch_size") or flat.batch_size[0]
+            for _ in range(num_epochs):
+                order = torch.randperm(flat.batch_size[0], generator=generator)
+                for i in range(per_epoch):
+                    yield flat[_wrapped(order, i, minibatch).to(flat.device)]
+            return
+        # Multi-agent: each policy's [M_p] transitions split into the same number of chunks, so
+        # the number of optimizer steps per iteration is fixed whatever the agents did.
+        flat_per_policy = {pid: b.reshape(-1) for pid, b in batch.items() if b.numel() > 0}
         for _ in range(num_epochs):
-            order = torch.randperm(size, generator=generator)
+            orders = {
+                pid: torch.randperm(b.batch_size[0], generator=generator)
+                for pid, b in flat_per_policy.items()
+            }
             for i in range(per_epoch):
-                # Always a full minibatch: wrap around instead of yielding a short last one.
-                index = order[(torch.arange(minibatch) + i * minibatch) % size]
-                yield flat[index.to(flat.device)]
+                yield {
+                    pid: b[_wrapped(orders[pid], i, math.ceil(b.batch_size[0] / per_epoch)).to(b.device)]
+                    for pid, b in flat_per_policy.items()
+                }
+
+
+def _wrapped(order: torch.Tensor, index: int, size: int) -> torch.Tensor:
+    """Minibatch ``index`` of ``size`` from a permutation; always full (wraps around)."""
+    return order[(torch.arange(size) + index * size) % order.shape[0]]

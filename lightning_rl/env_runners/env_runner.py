@@ -45,6 +45,10 @@ class EnvRunnerSpec:
     # Which entry of the learner's per-policy state this runner's policy is.
     policy_id: str = DEFAULT_POLICY_ID
 
+    @staticmethod
+    def runner_class() -> type:
+        return EnvRunner
+
 
 @dataclass
 class EpisodeStats:
@@ -54,6 +58,10 @@ class EpisodeStats:
     lengths: list[int] = field(default_factory=list)
     num_env_steps: int = 0
     seconds: float = 0.0
+    # Multi-agent runners: one dict per finished episode, and agent steps sampled.
+    agent_returns: list[dict[str, float]] = field(default_factory=list)
+    policy_returns: list[dict[str, float]] = field(default_factory=list)
+    num_agent_steps: int = 0
 
 
 @dataclass
@@ -140,18 +148,16 @@ class EnvRunner:
         self._seeded = True
         raw, _ = self._call_env("reset", seed=seed)
         self.env_to_module.reset(self.num_envs)
+        reset_policy_state(self.policy, self.num_envs)
         all_ids = torch.arange(self.num_envs)
         self.env_to_module.episode_start(all_ids)
+        start_policy_episodes(self.policy, all_ids)
         self._obs = self.env_to_module(to_torch(raw), update=self.spec.update_connectors)
         self._episode_return[:] = 0.0
         self._episode_length[:] = 0
 
     def _env_actions(self, actions: torch.Tensor) -> np.ndarray:
-        env_actions = self.module_to_env(actions) if len(self.module_to_env) else actions
-        env_actions = env_actions.numpy()
-        if self._discrete_start:
-            env_actions = env_actions + self._discrete_start
-        return env_actions
+        return to_env_actions(self.module_to_env, actions, self._discrete_start)
 
     # -- sampling ----------------------------------------------------------------------------
     def sample(
@@ -205,6 +211,7 @@ class EnvRunner:
                     final_raw = stack_structures([info["final_obs"][i] for i in done_ids])
                     final_obs = self.env_to_module(to_torch(final_raw), env_ids=ids, update=update)
                     self.env_to_module.episode_start(ids)
+                    start_policy_episodes(self.policy, ids)
                     self._finish_episodes(done_ids, stats)
                 obs = self.env_to_module(to_torch(raw), update=update)
                 if structured:
@@ -279,6 +286,7 @@ class EnvRunner:
                     self._episode_return[done_ids] = 0.0
                     self._episode_length[done_ids] = 0
                     self.env_to_module.episode_start(torch.from_numpy(done_ids))
+                    start_policy_episodes(self.policy, torch.from_numpy(done_ids))
                 obs = self.env_to_module(to_torch(raw), update=update)
         # The next training-style sample() must not continue these evaluation episodes.
         self._obs = None
@@ -287,6 +295,31 @@ class EnvRunner:
 
     def stop(self) -> None:
         self.env.close()
+
+
+def reset_policy_state(policy: Any, num_envs: int) -> None:
+    """``policy.reset(num_envs)``: recurrent state for ``num_envs`` rows (see :class:`InferencePolicy`;
+    duck-typed policies without the hook are stateless)."""
+    if hasattr(policy, "reset"):
+        policy.reset(num_envs)
+
+
+def start_policy_episodes(policy: Any, env_ids: torch.Tensor) -> None:
+    """``policy.episode_start(env_ids)``: forget the recurrent state of rows starting an episode."""
+    if hasattr(policy, "episode_start"):
+        policy.episode_start(env_ids)
+
+
+def to_env_actions(
+    module_to_env: ModuleToEnvPipeline, actions: torch.Tensor, discrete_start: int = 0
+) -> np.ndarray:
+    """Module actions -> what ``env.step`` gets; shared with :class:`~lightning_rl.policy.Policy` so
+    inference outside the runners converts actions exactly as sampling did."""
+    env_actions = module_to_env(actions) if len(module_to_env) else actions
+    env_actions = env_actions.numpy()
+    if discrete_start:
+        env_actions = env_actions + discrete_start
+    return env_actions
 
 
 def _write(buffers: Any, values: Any, t: int) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_rl.env_runners.env_runner import EnvRunner, EnvRunnerSpec, RunnerResult
+from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
 from lightning_rl.env_runners.ray_utils import ensure_ray
 from lightning_rl.errors import ConfigError, EnvError, LightningRLError
 
@@ -48,7 +48,7 @@ class EnvRunnerGroup:
 
     def __init__(
         self,
-        spec: EnvRunnerSpec,
+        spec: Any,
         num_env_runners: int = 0,
         num_cpus_per_env_runner: float = 1.0,
         fault_tolerance: FaultToleranceConfig | None = None,
@@ -64,11 +64,11 @@ class EnvRunnerGroup:
         self.num_restarts = 0
         self.num_failures = 0
         self._last_state: dict[str, Any] | None = None
-        self.local_runner: EnvRunner | None = None
+        self.local_runner: Any = None
         self._actors: list[Any] = []
         self._consecutive_failures: list[int] = []
         if num_env_runners == 0:
-            self.local_runner = EnvRunner(self._runner_spec(0), worker_index=worker_index_offset)
+            self.local_runner = spec.runner_class()(self._runner_spec(0), worker_index=worker_index_offset)
         else:
             ensure_ray(num_env_runners * num_cpus_per_env_runner)
             self._actors = [self._start_actor(i) for i in range(num_env_runners)]
@@ -88,7 +88,9 @@ class EnvRunnerGroup:
     def _start_actor(self, index: int, recreated: bool = False) -> Any:
         import ray
 
-        remote_cls = ray.remote(num_cpus=self.num_cpus_per_env_runner, max_restarts=0)(EnvRunner)
+        remote_cls = ray.remote(num_cpus=self.num_cpus_per_env_runner, max_restarts=0)(
+            self.spec.runner_class()
+        )
         worker_index = self.worker_index_offset + index + 1
         return remote_cls.remote(self._runner_spec(index), worker_index, recreated)
 

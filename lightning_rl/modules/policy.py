@@ -12,15 +12,37 @@ from typing import Any
 
 import gymnasium as gym
 import torch
+from gymnasium import spaces
 from torch import nn
 
+from lightning_rl.errors import SpaceError
 from lightning_rl.modules.distributions import ActionDistribution, DiagGaussianDistribution, distribution_for
 from lightning_rl.modules.encoders import build_encoder, init_linear, mlp
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
 
 
+MASK_KEY = "action_mask"
+MASKED_LOGIT = -1e9  # exp() underflows to exactly 0, while log-probs and entropy stay finite
+
+
+def split_action_mask(observation_space: gym.Space) -> tuple[gym.Space, bool]:
+    """``Dict(observation=..., action_mask=...)`` -> (the observation part, True); else (space, False).
+
+    PettingZoo's classic games (and lightning-rl's TicTacToe) put the legal actions next to
+    the observation; the networks encode ``observation`` and mask their logits with the rest.
+    """
+    if isinstance(observation_space, spaces.Dict) and MASK_KEY in observation_space.spaces:
+        if "observation" not in observation_space.spaces:
+            raise SpaceError(
+                f"An observation space with an {MASK_KEY!r} needs an 'observation' key too, got "
+                f"{list(observation_space.spaces)}."
+            )
+        return observation_space["observation"], True
+    return observation_space, False
+
+
 class PolicyNet(nn.Module):
-    """observation -> distribution parameters (logits, or loc and scale)."""
+    """observation -> distribution parameters (logits, or loc and scale); masks illegal actions."""
 
     def __init__(
         self,
@@ -31,6 +53,9 @@ class PolicyNet(nn.Module):
         super().__init__()
         config = resolve_model_config(model_config)
         self.distribution: ActionDistribution = distribution_for(action_space)
+        observation_space, self.masked = split_action_mask(observation_space)
+        if self.masked and not isinstance(action_space, spaces.Discrete):
+            raise SpaceError(f"Action masks need a Discrete action space, got {action_space}.")
         self.encoder = build_encoder(observation_space, config)
         width = self.encoder.out_dim
         self.head_hiddens = (
@@ -51,7 +76,10 @@ class PolicyNet(nn.Module):
         else:
             self.head = init_linear(nn.Linear(width, self.distribution.n), 0.01, config.orthogonal_init)
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, obs: Any) -> tuple[torch.Tensor, ...]:
+        if self.masked:
+            out = self.head(self.head_hiddens(self.encoder(obs["observation"])))
+            return (out.masked_fill(obs[MASK_KEY] == 0, MASKED_LOGIT),)
         out = self.head(self.head_hiddens(self.encoder(obs)))
         if not self.continuous:
             return (out,)
@@ -73,6 +101,7 @@ class ValueNet(nn.Module):
     ) -> None:
         super().__init__()
         config = resolve_model_config(model_config)
+        observation_space, self.masked = split_action_mask(observation_space)
         self.encoder = (
             shared_encoder if shared_encoder is not None else build_encoder(observation_space, config)
         )
@@ -86,8 +115,8 @@ class ValueNet(nn.Module):
             ),
         )
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(obs))
+    def forward(self, obs: Any) -> torch.Tensor:
+        return self.head(self.encoder(obs["observation"] if self.masked else obs))
 
 
 class InferencePolicy(nn.Module):
@@ -108,6 +137,15 @@ class InferencePolicy(nn.Module):
 
     def set_extra(self, extra: dict[str, Any]) -> None:
         """Receive non-weight state from the learner (default: nothing to do)."""
+
+    # Recurrent policies keep one hidden state per env copy (row) and return what the learner
+    # needs as extra forward outputs, which the runner stores with the rollout. EnvRunners and
+    # lightning_rl.Policy call these two at the same moments as the connectors' own.
+    def reset(self, num_envs: int) -> None:
+        """Allocate per-env recurrent state for ``num_envs`` env copies (stateless: nothing)."""
+
+    def episode_start(self, env_ids: torch.Tensor) -> None:
+        """Reset the recurrent state of env copies whose episode starts (stateless: nothing)."""
 
 
 class StochasticPolicy(InferencePolicy):

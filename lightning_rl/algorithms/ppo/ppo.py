@@ -219,7 +219,7 @@ class PPO(Algorithm):
     def on_train_epoch_start(self) -> None:
         coeff = self._entropy_schedule(self.num_env_steps_sampled_lifetime)
         for module in self.policies.values():
-            if module.loss.entropy_bonus:
+            if isinstance(module, PPOModule) and module.loss.entropy_bonus:
                 module.loss.entropy_coeff.fill_(coeff)
         self._iteration_kl = {}
 
@@ -232,7 +232,7 @@ class PPO(Algorithm):
                 self._iteration_kl.setdefault(policy_id, []).append(stats["kl"].detach())
             self.accumulate_learner_metrics(stats, policy_id)
             total = total + loss
-        return total
+        return total if isinstance(total, torch.Tensor) else self.zero_loss()
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()

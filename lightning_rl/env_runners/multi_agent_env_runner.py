@@ -1,0 +1,390 @@
+"""The multi-agent EnvRunner: env copies of a MultiAgentEnv, one batched forward per policy.
+
+Each step gathers the observations of every acting agent in every env copy, groups them by
+the policy the mapping function assigned (once per agent per episode), runs each policy's
+connectors and forward pass once on its whole group, and steps every env copy with its
+action dict. Agent trajectories (``agent_trajectories.py``) turn the env's dicts into
+per-agent transitions, and ``sample`` returns them per policy as flat batches ``[M]`` whose
+segments end with ``("next", "done")`` set, which is exactly what GAE or n-step returns need.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from lightning_rl._tree import map_structure, stack_structures, to_torch
+from lightning_rl.connectors.base import ConnectorSpec, EnvToModulePipeline, ModuleToEnvPipeline
+from lightning_rl.env_runners.agent_trajectories import AgentTrajectories, CompletedSegment
+from lightning_rl.env_runners.env_runner import EpisodeStats, RunnerResult
+from lightning_rl.envs.multi_agent import ALL, MultiAgentEnv
+from lightning_rl.envs.registration import EnvContext, EnvCreator
+from lightning_rl.errors import ConfigError, EnvError, SpaceError
+from lightning_rl.modules.policy import InferencePolicy, PolicySpec
+
+
+@dataclass
+class MultiAgentPolicySetup:
+    """What a runner needs to run one policy: its recipe, spaces and connector specs."""
+
+    policy_spec: PolicySpec
+    observation_space: gym.Space  # env side, before connectors
+    action_space: gym.Space  # env side, after module-to-env connectors
+    env_to_module: list[ConnectorSpec] = field(default_factory=list)
+    module_to_env: list[ConnectorSpec] = field(default_factory=list)
+
+
+@dataclass
+class MultiAgentEnvRunnerSpec:
+    env_creator: EnvCreator
+    policies: dict[str, MultiAgentPolicySetup]
+    policy_mapping_fn: Callable[..., str]
+    env_config: dict = field(default_factory=dict)
+    num_envs: int = 1
+    seed: int | None = None
+    num_workers: int = 0
+    torch_threads: int | None = None
+    update_connectors: bool = True
+
+    @staticmethod
+    def runner_class() -> type:
+        return MultiAgentEnvRunner
+
+
+@dataclass
+class Episode:
+    """One env copy's running episode, as mapping functions see it (``episode.id``)."""
+
+    id: int = 0
+    env_index: int = 0
+    mapping: dict[Hashable, str] = field(default_factory=dict)
+    agent_returns: dict[Hashable, float] = field(default_factory=dict)
+    length: int = 0
+
+
+class MultiAgentEnvRunner:
+    """Samples per-policy batches from ``num_envs`` copies of a :class:`MultiAgentEnv`."""
+
+    def __init__(self, spec: MultiAgentEnvRunnerSpec, worker_index: int = 0, recreated: bool = False) -> None:
+        if spec.torch_threads:
+            torch.set_num_threads(spec.torch_threads)
+        self.spec = spec
+        self.worker_index = worker_index
+        context = EnvContext(
+            spec.env_config,
+            worker_index=worker_index,
+            num_workers=spec.num_workers,
+            recreated_worker=recreated,
+        )
+        self.envs: list[MultiAgentEnv] = []
+        for i in range(spec.num_envs):
+            env = spec.env_creator(context.copy_with(vector_index=i))
+            if not isinstance(env, MultiAgentEnv):
+                raise EnvError(
+                    f"Env {spec.env_creator.name!r} is a {type(env).__name__}, not a lightning_rl "
+                    "MultiAgentEnv; "
+                    "wrap PettingZoo envs with PettingZooEnv / ParallelPettingZooEnv."
+                )
+            self.envs.append(env)
+        self.policies: dict[str, InferencePolicy] = {}
+        self.env_to_module: dict[str, EnvToModulePipeline] = {}
+        self.module_to_env: dict[str, ModuleToEnvPipeline] = {}
+        for policy_id, setup in spec.policies.items():
+            self._add_policy(policy_id, setup)
+        self.policy_mapping_fn = spec.policy_mapping_fn
+        self.generator = torch.Generator()
+        if spec.seed is not None:
+            self.generator.manual_seed(int(spec.seed))
+        self.weights_version = -1
+        self.trajectories = AgentTrajectories()
+        self._episodes = [Episode() for _ in self.envs]
+        self._episode_counter = 0
+        self._acting: list[dict[Hashable, Any]] | None = None  # module obs of agents to act, per env copy
+        self._seeded = False
+
+    def _add_policy(self, policy_id: str, setup: MultiAgentPolicySetup) -> None:
+        self.policies[policy_id] = setup.policy_spec.build()
+        self.env_to_module[policy_id] = EnvToModulePipeline.from_specs(
+            setup.env_to_module, setup.observation_space
+        )
+        self.module_to_env[policy_id] = ModuleToEnvPipeline.from_specs(
+            setup.module_to_env, setup.action_space
+        )
+
+    # -- state from the learner ----------------------------------------------------------------
+    def set_state(self, state: dict[str, Any] | None) -> None:
+        if not state:
+            return
+        for policy_id, setup in (state.get("new_policies") or {}).items():
+            if policy_id not in self.policies:
+                self._add_policy(policy_id, setup)
+        if state.get("policy_mapping_fn") is not None:
+            self.policy_mapping_fn = state["policy_mapping_fn"]
+        new_version = state.get("version", 0) != self.weights_version
+        for policy_id, policy_state in state.get("policies", {}).items():
+            if policy_id not in self.policies:
+                continue
+            if new_version and policy_state.get("weights") is not None:
+                self.policies[policy_id].load_weights(policy_state["weights"])
+            if policy_state.get("extra"):
+                self.policies[policy_id].set_extra(policy_state["extra"])
+        self.weights_version = int(state.get("version", 0))
+        for policy_id, connector_state in (state.get("connectors") or {}).items():
+            if policy_id in self.env_to_module:
+                self.env_to_module[policy_id].set_state(connector_state)
+
+    def ping(self) -> str:
+        return "pong"
+
+    def get_spaces(self) -> tuple[dict, dict]:
+        env = self.envs[0]
+        return dict(env.observation_spaces), dict(env.action_spaces)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _call_env(self, index: int, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.envs[index], method)(*args, **kwargs)
+        except (EnvError, ConfigError):
+            raise
+        except Exception as exc:
+            raise EnvError(
+                f"Env {self.spec.env_creator.name!r} raised in {method}() on env runner {self.worker_index}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _policy_for(self, index: int, agent_id: Hashable) -> str:
+        episode = self._episodes[index]
+        policy_id = episode.mapping.get(agent_id)
+        if policy_id is None:
+            env = self.envs[index]
+            if agent_id not in env.observation_spaces:
+                raise SpaceError(
+                    f"Agent {agent_id!r} received an observation but has no entry in the env's observation "
+                    f"spaces {list(env.observation_spaces)}."
+                )
+            policy_id = self.policy_mapping_fn(agent_id, episode, worker=self)
+            if policy_id not in self.policies:
+                raise ConfigError(
+                    f"policy_mapping_fn mapped agent {agent_id!r} to policy {policy_id!r}, which is not one "
+                    "of "
+                    f"the policies {sorted(self.policies)}."
+                )
+            episode.mapping[agent_id] = policy_id
+        return policy_id
+
+    def _to_module(self, items: list[tuple[int, Hashable, Any]], update: bool) -> list[Any]:
+        """Raw observations of (env copy, agent) pairs -> module observations, batched per policy."""
+        out: list[Any] = [None] * len(items)
+        groups: dict[str, list[int]] = {}
+        for row, (index, agent_id, _) in enumerate(items):
+            groups.setdefault(self._policy_for(index, agent_id), []).append(row)
+        for policy_id, rows in groups.items():
+            batch = to_torch(stack_structures([items[r][2] for r in rows]))
+            module_obs = self.env_to_module[policy_id](batch, update=update)
+            for i, row in enumerate(rows):
+                out[row] = map_structure(lambda x, i=i: x[i], module_obs)
+        return out
+
+    def _reset(self, index: int, update: bool) -> None:
+        seed = None
+        if not self._seeded and self.spec.seed is not None:
+            seed = int(self.spec.seed) + index
+        raw, _ = self._call_env(index, "reset", seed=seed)
+        # Unique per runner and reproducible: mapping functions may use it to pick seats/opponents.
+        self._episode_counter += 1
+        self._episodes[index] = Episode(
+            id=self.worker_index * 1_000_000_000 + self._episode_counter, env_index=index
+        )
+        items = [(index, agent_id, obs) for agent_id, obs in raw.items()]
+        self._acting[index] = dict(zip(raw, self._to_module(items, update), strict=True))
+
+    def _reset_all(self, update: bool) -> None:
+        self._acting = [{} for _ in self.envs]
+        for index in range(len(self.envs)):
+            self._reset(index, update)
+        self._seeded = True
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _act(self, explore: bool, record: bool) -> list[dict[Hashable, Any]]:
+        """One batched forward per policy over every acting agent; returns action dicts."""
+        groups: dict[str, list[tuple[int, Hashable, Any]]] = {}
+        for index, acting in enumerate(self._acting):
+            for agent_id, obs in acting.items():
+                groups.setdefault(self._episodes[index].mapping[agent_id], []).append((index, agent_id, obs))
+        actions: list[dict[Hashable, Any]] = [{} for _ in self.envs]
+        for policy_id, items in groups.items():
+            obs_batch = _stack([obs for _, _, obs in items])
+            out = self.policies[policy_id](obs_batch, explore, self.generator)
+            env_actions = out["action"]
+            if len(self.module_to_env[policy_id]):
+                env_actions = self.module_to_env[policy_id](env_actions)
+            env_actions = env_actions.numpy()
+            for row, (index, agent_id, obs) in enumerate(items):
+                action = env_actions[row]
+                actions[index][agent_id] = action.item() if action.ndim == 0 else action
+                if record:
+                    extras = {k: v[row] for k, v in out.items() if k != "action"}
+                    self.trajectories.act(index, agent_id, policy_id, obs, out["action"][row], extras)
+        return actions
+
+    def _step_all(self, actions: list[dict], update: bool, record: bool, stats: EpisodeStats) -> list[int]:
+        """Step every env copy; close transitions; returns the env copies whose episode ended."""
+        finals: list[tuple[int, Hashable, Any, bool, bool]] = []  # (env, agent, raw, terminated, truncated)
+        next_items: list[tuple[int, Hashable, Any]] = []
+        ended: list[tuple[int, bool]] = []
+        for index, action_dict in enumerate(actions):
+            obs, rewards, terminateds, truncateds, _ = self._call_env(index, "step", action_dict)
+            episode = self._episodes[index]
+            episode.length += 1
+            for agent_id, reward in rewards.items():
+                episode.agent_returns[agent_id] = episode.agent_returns.get(agent_id, 0.0) + float(reward)
+                if agent_id not in episode.mapping:
+                    self._policy_for(index, agent_id)
+                if record:
+                    self.trajectories.reward(index, agent_id, reward)
+            done_all = bool(terminateds.get(ALL, False) or truncateds.get(ALL, False))
+            for agent_id in set(terminateds) | set(truncateds):
+                if agent_id == ALL:
+                    continue
+                term, trunc = bool(terminateds.get(agent_id, False)), bool(truncateds.get(agent_id, False))
+                if term or trunc:
+                    finals.append((index, agent_id, obs.get(agent_id), term, trunc))
+            finished = {f[1] for f in finals if f[0] == index}
+            if done_all:
+                for agent_id, agent_obs in obs.items():
+                    if agent_id not in finished:
+                        finals.append(
+                            (index, agent_id, agent_obs, bool(terminateds.get(ALL)), not terminateds.get(ALL))
+                        )
+                ended.append((index, bool(terminateds.get(ALL, False))))
+            else:
+                next_items += [(index, a, o) for a, o in obs.items() if a not in finished]
+        if record:
+            with_obs = [(i, a, raw) for i, a, raw, _, _ in finals if raw is not None]
+            module_finals = dict(
+                zip([(i, a) for i, a, _ in with_obs], self._to_module(with_obs, update), strict=True)
+            )
+            for index, agent_id, _, term, trunc in finals:
+                self.trajectories.finish(index, agent_id, module_finals.get((index, agent_id)), term, trunc)
+            for index, terminated in ended:
+                self.trajectories.end_episode(index, terminated, {})
+        module_next = self._to_module(next_items, update)
+        self._acting = [{} for _ in self.envs]
+        for (index, agent_id, _), module_obs in zip(next_items, module_next, strict=True):
+            if record:
+                self.trajectories.observe(index, agent_id, module_obs)
+            self._acting[index][agent_id] = module_obs
+        for index, _ in ended:
+            self._record_episode(index, stats)
+        return [index for index, _ in ended]
+
+    def _record_episode(self, index: int, stats: EpisodeStats) -> None:
+        episode = self._episodes[index]
+        stats.returns.append(float(sum(episode.agent_returns.values())))
+        stats.lengths.append(episode.length)
+        stats.agent_returns.append({str(a): r for a, r in episode.agent_returns.items()})
+        policy_returns: dict[str, float] = {}
+        for agent_id, ret in episode.agent_returns.items():
+            policy_id = episode.mapping[agent_id]
+            policy_returns[policy_id] = policy_returns.get(policy_id, 0.0) + ret
+        stats.policy_returns.append(policy_returns)
+
+    def sample(
+        self, num_steps: int, explore: bool = True, state: dict[str, Any] | None = None
+    ) -> RunnerResult:
+        """Step every env copy ``num_steps`` times; return the closed transitions per policy."""
+        self.set_state(state)
+        update = self.spec.update_connectors
+        if self._acting is None:
+            self._reset_all(update)
+        start = time.perf_counter()
+        stats = EpisodeStats()
+        with torch.no_grad():
+            for _ in range(int(num_steps)):
+                actions = self._act(explore, record=True)
+                for index in self._step_all(actions, update, record=True, stats=stats):
+                    self._reset(index, update)
+        stats.num_env_steps = int(num_steps) * len(self.envs)
+        data, agent_steps = _segments_to_batches(self.trajectories.pop_completed())
+        stats.num_agent_steps = agent_steps
+        stats.seconds = time.perf_counter() - start
+        return RunnerResult(data, stats, self._pop_deltas(), self.weights_version, self.worker_index)
+
+    def evaluate(
+        self, num_episodes: int, explore: bool = False, state: dict[str, Any] | None = None
+    ) -> RunnerResult:
+        """``num_episodes`` fresh episodes, a fixed quota per env copy; no transitions kept."""
+        self.set_state(state)
+        update = self.spec.update_connectors
+        start = time.perf_counter()
+        self._reset_all(update)
+        quota = np.full(len(self.envs), num_episodes // len(self.envs), dtype=np.int64)
+        quota[: num_episodes % len(self.envs)] += 1
+        stats = EpisodeStats()
+        with torch.no_grad():
+            while quota.sum() > 0:
+                actions = self._act(explore, record=False)
+                finished = EpisodeStats()
+                ended = self._step_all(actions, update, record=False, stats=finished)
+                stats.num_env_steps += int((quota > 0).sum())
+                for k, index in enumerate(ended):
+                    if quota[index] > 0:
+                        stats.returns.append(finished.returns[k])
+                        stats.lengths.append(finished.lengths[k])
+                        stats.agent_returns.append(finished.agent_returns[k])
+                        stats.policy_returns.append(finished.policy_returns[k])
+                        quota[index] -= 1
+                    self._reset(index, update)
+        self._acting = None  # training must not continue evaluation episodes
+        stats.seconds = time.perf_counter() - start
+        return RunnerResult(None, stats, self._pop_deltas(), self.weights_version, self.worker_index)
+
+    def _pop_deltas(self) -> dict[str, list[dict[str, Any] | None]]:
+        return {policy_id: pipeline.pop_deltas() for policy_id, pipeline in self.env_to_module.items()}
+
+    def stop(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def _stack(rows: list[Any]) -> Any:
+    first = rows[0]
+    if isinstance(first, dict):
+        return {k: _stack([r[k] for r in rows]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(_stack([r[i] for r in rows]) for i in range(len(first)))
+    return torch.stack(rows)
+
+
+def _segments_to_batches(segments: list[CompletedSegment]) -> tuple[dict[str, dict[str, Any]], int]:
+    """Closed transitions -> per policy flat nested dicts ``[M]`` in torchrl's key layout."""
+    per_policy: dict[str, list] = {}
+    for segment in segments:
+        per_policy.setdefault(segment.policy_id, []).extend(segment.transitions)
+    batches: dict[str, dict[str, Any]] = {}
+    agent_steps = 0
+    for policy_id, transitions in per_policy.items():
+        agent_steps += len(transitions)
+        terminated = torch.tensor([[t.terminated] for t in transitions])
+        truncated = torch.tensor([[t.truncated] for t in transitions])
+        batch = {
+            "observation": _stack([t.observation for t in transitions]),
+            "action": torch.stack([t.action for t in transitions]),
+            "next": {
+                "observation": _stack([t.next_observation for t in transitions]),
+                "reward": torch.tensor([[t.reward] for t in transitions], dtype=torch.float32),
+                "terminated": terminated,
+                "truncated": truncated,
+                "done": terminated | truncated,
+            },
+        }
+        for key in transitions[0].extras:
+            batch[key] = torch.stack([t.extras[key] for t in transitions])
+        batches[policy_id] = batch
+    return batches, agent_steps

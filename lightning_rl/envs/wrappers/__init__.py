@@ -1,0 +1,5 @@
+"""Adapters from other env APIs to lightning-rl's."""
+
+from lightning_rl.envs.wrappers.pettingzoo_env import ParallelPettingZooEnv, PettingZooEnv
+
+__all__ = ["ParallelPettingZooEnv", "PettingZooEnv"]
