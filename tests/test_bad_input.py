@@ -73,6 +73,7 @@ def test_an_env_raising_on_every_ray_runner_gives_up_with_the_cause(ray_session,
         train_batch_size=64,
         minibatch_size=64,
         sample_timeout_s=60,
+        max_consecutive_env_runner_failures=3,
     )
     trainer = pl.Trainer(
         max_epochs=2, default_root_dir=tmp_path, enable_progress_bar=False, logger=False, limit_val_batches=0

@@ -84,6 +84,7 @@ class Algorithm(pl.LightningModule):
         evaluation_duration: episodes per evaluation (spread evenly over env copies).
         evaluation_num_envs_per_env_runner: env copies per evaluation runner (None: auto).
         evaluation_explore: sample actions in evaluation (False: greedy/mean actions).
+        evaluation_env_config: entries that replace ``env_config``'s in evaluation runners.
         model_config: :class:`~lightning_rl.modules.DefaultModelConfig` keys.
         policies: multi-agent envs only: policy ids (set/list), or ``{policy_id: None | "random" |
             {"observation_space": ..., "action_space": ...}}``; default one shared policy.
@@ -100,7 +101,8 @@ class Algorithm(pl.LightningModule):
             second thread gave no speed-up and, with runner processes competing for the cores,
             made PPO iterations up to 1.7x slower (thread synchronisation spinning).
         restart_failed_env_runners, max_num_env_runner_restarts, sample_timeout_s,
-        ignore_env_runner_failures: fault tolerance of the runner group.
+        ignore_env_runner_failures, max_consecutive_env_runner_failures: fault tolerance of the
+            runner group (see :class:`~lightning_rl.env_runners.FaultToleranceConfig`).
     """
 
     datamodule_class: ClassVar[type[ExperienceDataModule]] = OnPolicyDataModule
@@ -122,6 +124,7 @@ class Algorithm(pl.LightningModule):
         evaluation_duration: int = 10,
         evaluation_num_envs_per_env_runner: int | None = None,
         evaluation_explore: bool = False,
+        evaluation_env_config: dict | None = None,
         model_config: dict | None = None,
         policies: Any = None,
         policy_mapping_fn: Any = None,
@@ -136,6 +139,7 @@ class Algorithm(pl.LightningModule):
         max_num_env_runner_restarts: int = 1000,
         sample_timeout_s: float | None = 60.0,
         ignore_env_runner_failures: bool = False,
+        max_consecutive_env_runner_failures: int = 10,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -426,7 +430,7 @@ class Algorithm(pl.LightningModule):
                 env_creator=self.env_creator,
                 policies={pid: self._policy_setup(pid) for pid in self.policy_ids},
                 policy_mapping_fn=self.policy_mapping_fn,
-                env_config=dict(self.hparams.env_config),
+                env_config=self._runner_env_config(evaluation),
                 num_envs=num_envs,
                 seed=seed,
                 update_connectors=not evaluation,
@@ -435,7 +439,7 @@ class Algorithm(pl.LightningModule):
         return EnvRunnerSpec(
             env_creator=self.env_creator,
             policy_spec=self.policies[policy_id].policy_spec(),
-            env_config=dict(self.hparams.env_config),
+            env_config=self._runner_env_config(evaluation),
             num_envs=num_envs,
             env_to_module=list(self.hparams.env_to_module_connector),
             module_to_env=list(self.module_to_env_specs[policy_id]),
@@ -443,6 +447,12 @@ class Algorithm(pl.LightningModule):
             update_connectors=not evaluation,
             policy_id=policy_id,
         )
+
+    def _runner_env_config(self, evaluation: bool) -> dict[str, Any]:
+        config = dict(self.hparams.env_config)
+        if evaluation and self.hparams.evaluation_env_config:
+            config.update(self.hparams.evaluation_env_config)
+        return config
 
     def _policy_setup(self, policy_id: str) -> MultiAgentPolicySetup:
         obs_space, action_space = self.env_policy_spaces[policy_id]
@@ -471,6 +481,7 @@ class Algorithm(pl.LightningModule):
             max_num_env_runner_restarts=h.max_num_env_runner_restarts,
             sample_timeout_s=h.sample_timeout_s,
             ignore_env_runner_failures=h.ignore_env_runner_failures,
+            max_consecutive_env_runner_failures=h.max_consecutive_env_runner_failures,
         )
 
     # -- learner connector -------------------------------------------------------------------

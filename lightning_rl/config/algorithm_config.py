@@ -222,10 +222,14 @@ class AlgorithmConfig:
             self.evaluation_interval = 1
         explore = NotProvided
         if evaluation_config not in (NotProvided, None):
-            unknown = set(evaluation_config) - {"explore"}
+            unknown = set(evaluation_config) - {"explore", "env_config"}
             if unknown:
-                raise ConfigError(f"evaluation_config supports only 'explore', got {sorted(unknown)}")
+                raise ConfigError(
+                    f"evaluation_config supports 'explore' and 'env_config', got {sorted(unknown)}"
+                )
             explore = evaluation_config.get("explore", NotProvided)
+            if "env_config" in evaluation_config:
+                self._set("evaluation", evaluation_env_config=evaluation_config["env_config"])
         return self._set(
             "evaluation",
             evaluation_duration=evaluation_duration,
@@ -255,6 +259,7 @@ class AlgorithmConfig:
         max_num_env_runner_restarts: int = NotProvided,
         sample_timeout_s: float | None = NotProvided,
         ignore_env_runner_failures: bool = NotProvided,
+        max_consecutive_env_runner_failures: int = NotProvided,
         **kwargs: Any,
     ) -> AlgorithmConfig:
         return self._set(
@@ -263,6 +268,7 @@ class AlgorithmConfig:
             max_num_env_runner_restarts=max_num_env_runner_restarts,
             sample_timeout_s=sample_timeout_s,
             ignore_env_runner_failures=ignore_env_runner_failures,
+            max_consecutive_env_runner_failures=max_consecutive_env_runner_failures,
             **kwargs,
         )
 

@@ -1,7 +1,8 @@
 """Example envs shipped with the package (registered as entry points in pyproject.toml)."""
 
 from lightning_rl.envs.classes.corridor import CorridorEnv
+from lightning_rl.envs.classes.crashing import CrashingEnv
 from lightning_rl.envs.classes.multi_agent_cartpole import MultiAgentCartPole
 from lightning_rl.envs.classes.tictactoe import TicTacToe
 
-__all__ = ["CorridorEnv", "MultiAgentCartPole", "TicTacToe"]
+__all__ = ["CorridorEnv", "CrashingEnv", "MultiAgentCartPole", "TicTacToe"]
