@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -46,3 +47,38 @@ class StopOnReturn(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if not self.metric.startswith("evaluation/"):
             self._check(trainer, pl_module)
+
+
+class CheckpointOnInterrupt(pl.Callback):
+    """Save a checkpoint when a run is stopped by SIGTERM or SIGINT (Ctrl+C), then let it stop.
+
+    Lightning turns SIGTERM into an exception right after the current minibatch (a clean
+    point: the optimizer step is done), and Ctrl+C into ``KeyboardInterrupt``; both reach
+    ``on_exception``. The checkpoint goes to ``dirpath`` (default: the ModelCheckpoint's
+    directory, else ``<default_root_dir>/checkpoints``) as ``interrupted.ckpt``; resume with
+    ``fit(ckpt_path=...)``.
+    """
+
+    def __init__(self, dirpath: str | None = None, filename: str = "interrupted.ckpt") -> None:
+        self.dirpath = dirpath
+        self.filename = filename
+        self.saved_path: str | None = None
+
+    def _path(self, trainer: pl.Trainer) -> Path:
+        dirpath = self.dirpath
+        if dirpath is None and trainer.checkpoint_callback is not None:
+            dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
+        if dirpath is None:
+            dirpath = Path(trainer.default_root_dir) / "checkpoints"
+        return Path(dirpath) / self.filename
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, KeyboardInterrupt | SIGTERMException) or trainer.state.fn != "fit":
+            return
+        path = self._path(trainer)
+        trainer.save_checkpoint(path)
+        self.saved_path = str(path)
+        if trainer.is_global_zero:
+            print(f"[lightning-rl] interrupted: checkpoint saved to {path}", flush=True)

@@ -95,6 +95,17 @@ def _cli_class() -> type:
             if init_args is not None and init_args.get("seed") is None and isinstance(seed, int):
                 init_args["seed"] = seed
 
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI reads the checkpoint's hyperparameters with a raw torch.load; read it
+            # through lightning-rl first so a missing, truncated or foreign file is one clear error.
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt_path:
+                from lightning_rl.checkpoint import load_checkpoint
+
+                load_checkpoint(ckpt_path)
+            super()._parse_ckpt_path()
+
         def after_fit(self) -> None:
             _print_summary(self.trainer)
 
@@ -113,6 +124,11 @@ def _cli_class() -> type:
             wants_bar = config.get("enable_progress_bar") is not False
             if wants_bar and not any(isinstance(c, ProgressBar) for c in configured):
                 callbacks = [*callbacks, RLProgressBar()]
+            from lightning_rl.trainer_defaults import add_resilience_defaults
+
+            callbacks, config["plugins"] = add_resilience_defaults(
+                configured, callbacks, config.get("plugins")
+            )
             return super()._instantiate_trainer(config, callbacks)
 
     return LightningRLCLI
@@ -170,7 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lightning-rl: error: {exc}", file=sys.stderr)
         return 2
     try:
-        _cli_class()(args=argv)
+        # Pass the (name-resolved) arguments through sys.argv: DDP re-executes sys.argv for
+        # its other ranks, and LightningCLI warns when given both.
+        sys.argv = [sys.argv[0], *argv]
+        _cli_class()()
     except LightningRLError as exc:
         print(f"lightning-rl: error: {exc}", file=sys.stderr)
         return 2

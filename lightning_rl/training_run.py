@@ -20,6 +20,7 @@ from lightning_rl import checkpoint as ckpt
 from lightning_rl.algorithms.base import DEFAULT_POLICY_ID, Algorithm
 from lightning_rl.env_runners.ray_utils import shutdown_ray_if_started_here
 from lightning_rl.errors import CheckpointError, ConfigError
+from lightning_rl.trainer_defaults import add_resilience_defaults
 
 _QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
@@ -59,6 +60,11 @@ class TrainingRun:
             )
         if kwargs.get("enable_progress_bar"):
             _add_rl_progress_bar(kwargs)
+        callbacks = kwargs.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
+        kwargs["callbacks"], kwargs["plugins"] = add_resilience_defaults(
+            callbacks, callbacks, kwargs.get("plugins")
+        )
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
         self.trainer = pl.Trainer(**kwargs)

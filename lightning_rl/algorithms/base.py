@@ -26,6 +26,7 @@ from gymnasium import spaces
 from torch import nn
 
 from lightning_rl import checkpoint as ckpt
+from lightning_rl import rng
 from lightning_rl.algorithms.multi_agent import (
     RANDOM_POLICY,
     RandomPolicyModule,
@@ -46,10 +47,12 @@ from lightning_rl.data.on_policy import OnPolicyDataModule
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec
 from lightning_rl.env_runners.env_runner_group import FaultToleranceConfig
 from lightning_rl.env_runners.multi_agent_env_runner import MultiAgentEnvRunnerSpec, MultiAgentPolicySetup
+from lightning_rl.envs.external.config import resolve_external_config
 from lightning_rl.envs.multi_agent import is_multi_agent
 from lightning_rl.envs.registration import EnvContext, EnvLike, env_name, resolve_env
 from lightning_rl.errors import CheckpointError, ConfigError, EnvError
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
+from lightning_rl.offline.config import check_output_settings, flush_runner_group, recording_spec
 from lightning_rl.policy import Policy, checkpoint_recipes
 
 # Two warnings Lightning emits on every RL run that tell the user nothing actionable: our
@@ -60,6 +63,9 @@ warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
 # RL metrics are logged per iteration (epoch), so Lightning's per-step logging interval
 # warning ("fewer training batches than log_every_n_steps") does not apply.
 warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
+# Under DDP, sampling and evaluation metrics are already identical on every rank (the
+# DataModule shares them) and learner stats are averaged explicitly (sync_dist below).
+warnings.filterwarnings("ignore", message=r".*It is recommended to use .self\.log\(.*sync_dist=True.*")
 
 
 class Algorithm(pl.LightningModule):
@@ -103,6 +109,14 @@ class Algorithm(pl.LightningModule):
         restart_failed_env_runners, max_num_env_runner_restarts, sample_timeout_s,
         ignore_env_runner_failures, max_consecutive_env_runner_failures: fault tolerance of the
             runner group (see :class:`~lightning_rl.env_runners.FaultToleranceConfig`).
+        external: train from external simulators over TCP instead of local env copies: a dict
+            of :class:`~lightning_rl.envs.external.ExternalEnvConfig` settings (``host``,
+            ``port``, ``token``, ``batch_mode``, ...) or True for the defaults. ``env`` still
+            gives the spaces and the evaluation env. The token never enters the hyperparameters.
+        output: directory the training EnvRunners record every sampled episode to, as Parquet
+            files (schema: ``docs/offline_data_schema.md``); None records nothing.
+        output_config: how recordings are written: ``max_rows_per_file``, ``max_file_size``
+            (bytes), ``row_group_bytes`` (what a runner buffers before writing), ``compression``.
     """
 
     datamodule_class: ClassVar[type[ExperienceDataModule]] = OnPolicyDataModule
@@ -140,6 +154,9 @@ class Algorithm(pl.LightningModule):
         sample_timeout_s: float | None = 60.0,
         ignore_env_runner_failures: bool = False,
         max_consecutive_env_runner_failures: int = 10,
+        external: Any = None,
+        output: str | None = None,
+        output_config: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -166,8 +183,16 @@ class Algorithm(pl.LightningModule):
             policy_mapping_fn=stored_mapping,
             policies_to_train=None if policies_to_train is None else list(policies_to_train),
         )
+        self._external = resolve_external_config(external)
+        hparams["external"] = None if self._external is None else self._external.to_dict()
+        hparams.update(
+            output=None if output is None else str(output), output_config=dict(output_config or {})
+        )
         self.save_hyperparameters(hparams)
         self._validate_common()
+        check_output_settings(output, output_config, self.is_multi_agent)
+        if self._external is not None and self.is_multi_agent:
+            raise ConfigError("external= serves single-agent policies; the env is a MultiAgentEnv.")
         self.validate_hparams()
         self.model_config = resolve_model_config(model_config)
         self._setup_policy_spaces(e2m_specs, m2e_specs, normalize_actions, clip_actions)
@@ -435,6 +460,10 @@ class Algorithm(pl.LightningModule):
                 seed=seed,
                 update_connectors=not evaluation,
             )
+        if self._external is not None and not evaluation:
+            from lightning_rl.envs.external.spec import external_runner_spec
+
+            return external_runner_spec(self, self._external, num_envs, seed)
         policy_id = self._single_policy_id()
         return EnvRunnerSpec(
             env_creator=self.env_creator,
@@ -446,7 +475,12 @@ class Algorithm(pl.LightningModule):
             seed=seed,
             update_connectors=not evaluation,
             policy_id=policy_id,
+            recorder=None if evaluation else self._recording_spec(),
         )
+
+    def _recording_spec(self) -> Any:
+        h = self.hparams
+        return recording_spec(h.output, h.output_config, h.env if isinstance(h.env, str) else None)
 
     def _runner_env_config(self, evaluation: bool) -> dict[str, Any]:
         config = dict(self.hparams.env_config)
@@ -540,6 +574,32 @@ class Algorithm(pl.LightningModule):
             self.experience.trainer = self.trainer
             self.experience.setup(stage)
 
+    def on_fit_end(self) -> None:
+        # Ray actors are killed without stop(): publish their recordings while they still live.
+        if self.hparams.output is not None:
+            flush_runner_group(getattr(self.experience, "train_group", None))
+
+    def load_policy_weights_from(
+        self,
+        source: Any,
+        *,
+        policy_id: str | None = None,
+        source_policy_id: str | None = None,
+        include_value_function: bool = True,
+    ) -> None:
+        """Start from another algorithm's policy (e.g. BC, then PPO): its policy weights, connector
+        state and (if both have one of the same shape) value network. ``source``: an algorithm, a
+        TrainingRun or a checkpoint path; see :mod:`lightning_rl.algorithms.policy_transfer`."""
+        from lightning_rl.algorithms.policy_transfer import load_policy_weights
+
+        load_policy_weights(
+            self,
+            source,
+            policy_id=policy_id,
+            source_policy_id=source_policy_id,
+            include_value_function=include_value_function,
+        )
+
     def teardown(self, stage: str) -> None:
         if self._owns_datamodule() and self._default_datamodule is not None:
             self._default_datamodule.teardown(stage)
@@ -618,6 +678,7 @@ class Algorithm(pl.LightningModule):
                     on_step=False,
                     on_epoch=True,
                     batch_size=1,
+                    sync_dist=True,  # the mean over DDP ranks; a no-op in one process
                 )
         self._learner_metrics = {}
 
@@ -664,15 +725,41 @@ class Algorithm(pl.LightningModule):
             added_policies=copy.deepcopy(self._added_policies),
             connector_state=copy.deepcopy(self.connector_state),
             inference=checkpoint_recipes(self, checkpoint.get("state_dict", {})),
+            rng_states=rng.capture({"minibatch": self.minibatch_generator}),
         )
         if self._owns_datamodule() and self._default_datamodule is not None:
             checkpoint[type(self._default_datamodule).__qualname__] = self._default_datamodule.state_dict()
 
+    def _check_weight_shapes(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """One clear error when the checkpoint's networks do not fit this algorithm's."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        mismatched = [
+            f"{k}: checkpoint {tuple(v.shape)} vs here {tuple(own[k].shape)}"
+            for k, v in state_dict.items()
+            if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
+        ]
+        if missing or unexpected or mismatched:
+            raise CheckpointError(
+                "The checkpoint's networks do not fit this algorithm (another env, model_config or "
+                f"policies?): shape mismatches {mismatched[:3]}, missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}."
+            )
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         section = ckpt.check_and_migrate(checkpoint)
+        written_by = section.get("algorithm")
+        if written_by and written_by not in {cls.__name__ for cls in type(self).__mro__}:
+            raise CheckpointError(
+                f"This checkpoint was written by {written_by}; it cannot be restored into "
+                f"{type(self).__name__}."
+            )
         for policy_id, added in section.get("added_policies", {}).items():
             if policy_id not in self.policies:  # snapshots made during training (self-play)
                 self.add_policy(policy_id, added["from_policy"], trainable=added["trainable"])
+        self._check_weight_shapes(checkpoint.get("state_dict", {}))
+        rng.restore(section.get("rng_states", {}), {"minibatch": self.minibatch_generator})
         state = section.get("connector_state")
         if state:
             unknown = set(state) - set(self.env_to_module_pipelines)

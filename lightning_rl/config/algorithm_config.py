@@ -319,7 +319,16 @@ class AlgorithmConfig:
         return kwargs
 
     def build_algorithm(self) -> Algorithm:
-        """Just the LightningModule, for a plain ``Trainer`` of your own."""
+        """Just the LightningModule, for a plain ``Trainer`` of your own.
+
+        With ``debugging(seed=...)`` the global RNGs are seeded first (RLlib seeds everything),
+        so network initialisation is reproducible too, not only the env copies.
+        """
+        seed = self.algo_kwargs.get("seed")
+        if seed is not None:
+            import lightning.pytorch as pl
+
+            pl.seed_everything(int(seed), verbose=False)
         return self.algo_class(**self.algo_kwargs)
 
     def build_algo(self) -> TrainingRun:

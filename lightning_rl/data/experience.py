@@ -13,6 +13,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
@@ -20,6 +21,8 @@ import torch
 from tensordict import TensorDict
 from torch.utils.data import DataLoader, IterableDataset
 
+from lightning_rl.distributed import all_gather_object, broadcast_object
+from lightning_rl.distributed import rank as dist_rank
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
 from lightning_rl.env_runners.env_runner_group import EnvRunnerGroup
 from lightning_rl.env_runners.ray_utils import ensure_ray
@@ -176,9 +179,17 @@ class ExperienceDataModule(pl.LightningDataModule):
         results = self.train_group.sample(
             num_steps or self.rollout_fragment_length(), algorithm.policy_state()
         )
-        algorithm.merge_connector_deltas([r.connector_deltas for r in results])
+        # Under DDP every rank folds in every rank's episode stats and filter deltas (small data,
+        # one collective), so metrics, counters, stopping decisions and observation filters are
+        # identical on all ranks while each learns from its own samples.
+        everyone = [
+            r
+            for rank_results in all_gather_object([replace(r, data=None) for r in results])
+            for r in rank_results
+        ]
+        algorithm.merge_connector_deltas([r.connector_deltas for r in everyone])
         batch = results_to_tensordict(results, multi_agent=algorithm.is_multi_agent)
-        self._record(results, iteration_seconds)
+        self._record(everyone, iteration_seconds)
         self.sampling_seconds_lifetime += time.perf_counter() - now
         return batch
 
@@ -251,7 +262,15 @@ class ExperienceDataModule(pl.LightningDataModule):
             self.eval_group = None
 
     def evaluate(self) -> dict[str, Any]:
-        """Run ``evaluation_duration`` episodes on the evaluation runners with frozen filters."""
+        """Run ``evaluation_duration`` episodes on the evaluation runners with frozen filters.
+
+        Under DDP only rank 0 evaluates (evaluation happens once); the others receive its result.
+        """
+        result = broadcast_object(self._evaluate_here() if dist_rank() == 0 else None)
+        self.last_eval_agent_returns = result.pop("agent_returns_mean")
+        return result
+
+    def _evaluate_here(self) -> dict[str, Any]:
         algorithm = self.algorithm
         if self.eval_group is None:
             duration = int(self.setting("evaluation_duration"))
@@ -289,8 +308,8 @@ class ExperienceDataModule(pl.LightningDataModule):
         for episode in (x for r in results for x in r.stats.agent_returns):
             for agent_id, ret in episode.items():
                 agent_returns.setdefault(agent_id, []).append(ret)
-        self.last_eval_agent_returns = {a: sum(v) / len(v) for a, v in agent_returns.items()}
         return {
+            "agent_returns_mean": {a: sum(v) / len(v) for a, v in agent_returns.items()},
             "policy_returns": {
                 pid: torch.tensor(v, dtype=torch.float64) for pid, v in policy_returns.items()
             },

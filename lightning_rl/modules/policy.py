@@ -20,7 +20,6 @@ from lightning_rl.modules.distributions import ActionDistribution, DiagGaussianD
 from lightning_rl.modules.encoders import build_encoder, init_linear, mlp
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
 
-
 MASK_KEY = "action_mask"
 MASKED_LOGIT = -1e9  # exp() underflows to exactly 0, while log-probs and entropy stay finite
 
