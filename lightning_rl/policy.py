@@ -203,7 +203,9 @@ class Policy:
         self.policy_id = recipe.policy_id
         self.observation_space = recipe.observation_space
         self.action_space = recipe.action_space
-        self.env_to_module = EnvToModulePipeline.from_specs(recipe.env_to_module, recipe.observation_space)
+        self.env_to_module = EnvToModulePipeline.from_specs(
+            recipe.env_to_module, recipe.observation_space, recipe.action_space
+        )
         self.env_to_module.set_state(recipe.connector_state)
         self.module_to_env = ModuleToEnvPipeline.from_specs(recipe.module_to_env, recipe.action_space)
         self.inference_policy: InferencePolicy = recipe.policy_spec.build()

@@ -145,3 +145,37 @@ def test_pipeline_chains_spaces_and_rejects_misfits():
     assert pipeline.output_space.shape == (5,)
     with pytest.raises(SpaceError, match="MeanStdFilter needs a float Box"):
         EnvToModulePipeline([MeanStdFilter()], spaces.Discrete(5))
+
+
+def test_prev_actions_prev_rewards_appends_history_and_forgets_it_at_episode_starts():
+    from lightning_rl.connectors import PrevActionsPrevRewards
+
+    pipeline = EnvToModulePipeline(
+        [PrevActionsPrevRewards(n_prev_actions=2, n_prev_rewards=1)],
+        spaces.Box(-1, 1, (1,)),
+        spaces.Discrete(3),
+    )
+    assert pipeline.output_space.shape == (1 + 2 * 3 + 1,)
+    pipeline.reset(2)
+    pipeline.record_step(torch.tensor([2, 0]), torch.tensor([1.0, -1.0]))
+    pipeline.record_step(torch.tensor([1, 1]), torch.tensor([0.5, 0.0]))
+    out = pipeline(torch.zeros(2, 1))
+    assert out[0].tolist() == [0.0, 0, 0, 1, 0, 1, 0, 0.5]  # older action 2, newer action 1, last reward
+    pipeline.episode_start(torch.tensor([1]))
+    assert pipeline(torch.zeros(2, 1))[1].tolist() == [0.0] * 8
+    with pytest.raises(SpaceError, match="needs the env's action space"):
+        EnvToModulePipeline([PrevActionsPrevRewards()], spaces.Box(-1, 1, (1,)))
+
+
+def test_lstm_use_prev_action_adds_the_connector():
+    from lightning_rl.algorithms.ppo import PPO
+
+    algo = PPO(
+        "CartPole-v1",
+        model_config={"use_lstm": True, "lstm_use_prev_action": True, "lstm_use_prev_reward": True},
+    )
+    assert algo.hparams.env_to_module_connector[-1] == {
+        "name": "PrevActionsPrevRewards",
+        "config": {"n_prev_actions": 1, "n_prev_rewards": 1},
+    }
+    assert algo.observation_space.shape == (4 + 2 + 1,)

@@ -27,6 +27,7 @@ from torch import nn
 
 from lightning_rl import checkpoint as ckpt
 from lightning_rl import rng
+from lightning_rl._imports import object_path
 from lightning_rl.algorithms.multi_agent import (
     RANDOM_POLICY,
     RandomPolicyModule,
@@ -38,6 +39,7 @@ from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.connectors.base import (
     EnvToModulePipeline,
     ModuleToEnvPipeline,
+    build_connector,
     normalize_connector_specs,
 )
 from lightning_rl.connectors.module_to_env import default_module_to_env
@@ -52,6 +54,7 @@ from lightning_rl.envs.multi_agent import is_multi_agent
 from lightning_rl.envs.registration import EnvContext, EnvLike, env_name, resolve_env
 from lightning_rl.errors import CheckpointError, ConfigError, EnvError
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
+from lightning_rl.modules.recurrent import is_recurrent
 from lightning_rl.offline.config import check_output_settings, flush_runner_group, recording_spec
 from lightning_rl.policy import Policy, checkpoint_recipes
 
@@ -66,6 +69,20 @@ warnings.filterwarnings("ignore", message=r".*is smaller than the logging interv
 # Under DDP, sampling and evaluation metrics are already identical on every rank (the
 # DataModule shares them) and learner stats are averaged explicitly (sync_dist below).
 warnings.filterwarnings("ignore", message=r".*It is recommended to use .self\.log\(.*sync_dist=True.*")
+
+
+def _plain_custom_model(model_config: dict | None) -> dict | None:
+    """A custom model class is stored by import path, so checkpoints and YAML stay plain data."""
+    custom = (model_config or {}).get("custom_model")
+    if custom is None or isinstance(custom, str):
+        return model_config
+    path = object_path(custom)
+    if path is None:
+        raise ConfigError(
+            f"model_config custom_model {custom!r} must be importable (defined at module level) so that "
+            "EnvRunners and checkpoints can rebuild it."
+        )
+    return {**model_config, "custom_model": path}
 
 
 class Algorithm(pl.LightningModule):
@@ -83,6 +100,8 @@ class Algorithm(pl.LightningModule):
         env_to_module_connector: connectors between env and network (instances, registry
             names, specs, or ``lambda env: ...`` returning them).
         module_to_env_connector: connectors between network and env, before the defaults.
+        learner_connector: connectors rewriting each sampled batch on the learner before the
+            algorithm's own processing (e.g. ``CountBasedCuriosity``, ``RND``).
         normalize_actions: the network acts in [-1, 1] for bounded Box actions, unsquashed
             to the env's bounds by a connector.
         clip_actions: clip Box actions to the bounds instead (when not normalizing).
@@ -132,6 +151,7 @@ class Algorithm(pl.LightningModule):
         rollout_fragment_length: int | Literal["auto"] = "auto",
         env_to_module_connector: Any = None,
         module_to_env_connector: Any = None,
+        learner_connector: Any = None,
         normalize_actions: bool = True,
         clip_actions: bool = False,
         evaluation_num_env_runners: int = 0,
@@ -164,8 +184,11 @@ class Algorithm(pl.LightningModule):
         self._probe_spaces(env_config)
         e2m_specs = normalize_connector_specs(env_to_module_connector, self._probe_env_for_connectors)
         m2e_specs = normalize_connector_specs(module_to_env_connector, self._probe_env_for_connectors)
+        learner_specs = normalize_connector_specs(learner_connector, self._probe_env_for_connectors)
+        e2m_specs = self._with_prev_action_reward(e2m_specs, model_config)
         if isinstance(model_config, DefaultModelConfig):
             model_config = model_config.to_dict()
+        model_config = _plain_custom_model(model_config)
         hparams = dict(self.hparams)
         self._policy_settings = normalize_policies(policies)
         self.policy_mapping_fn, stored_mapping = resolve_mapping_fn(
@@ -176,6 +199,7 @@ class Algorithm(pl.LightningModule):
             env_config=dict(env_config or {}),
             env_to_module_connector=e2m_specs,
             module_to_env_connector=m2e_specs,
+            learner_connector=learner_specs,
             model_config=dict(model_config or {}),
             policies=None
             if policies is None
@@ -195,6 +219,11 @@ class Algorithm(pl.LightningModule):
             raise ConfigError("external= serves single-agent policies; the env is a MultiAgentEnv.")
         self.validate_hparams()
         self.model_config = resolve_model_config(model_config)
+        if is_recurrent(self.model_config) and self.is_multi_agent:
+            raise ConfigError(
+                "Memory models (use_lstm/use_gru/use_attention) are single-agent for now: the multi-agent "
+                "runner does not yet carry per-agent recurrent state."
+            )
         self._setup_policy_spaces(e2m_specs, m2e_specs, normalize_actions, clip_actions)
         self._probe_env_for_connectors = None
         self.policies = nn.ModuleDict(
@@ -202,6 +231,7 @@ class Algorithm(pl.LightningModule):
         )
         self._added_policies: dict[str, dict[str, Any]] = {}
         self._check_policies_to_train()
+        self.learner_connectors = {pid: self._build_learner_connectors(pid) for pid in self.policy_ids}
         self._default_datamodule: ExperienceDataModule | None = None
         self._pending_datamodule_state: dict[str, Any] | None = None
         self.minibatch_generator = torch.Generator()
@@ -249,7 +279,7 @@ class Algorithm(pl.LightningModule):
         e2m_specs: list[dict],
         m2e_specs: list[dict],
     ) -> None:
-        pipeline = EnvToModulePipeline.from_specs(e2m_specs, obs_space)
+        pipeline = EnvToModulePipeline.from_specs(e2m_specs, obs_space, action_space)
         h = self.hparams
         module_to_env_specs = m2e_specs + default_module_to_env(
             action_space, h.normalize_actions, h.clip_actions
@@ -261,6 +291,46 @@ class Algorithm(pl.LightningModule):
         self.module_to_env_specs[policy_id] = module_to_env_specs
         self.policy_spaces[policy_id] = (pipeline.output_space, module_to_env.module_action_space)
         self.connector_state[policy_id] = pipeline.get_state()
+
+    @staticmethod
+    def _with_prev_action_reward(e2m_specs: list[dict], model_config: Any) -> list[dict]:
+        """RLlib's ``lstm_use_prev_action/reward`` = the PrevActionsPrevRewards connector."""
+        config = resolve_model_config(model_config)
+        wanted = config.lstm_use_prev_action or config.lstm_use_prev_reward
+        present = any(
+            spec["name"].rsplit(".", 1)[-1].rsplit(":", 1)[-1].lower() == "prevactionsprevrewards"
+            for spec in e2m_specs
+        )
+        if not wanted or present:
+            return e2m_specs
+        return [
+            *e2m_specs,
+            {
+                "name": "PrevActionsPrevRewards",
+                "config": {
+                    "n_prev_actions": int(config.lstm_use_prev_action),
+                    "n_prev_rewards": int(config.lstm_use_prev_reward),
+                },
+            },
+        ]
+
+    def _build_learner_connectors(self, policy_id: str) -> list[Any]:
+        connectors = [build_connector(spec) for spec in self.hparams.learner_connector]
+        for connector in connectors:
+            if not hasattr(connector, "setup") or not callable(connector):
+                raise ConfigError(f"{connector!r} is not a learner connector.")
+            connector.setup(*self.policy_spaces[policy_id])
+        return connectors
+
+    def _apply_learner_connectors(self, policy_id: str, batch: Any) -> Any:
+        connectors = self.learner_connectors.get(policy_id, [])
+        for connector in connectors:
+            batch = connector(batch)
+        if connectors and ("next", "intrinsic_reward") in batch.keys(include_nested=True):
+            self.accumulate_learner_metrics(
+                {"intrinsic_reward_mean": batch["next", "intrinsic_reward"].mean()}, policy_id
+            )
+        return batch
 
     def _build_module(self, policy_id: str) -> PolicyModule:
         obs_space, action_space = self.policy_spaces[policy_id]
@@ -520,10 +590,14 @@ class Algorithm(pl.LightningModule):
 
     # -- learner connector -------------------------------------------------------------------
     def process_rollout(self, batch: Any) -> Any:
-        """Run each policy's learner connector on its part of a sampled batch."""
+        """Run each policy's learner connectors, then its module's own (GAE ...), on its batch."""
         if isinstance(batch, dict):
-            return {pid: self.policies[pid].process_rollout(b) for pid, b in batch.items()}
-        return self.module.process_rollout(batch)
+            return {
+                pid: self.policies[pid].process_rollout(self._apply_learner_connectors(pid, b))
+                for pid, b in batch.items()
+            }
+        policy_id = self._single_policy_id()
+        return self.module.process_rollout(self._apply_learner_connectors(policy_id, batch))
 
     def policy_batches(self, batch: Any) -> list[tuple[str, Any]]:
         """``(policy_id, batch)`` pairs of the policies being trained, for ``training_step``."""
@@ -531,6 +605,10 @@ class Algorithm(pl.LightningModule):
             trained = self.policies_to_train
             return [(pid, b) for pid, b in batch.items() if pid in trained]
         return [(self._single_policy_id(), batch)]
+
+    def sequence_length(self) -> int | None:
+        """Length of the sequences a recurrent model learns from (``max_seq_len``), else None."""
+        return int(self.model_config.max_seq_len) if is_recurrent(self.model_config) else None
 
     def zero_loss(self) -> torch.Tensor:
         """A loss of 0 connected to the parameters, for a minibatch without trainable data (so
@@ -723,6 +801,10 @@ class Algorithm(pl.LightningModule):
             algorithm=type(self).__name__,
             policy_ids=list(self.policy_ids),
             added_policies=copy.deepcopy(self._added_policies),
+            learner_connector_state={
+                pid: [c.get_state() for c in connectors]
+                for pid, connectors in self.learner_connectors.items()
+            },
             connector_state=copy.deepcopy(self.connector_state),
             inference=checkpoint_recipes(self, checkpoint.get("state_dict", {})),
             rng_states=rng.capture({"minibatch": self.minibatch_generator}),
@@ -759,6 +841,9 @@ class Algorithm(pl.LightningModule):
             if policy_id not in self.policies:  # snapshots made during training (self-play)
                 self.add_policy(policy_id, added["from_policy"], trainable=added["trainable"])
         self._check_weight_shapes(checkpoint.get("state_dict", {}))
+        for policy_id, states in section.get("learner_connector_state", {}).items():
+            for connector, state in zip(self.learner_connectors.get(policy_id, []), states, strict=False):
+                connector.set_state(state)
         rng.restore(section.get("rng_states", {}), {"minibatch": self.minibatch_generator})
         state = section.get("connector_state")
         if state:

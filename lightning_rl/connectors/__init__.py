@@ -11,7 +11,7 @@ from lightning_rl.connectors.base import (
     connector_spec,
     normalize_connector_specs,
 )
-from lightning_rl.connectors.env_to_module import FlattenObservations, MeanStdFilter
+from lightning_rl.connectors.env_to_module import FlattenObservations, MeanStdFilter, PrevActionsPrevRewards
 from lightning_rl.connectors.module_to_env import ClipActions, UnsquashActions
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "EnvToModulePipeline",
     "FlattenObservations",
     "MeanStdFilter",
+    "PrevActionsPrevRewards",
     "ModuleToEnv",
     "ModuleToEnvPipeline",
     "UnsquashActions",

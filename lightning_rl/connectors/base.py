@@ -183,11 +183,18 @@ def normalize_connector_specs(value: Any, env: Any = None) -> list[ConnectorSpec
 class ConnectorPipeline:
     """An ordered list of connectors of one seam with their spaces worked out."""
 
-    def __init__(self, connectors: Sequence[Connector], input_space: gym.Space) -> None:
+    def __init__(
+        self, connectors: Sequence[Connector], input_space: gym.Space, action_space: gym.Space | None = None
+    ) -> None:
         self.connectors = list(connectors)
         self.input_space = input_space
         space = input_space
         for connector in self.connectors:
+            if hasattr(connector, "set_action_space"):
+                # Connectors that encode actions (previous actions) need the env's action space.
+                if action_space is None:
+                    raise SpaceError(f"{connector!r} needs the env's action space, but none was given.")
+                connector.set_action_space(action_space)
             try:
                 space = connector.setup(space)
             except SpaceError:
@@ -197,8 +204,12 @@ class ConnectorPipeline:
         self.output_space = space
 
     @classmethod
-    def from_specs(cls, specs: Sequence[ConnectorSpec], input_space: gym.Space) -> ConnectorPipeline:
-        return cls([build_connector(spec) for spec in specs], input_space)
+    def from_specs(
+        cls, specs: Sequence[ConnectorSpec], input_space: gym.Space, action_space: gym.Space | None = None
+    ) -> ConnectorPipeline:
+        if cls is ModuleToEnvPipeline:
+            return cls([build_connector(spec) for spec in specs], input_space)
+        return cls([build_connector(spec) for spec in specs], input_space, action_space)
 
     def __len__(self) -> int:
         return len(self.connectors)

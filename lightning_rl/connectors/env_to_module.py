@@ -13,7 +13,7 @@ from gymnasium import spaces
 from lightning_rl.connectors.base import EnvToModule
 from lightning_rl.errors import SpaceError
 
-__all__ = ["FlattenObservations", "MeanStdFilter"]
+__all__ = ["FlattenObservations", "MeanStdFilter", "PrevActionsPrevRewards"]
 
 
 def _flat_size(space: gym.Space) -> int:
@@ -247,3 +247,71 @@ class _Normalize(torch.nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         out = (obs - self.mean) / self.std
         return out.clamp(-self.clip, self.clip) if self.clip is not None else out
+
+
+class PrevActionsPrevRewards(EnvToModule):
+    """Appends the last ``n_prev_actions`` actions (one-hot when discrete) and ``n_prev_rewards``
+    rewards of each env copy to its (flat) observation; zeros at an episode's start.
+
+    The classic input of recurrent policies (RLlib's ``lstm_use_prev_action/reward``, which
+    add this connector), and useful to any model: a feed-forward policy that sees its previous
+    action can, for instance, hold a course in a partially observed env.
+    """
+
+    def __init__(self, n_prev_actions: int = 1, n_prev_rewards: int = 1) -> None:
+        if n_prev_actions < 0 or n_prev_rewards < 0:
+            raise SpaceError(
+                f"PrevActionsPrevRewards needs non-negative counts, got {n_prev_actions}, {n_prev_rewards}"
+            )
+        self.n_prev_actions = int(n_prev_actions)
+        self.n_prev_rewards = int(n_prev_rewards)
+        self._action_space: gym.Space | None = None
+        self._actions = torch.zeros(0, self.n_prev_actions, 0)
+        self._rewards = torch.zeros(0, self.n_prev_rewards)
+
+    def set_action_space(self, action_space: gym.Space) -> None:
+        if not isinstance(action_space, spaces.Discrete | spaces.Box):
+            raise SpaceError(f"PrevActionsPrevRewards encodes Discrete or Box actions, got {action_space}")
+        self._action_space = action_space
+
+    @property
+    def _action_width(self) -> int:
+        space = self._action_space
+        return int(space.n) if isinstance(space, spaces.Discrete) else int(np.prod(space.shape))
+
+    def setup(self, observation_space: gym.Space) -> gym.Space:
+        if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
+            raise SpaceError(
+                f"PrevActionsPrevRewards appends to a flat Box observation, got {observation_space}; "
+                "put FlattenObservations before it."
+            )
+        extra = self.n_prev_actions * self._action_width + self.n_prev_rewards
+        size = int(observation_space.shape[0]) + extra
+        return spaces.Box(-np.inf, np.inf, (size,), np.float32)
+
+    def reset(self, num_envs: int) -> None:
+        self._actions = torch.zeros(num_envs, self.n_prev_actions, self._action_width)
+        self._rewards = torch.zeros(num_envs, self.n_prev_rewards)
+
+    def episode_start(self, env_ids: torch.Tensor) -> None:
+        self._actions[env_ids] = 0.0
+        self._rewards[env_ids] = 0.0
+
+    def record_step(self, actions: torch.Tensor, rewards: torch.Tensor) -> None:
+        if self.n_prev_actions:
+            if isinstance(self._action_space, spaces.Discrete):
+                encoded = torch.nn.functional.one_hot(actions.long().reshape(-1), self._action_width).float()
+            else:
+                encoded = actions.reshape(actions.shape[0], -1).float()
+            self._actions = torch.cat([self._actions[:, 1:], encoded.unsqueeze(1)], dim=1)
+        if self.n_prev_rewards:
+            self._rewards = torch.cat([self._rewards[:, 1:], rewards.reshape(-1, 1).float()], dim=1)
+
+    def __call__(
+        self, obs: torch.Tensor, *, env_ids: torch.Tensor | None = None, update: bool = True
+    ) -> torch.Tensor:
+        if self._actions.shape[0] != obs.shape[0] and env_ids is None:
+            self.reset(obs.shape[0])
+        actions = self._actions if env_ids is None else self._actions[env_ids]
+        rewards = self._rewards if env_ids is None else self._rewards[env_ids]
+        return torch.cat([obs.float(), actions.flatten(1), rewards], dim=-1)

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from tensordict import TensorDict
+from tensordict import pad as tensordict_pad
 from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_rl.data.experience import ExperienceDataModule, identity_collate
@@ -29,7 +31,15 @@ class OnPolicyDataModule(ExperienceDataModule):
 
     def minibatches_per_iteration(self) -> int:
         minibatch = self.setting("minibatch_size") or self.train_batch_size()
+        length = self.algorithm.sequence_length()
+        if length:
+            # Recurrent models learn from whole sequences: count them, padding included.
+            sequences = self._rows() * math.ceil(self.rollout_fragment_length() / length)
+            return self.setting("num_epochs") * math.ceil(sequences / max(1, minibatch // length))
         return self.setting("num_epochs") * math.ceil(self.train_batch_size() / minibatch)
+
+    def _rows(self) -> int:
+        return max(1, self.setting("num_env_runners")) * self.setting("num_envs_per_env_runner")
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_OnPolicyDataset(self), batch_size=None, collate_fn=identity_collate)
@@ -54,6 +64,15 @@ class _OnPolicyDataset(IterableDataset):
         num_epochs = datamodule.setting("num_epochs")
         per_epoch = len(self) // num_epochs
         generator = algorithm.minibatch_generator
+        length = algorithm.sequence_length()
+        if length and not isinstance(batch, dict):
+            sequences = to_sequences(batch, length)
+            per_minibatch = max(1, (datamodule.setting("minibatch_size") or length) // length)
+            for _ in range(num_epochs):
+                order = torch.randperm(sequences.batch_size[0], generator=generator)
+                for i in range(per_epoch):
+                    yield sequences[_wrapped(order, i, per_minibatch).to(sequences.device)]
+            return
         if not isinstance(batch, dict):
             flat = batch.reshape(-1)
             minibatch = datamodule.setting("minibatch_size") or flat.batch_size[0]
@@ -75,6 +94,22 @@ class _OnPolicyDataset(IterableDataset):
                     pid: b[_wrapped(orders[pid], i, math.ceil(b.batch_size[0] / per_epoch)).to(b.device)]
                     for pid, b in flat_per_policy.items()
                 }
+
+
+def to_sequences(batch: TensorDict, length: int) -> TensorDict:
+    """``[N, T]`` rollouts -> ``[N * ceil(T / length), length]`` sequences with a ``mask``.
+
+    Each sequence starts where the previous one ended, so its first step's stored recurrent
+    state is the state it must be replayed from; when ``T`` is not a multiple of ``length`` the
+    last sequence of every row is padded, and ``mask`` (False there) keeps padding out of the loss.
+    """
+    n, t = batch.batch_size
+    batch = batch.clone(False)
+    batch["mask"] = torch.ones(n, t, dtype=torch.bool, device=batch.device)
+    pad = (-t) % length
+    if pad:
+        batch = tensordict_pad(batch, [0, 0, 0, pad])
+    return batch.reshape(n * (t + pad) // length, length)
 
 
 def _wrapped(order: torch.Tensor, index: int, size: int) -> torch.Tensor:

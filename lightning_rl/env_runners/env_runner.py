@@ -44,6 +44,10 @@ class EnvRunnerSpec:
     update_connectors: bool = True
     # Which entry of the learner's per-policy state this runner's policy is.
     policy_id: str = DEFAULT_POLICY_ID
+    # Episode recording (``output=``): a picklable recipe with
+    # ``build(observation_space, action_space, num_envs, worker_index)`` returning the recorder
+    # (lightning_rl.offline.RecordingSpec); None records nothing and costs nothing per step.
+    recorder: Any = None
 
     @staticmethod
     def runner_class() -> type:
@@ -94,7 +98,9 @@ class EnvRunner:
         self.num_envs = spec.num_envs
         self.observation_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
-        self.env_to_module = EnvToModulePipeline.from_specs(spec.env_to_module, self.observation_space)
+        self.env_to_module = EnvToModulePipeline.from_specs(
+            spec.env_to_module, self.observation_space, self.action_space
+        )
         self.module_to_env = ModuleToEnvPipeline.from_specs(spec.module_to_env, self.action_space)
         self.policy = spec.policy_spec.build()
         self.generator = torch.Generator()
@@ -107,7 +113,15 @@ class EnvRunner:
         self._obs: Any = None  # module-side observation of the current step, per env copy
         self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
         self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        # True where the current observation starts an episode (torchrl's "is_init"): recurrent
+        # models reset their state there when sequences are replayed on the learner.
+        self._is_init = np.ones(self.num_envs, dtype=bool)
         self._seeded = False
+        self.recorder = (
+            spec.recorder.build(self.observation_space, self.action_space, self.num_envs, worker_index)
+            if spec.recorder is not None
+            else None
+        )
 
     # -- state from the learner --------------------------------------------------------------
     def set_state(self, state: dict[str, Any] | None) -> None:
@@ -147,6 +161,8 @@ class EnvRunner:
             seed = int(self.spec.seed)
         self._seeded = True
         raw, _ = self._call_env("reset", seed=seed)
+        if self.recorder is not None:
+            self.recorder.start_episodes(raw)
         self.env_to_module.reset(self.num_envs)
         reset_policy_state(self.policy, self.num_envs)
         all_ids = torch.arange(self.num_envs)
@@ -155,6 +171,7 @@ class EnvRunner:
         self._obs = self.env_to_module(to_torch(raw), update=self.spec.update_connectors)
         self._episode_return[:] = 0.0
         self._episode_length[:] = 0
+        self._is_init[:] = True
 
     def _env_actions(self, actions: torch.Tensor) -> np.ndarray:
         return to_env_actions(self.module_to_env, actions, self._discrete_start)
@@ -179,10 +196,12 @@ class EnvRunner:
         next_buf = map_structure(alloc, self._obs)
         reward_buf = torch.empty((n, steps, 1), dtype=torch.float32)
         terminated_buf = torch.empty((n, steps, 1), dtype=torch.bool)
+        init_buf = torch.empty((n, steps, 1), dtype=torch.bool)
         truncated_buf = torch.empty((n, steps, 1), dtype=torch.bool)
         out_bufs: dict[str, torch.Tensor] = {}
         obs = self._obs
         structured = isinstance(obs, dict | tuple)
+        recorder = self.recorder
         with torch.no_grad():
             for t in range(steps):
                 out = self.policy(obs, explore, self.generator)
@@ -195,13 +214,18 @@ class EnvRunner:
                 else:
                     obs_buf[:, t] = obs
                 actions = out["action"]
-                raw, reward, terminated, truncated, info = self._call_env("step", self._env_actions(actions))
+                env_actions = self._env_actions(actions)
+                raw, reward, terminated, truncated, info = self._call_env("step", env_actions)
+                if recorder is not None:
+                    recorder.record_step(env_actions, out, reward, terminated, truncated, raw, info)
                 reward_t = torch.from_numpy(np.asarray(reward, dtype=np.float32))
                 reward_buf[:, t, 0] = reward_t
+                init_buf[:, t, 0] = torch.from_numpy(self._is_init)
                 terminated_buf[:, t, 0] = torch.from_numpy(np.asarray(terminated))
                 truncated_buf[:, t, 0] = torch.from_numpy(np.asarray(truncated))
                 self.env_to_module.record_step(actions, reward_t)
                 done = np.logical_or(terminated, truncated)
+                self._is_init[:] = done
                 self._episode_return += reward
                 self._episode_length += 1
                 any_done = bool(done.any())
@@ -223,10 +247,13 @@ class EnvRunner:
                     if any_done:
                         next_buf[ids, t] = final_obs
         self._obs = obs
+        if recorder is not None:
+            recorder.end_fragment()
         stats.num_env_steps = n * steps
         stats.seconds = time.perf_counter() - start
         data = {
             "observation": obs_buf,
+            "is_init": init_buf,
             **out_bufs,
             "next": {
                 "observation": next_buf,
@@ -293,7 +320,14 @@ class EnvRunner:
         stats.seconds = time.perf_counter() - start
         return RunnerResult(None, stats, self._pop_deltas(), self.weights_version, self.worker_index)
 
+    def flush_output(self) -> str | None:
+        """Publish everything recorded so far as a complete file (running episodes as chunks);
+        returns the file's path, or None when nothing is recorded."""
+        return self.recorder.flush() if self.recorder is not None else None
+
     def stop(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
         self.env.close()
 
 

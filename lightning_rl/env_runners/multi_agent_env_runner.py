@@ -111,7 +111,7 @@ class MultiAgentEnvRunner:
     def _add_policy(self, policy_id: str, setup: MultiAgentPolicySetup) -> None:
         self.policies[policy_id] = setup.policy_spec.build()
         self.env_to_module[policy_id] = EnvToModulePipeline.from_specs(
-            setup.env_to_module, setup.observation_space
+            setup.env_to_module, setup.observation_space, setup.action_space
         )
         self.module_to_env[policy_id] = ModuleToEnvPipeline.from_specs(
             setup.module_to_env, setup.action_space

@@ -119,8 +119,56 @@ class CNNEncoder(nn.Module):
         return self.mlp(self.conv(x)).reshape(*lead, -1)
 
 
+class _TensorDictEncoder(nn.Module):
+    """Calls a user's TensorDictModule with the observation tensor, returning its first output."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        out = self.module(obs)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def build_custom_encoder(observation_space: gym.Space, config: DefaultModelConfig) -> nn.Module:
+    """The user's encoder from ``model_config["custom_model"]``.
+
+    Contract: an ``nn.Module`` class (or import path, or factory) called as
+    ``custom_model(observation_space, **custom_model_config)``, mapping an observation batch
+    ``[B, ...]`` to features ``[B, F]``. A TensorDictModule works too (it is called with the
+    observation tensor; its first output is used). ``out_dim`` is read from the module if it has
+    one, else measured on a sample observation. Heads, distributions and value functions are
+    added around it by the algorithm, so one encoder serves every algorithm.
+    """
+    from tensordict.nn import TensorDictModuleBase
+
+    from lightning_rl._imports import import_object
+
+    factory = config.custom_model
+    if isinstance(factory, str):
+        try:
+            factory = import_object(factory)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                f"Cannot import model_config custom_model {config.custom_model!r}: {exc}"
+            ) from exc
+    module = factory(observation_space, **config.custom_model_config)
+    if isinstance(module, TensorDictModuleBase):
+        module = _TensorDictEncoder(module)
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"custom_model {config.custom_model!r} built {module!r}, not a torch nn.Module.")
+    if not hasattr(module, "out_dim"):
+        sample = torch.as_tensor(np.asarray(observation_space.sample())[None])
+        with torch.no_grad():
+            module.out_dim = int(module(sample).shape[-1])
+    return module
+
+
 def build_encoder(observation_space: gym.Space, config: DefaultModelConfig) -> nn.Module:
     """An encoder with an ``out_dim`` attribute for the (module-side) observation space."""
+    if config.custom_model is not None:
+        return build_custom_encoder(observation_space, config)
     if not isinstance(observation_space, spaces.Box):
         raise SpaceError(
             f"The default encoders need a Box observation space, got {observation_space}. Add "

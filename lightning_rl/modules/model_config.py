@@ -45,9 +45,9 @@ class DefaultModelConfig:
     attention_num_heads: int = 2
     attention_memory_inference: int = 32
     attention_memory_training: int = 32
-    # A user's own network: import path of an nn.Module class taking (observation_space,
-    # action_space, model_config) and the kwargs below.
-    custom_model: str | None = None
+    # A user's own encoder: import path (or class) of an nn.Module built as
+    # custom_model(observation_space, **custom_model_config), observations -> features.
+    custom_model: Any = None
     custom_model_config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

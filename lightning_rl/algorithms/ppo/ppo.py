@@ -20,9 +20,11 @@ from torchrl.objectives.value import GAE
 
 from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.algorithms.policy_module import PolicyModule
+from lightning_rl.algorithms.ppo.recurrent import RecurrentPPOModule
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
+from lightning_rl.modules.recurrent import is_recurrent
 from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
 
 
@@ -197,10 +199,11 @@ class PPO(Algorithm):
         if h.grad_clip is not None and h.grad_clip <= 0:
             raise ConfigError(f"grad_clip must be positive or None, got {h.grad_clip!r}.")
 
-    def build_policy_module(self, policy_id: str, observation_space, action_space) -> PPOModule:
+    def build_policy_module(self, policy_id: str, observation_space, action_space) -> PolicyModule:
         h = self.hparams
         start_entropy = schedule_or_constant(h.entropy_coeff_schedule, h.entropy_coeff)(0)
-        return PPOModule(
+        module_class = RecurrentPPOModule if is_recurrent(self.model_config) else PPOModule
+        return module_class(
             observation_space,
             action_space,
             self.model_config,
@@ -219,7 +222,7 @@ class PPO(Algorithm):
     def on_train_epoch_start(self) -> None:
         coeff = self._entropy_schedule(self.num_env_steps_sampled_lifetime)
         for module in self.policies.values():
-            if isinstance(module, PPOModule) and module.loss.entropy_bonus:
+            if isinstance(module, PPOModule | RecurrentPPOModule) and module.loss.entropy_bonus:
                 module.loss.entropy_coeff.fill_(coeff)
         self._iteration_kl = {}
 
@@ -227,12 +230,21 @@ class PPO(Algorithm):
         use_kl = self.hparams.use_kl_loss
         total = 0.0
         for policy_id, policy_batch in self.policy_batches(batch):
-            loss, stats = self.policies[policy_id].compute_loss(policy_batch, use_kl)
+            loss, stats = self.compute_policy_loss(policy_id, policy_batch)
             if use_kl:
                 self._iteration_kl.setdefault(policy_id, []).append(stats["kl"].detach())
             self.accumulate_learner_metrics(stats, policy_id)
             total = total + loss
         return total if isinstance(total, torch.Tensor) else self.zero_loss()
+
+    def compute_policy_loss(self, policy_id: str, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
+        """One policy's loss and the stats to log; override to change PPO's loss.
+
+        ``batch`` holds the minibatch in torchrl's keys plus ``advantage`` and ``value_target``;
+        ``self.policies[policy_id]`` has the networks (``policy_net``, ``value_net`` or, for
+        memory models, ``model``). See ``examples/ppo_custom_loss.py``.
+        """
+        return self.policies[policy_id].compute_loss(batch, self.hparams.use_kl_loss)
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()

@@ -12,8 +12,8 @@ from gymnasium import spaces
 class CorridorEnv(gym.Env):
     """Start at 0, reach ``corridor_length``; actions 0 = left, 1 = right.
 
-    Reward is ``-0.1`` per step and ``+1`` at the end (so the optimum is
-    ``1 - 0.1 * (corridor_length - 1)``); episodes are truncated after ``max_steps``.
+    Reward is ``step_penalty`` (default -0.1) per step and ``+1`` at the end; episodes are
+    truncated after ``max_steps``. ``step_penalty=0`` makes it a sparse-reward exploration task.
     The constructor takes the env config dict, which makes the class itself a valid
     ``lightning_rl.envs`` entry point.
     """
@@ -24,6 +24,8 @@ class CorridorEnv(gym.Env):
         config = dict(config or {})
         self.corridor_length = int(config.get("corridor_length", 5))
         self.max_steps = int(config.get("max_steps", 100))
+        # -0.1 (RLlib's corridor) guides the walk; 0.0 makes the reward sparse: only the end pays.
+        self.step_penalty = float(config.get("step_penalty", -0.1))
         if self.corridor_length < 1:
             raise ValueError(f"corridor_length must be >= 1, got {self.corridor_length}")
         self.observation_space = spaces.Box(0.0, float(self.corridor_length), (1,), np.float32)
@@ -47,5 +49,5 @@ class CorridorEnv(gym.Env):
         self.steps += 1
         terminated = self.position >= self.corridor_length
         truncated = not terminated and self.steps >= self.max_steps
-        reward = 1.0 if terminated else -0.1
+        reward = 1.0 if terminated else self.step_penalty
         return np.array([self.position], dtype=np.float32), reward, terminated, truncated, {}

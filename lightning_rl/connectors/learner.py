@@ -1,0 +1,139 @@
+"""Learner connectors: pieces that rewrite a sampled batch on the learner, before the algorithm's
+own processing (GAE, n-step, V-trace). Intrinsic-reward exploration lives here, so it works with
+any algorithm whose ``process_rollout`` goes through :meth:`Algorithm.process_rollout`.
+
+* :class:`CountBasedCuriosity`: ``coeff / sqrt(visits)`` for each next observation (RLlib's
+  count-based curiosity example);
+* :class:`RND`: random network distillation (Burda et al., 2018) with torchrl's ``RNDLoss``:
+  the intrinsic reward is the error of a trained predictor of a frozen random network.
+
+Both add their bonus to ``("next", "reward")`` and keep it in ``("next", "intrinsic_reward")``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from tensordict import TensorDict
+from torch import nn
+
+from lightning_rl.connectors.base import Connector
+from lightning_rl.errors import SpaceError
+
+
+class LearnerConnector(Connector):
+    """Base: ``setup`` receives the module-side spaces; ``__call__`` rewrites one policy's batch."""
+
+    def setup(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        """Check the spaces and build whatever the connector needs."""
+
+    def __call__(self, batch: TensorDict) -> TensorDict:
+        raise NotImplementedError
+
+
+def _add_intrinsic(batch: TensorDict, bonus: torch.Tensor) -> TensorDict:
+    bonus = bonus.reshape(batch["next", "reward"].shape).to(batch["next", "reward"].dtype)
+    batch["next", "intrinsic_reward"] = bonus
+    batch["next", "reward"] = batch["next", "reward"] + bonus
+    return batch
+
+
+class CountBasedCuriosity(LearnerConnector):
+    """Bonus ``intrinsic_reward_coeff / sqrt(n)`` where ``n`` counts visits to the next observation
+    (rounded to ``obs_decimals``), counting every visit in the batch first."""
+
+    def __init__(self, intrinsic_reward_coeff: float = 1.0, obs_decimals: int = 1) -> None:
+        self.intrinsic_reward_coeff = float(intrinsic_reward_coeff)
+        self.obs_decimals = int(obs_decimals)
+        self._counts: Counter = Counter()
+
+    def setup(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        if not isinstance(observation_space, spaces.Box):
+            raise SpaceError(f"CountBasedCuriosity counts Box observations, got {observation_space}")
+
+    def __call__(self, batch: TensorDict) -> TensorDict:
+        next_obs = batch["next", "observation"]
+        keys = [
+            tuple(row)
+            for row in np.round(next_obs.reshape(-1, next_obs.shape[-1]).cpu().numpy(), self.obs_decimals)
+        ]
+        self._counts.update(keys)
+        visits = torch.tensor([self._counts[k] for k in keys], dtype=torch.float32)
+        return _add_intrinsic(batch, self.intrinsic_reward_coeff / visits.sqrt())
+
+    def get_state(self) -> dict[str, Any]:
+        return {"keys": [list(k) for k in self._counts], "counts": list(self._counts.values())}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state:
+            self._counts = Counter({tuple(k): c for k, c in zip(state["keys"], state["counts"], strict=True)})
+
+
+class RND(LearnerConnector):
+    """Random network distillation: bonus = the predictor's squared error on the next observation,
+    divided by a running std of bonuses; the predictor trains on every batch (torchrl ``RNDLoss``)."""
+
+    def __init__(
+        self,
+        intrinsic_reward_coeff: float = 1.0,
+        embedding_dim: int = 32,
+        hidden: int = 64,
+        lr: float = 1e-3,
+        updates_per_batch: int = 4,
+    ) -> None:
+        self.intrinsic_reward_coeff = float(intrinsic_reward_coeff)
+        self.embedding_dim, self.hidden, self.lr = int(embedding_dim), int(hidden), float(lr)
+        self.updates_per_batch = int(updates_per_batch)
+        self._bonus_var = 1.0
+
+    def setup(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        from torchrl.objectives import RNDLoss
+
+        if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
+            raise SpaceError(f"RND needs a flat Box observation space, got {observation_space}")
+        dim = int(observation_space.shape[0])
+
+        def network() -> nn.Module:
+            return nn.Sequential(
+                nn.Linear(dim, self.hidden), nn.ReLU(), nn.Linear(self.hidden, self.embedding_dim)
+            )
+
+        self.predictor, target = network(), network()
+        self.loss = RNDLoss(self.predictor, target, update_fraction=1.0)
+        self.optimizer = torch.optim.Adam(self.predictor.parameters(), lr=self.lr)
+
+    def _error(self, obs: torch.Tensor) -> torch.Tensor:
+        return (self.loss.predictor_network(obs) - self.loss.target_network(obs)).pow(2).mean(-1)
+
+    def __call__(self, batch: TensorDict) -> TensorDict:
+        next_obs = batch["next", "observation"].reshape(-1, batch["next", "observation"].shape[-1]).float()
+        with torch.no_grad():
+            bonus = self._error(next_obs)
+        self._bonus_var = 0.99 * self._bonus_var + 0.01 * float(bonus.var(unbiased=False) + bonus.mean() ** 2)
+        with torch.enable_grad():
+            for _ in range(self.updates_per_batch):
+                loss = self.loss(
+                    TensorDict({("next", "observation"): next_obs}, batch_size=[next_obs.shape[0]])
+                )
+                self.optimizer.zero_grad()
+                loss["loss_predictor"].backward()
+                self.optimizer.step()
+        return _add_intrinsic(batch, self.intrinsic_reward_coeff * bonus / np.sqrt(self._bonus_var))
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "predictor": self.loss.predictor_network.state_dict(),
+            "target": self.loss.target_network.state_dict(),
+            "bonus_var": self._bonus_var,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state:
+            self.loss.predictor_network.load_state_dict(state["predictor"])
+            self.loss.target_network.load_state_dict(state["target"])
+            self._bonus_var = float(state["bonus_var"])

@@ -1,0 +1,734 @@
+"""The policy server: many client connections on one asyncio loop in a background thread.
+
+Why one thread and asyncio ``Protocol`` callbacks (no coroutine per message): on a 2-core
+machine the server must spend its time on inference, not on task switching. Bytes arrive in
+``data_received``, complete frames are handled at once, and every ``get_action`` of one loop
+iteration joins one batched forward pass that runs at the start of the next iteration
+(``call_soon`` callbacks run before the I/O callbacks of the next poll). Everything that
+touches episodes, the policy or connectors runs on this thread; the runner's ``sample()``
+(the learner's thread, or a Ray actor's) hands over the new weights and waits for the batch.
+
+The *gate* keeps the data on-policy: actions are served and uploads accepted while a
+``sample()`` call is collecting; in between (while the learner updates) those requests wait
+in arrival order, and are answered with the new weights once the next ``sample()`` opens the
+gate. A connection whose request the server holds is never timed out for it.
+
+Each connection has exactly one request in flight (frames that arrive meanwhile wait, and
+reading pauses once more than one frame's worth is buffered), so replies come back in request
+order and a fast sender cannot make the server buffer without bound. Protocol violations get
+one error frame, then that connection is closed; the other connections never notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hmac
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lightning_rl.envs.external import protocol as proto
+from lightning_rl.envs.external.backend import PolicyBackend, UploadedEpisode
+from lightning_rl.envs.external.config import ExternalEnvConfig
+from lightning_rl.envs.external.episodes import LiveEpisode, concat_segments, row, steps_to_segment
+from lightning_rl.envs.external.protocol import ProtocolError
+from lightning_rl.errors import ConfigError, EnvError
+from lightning_rl.version import __version__
+
+log = logging.getLogger(__name__)
+
+CLOSED, OPEN, DRAINING = "closed", "open", "draining"
+MAX_EPISODES_PER_CONNECTION = 1024
+MAX_EPISODE_ID_LENGTH = 256
+MAX_EPISODES_PER_UPLOAD = 1024
+
+
+@dataclass
+class SampleResult:
+    """What one ``sample()`` collected: the ``[1, M]`` batch, finished episodes, filter deltas."""
+
+    data: dict[str, Any]
+    num_steps: int
+    returns: list[float]
+    lengths: list[int]
+    connector_deltas: dict[str, list]
+    weights_version: int
+    seconds: float
+
+
+@dataclass
+class _Action:
+    connection: _Connection
+    episode: LiveEpisode
+    observation: Any
+
+
+@dataclass
+class _ServerCounters:
+    connections_total: int = 0
+    actions_served: int = 0
+    ticks: int = 0
+    episodes_finished: int = 0
+    episodes_uploaded: int = 0
+    lost_episodes: int = 0
+    lost_steps: int = 0
+    errors: Counter = field(default_factory=Counter)
+
+
+class _Connection(asyncio.Protocol):
+    """One client: frame parsing, the one-request-in-flight rule, error-then-close."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, server: PolicyServer) -> None:
+        self.server = server
+        self.id = next(self._ids)
+        self.reader = proto.FrameReader(server.config.max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None
+        self.authenticated = False
+        self.busy = False  # the server holds this connection's request
+        self.paused = False  # reading paused: the client sent far ahead of its replies
+        self.closed = False
+        self.encoding = proto.JSON
+        self.idle_since = time.monotonic()
+        self.episodes: dict[str, LiveEpisode] = {}
+
+    # -- asyncio callbacks ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.peer = transport.get_extra_info("peername")
+        self.server._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.reader.feed(data)
+        if self.busy:
+            # A client that sends ahead of its replies: buffer one frame's worth, then stop reading.
+            if (
+                self.reader.buffered > self.server.config.max_frame_bytes + proto.HEADER_SIZE
+                and not self.paused
+            ):
+                self.paused = True
+                self.transport.pause_reading()
+            return
+        self.drain()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_closed = self.closed
+        self.closed = True
+        self.server._on_disconnect(self, truncated=self.reader.buffered > 0 and not was_closed)
+
+    # -- request handling -------------------------------------------------------------------------
+    def drain(self) -> None:
+        """Handle the complete frames buffered so far, one request at a time."""
+        while not self.busy and not self.closed:
+            try:
+                item = self.reader.next_message()
+            except ProtocolError as exc:
+                self.fail(exc.code, exc.message)
+                return
+            if item is None:
+                return
+            message, self.encoding = item
+            self.server._dispatch(self, message)
+
+    def defer(self) -> None:
+        """The reply will come later (batched inference, or the gate is closed)."""
+        self.busy = True
+
+    def reply(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        self.transport.write(proto.encode_frame(message, self.encoding))
+        self.idle_since = time.monotonic()
+        if self.busy:
+            self.busy = False
+            if self.paused:
+                self.paused = False
+                self.transport.resume_reading()
+            if self.reader.buffered:
+                self.server.loop.call_soon(self.drain)
+
+    def fail(self, code: str, message: str) -> None:
+        """Send one error frame, then close this connection (its unfinished episodes are dropped)."""
+        if self.closed:
+            return
+        if code == proto.SERVER_CLOSING:
+            log.info("Closing external env client %s (%s): the server shuts down.", self.id, self.peer)
+        else:
+            self.server.counters.errors[code] += 1
+            log.warning("External env client %s (%s): %s: %s; closing it.", self.id, self.peer, code, message)
+        frame = {"type": proto.ERROR, "code": code, "message": message}
+        with contextlib.suppress(Exception):
+            self.transport.write(proto.encode_frame(frame, proto.JSON))
+        self.closed = True
+        self.transport.close()
+
+
+class PolicyServer:
+    """Serves one :class:`PolicyBackend` to external clients; see the module docstring."""
+
+    def __init__(
+        self, backend: PolicyBackend, config: ExternalEnvConfig, token: str, worker_index: int = 0
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self._token = token.encode("utf-8")
+        self.worker_index = worker_index
+        self.complete_episodes = config.batch_mode == "complete_episodes"
+        self.counters = _ServerCounters()
+        self.connections: set[_Connection] = set()
+        self.loop = asyncio.new_event_loop()
+        self.host: str = config.host
+        self.port: int = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+        # -- collection state (loop thread only) --
+        self.gate = CLOSED
+        self.target = 0
+        self.explore = True
+        self._future: concurrent.futures.Future | None = None
+        self._sample_start = 0.0
+        self._held: deque[tuple] = deque()
+        self._pending: list[_Action] = []
+        self._tick_scheduled = False
+        self._ready: list[dict[str, Any]] = []
+        self._ready_steps = 0
+        self._live_steps = 0  # closed, undelivered transitions of running training episodes
+        self._live_training_episodes = 0
+        self._returns: list[float] = []
+        self._lengths: list[int] = []
+        self._handlers = {
+            proto.HELLO: self._hello_again,
+            proto.GET_CONFIG: self._get_config,
+            proto.START_EPISODE: self._start_episode,
+            proto.GET_ACTION: self._get_action,
+            proto.LOG_RETURNS: self._log_returns,
+            proto.END_EPISODE: self._end_episode,
+            proto.GET_MODEL: self._get_model,
+            proto.GET_WEIGHTS: self._get_weights,
+            proto.UPLOAD_EPISODES: self._upload_episodes,
+            proto.PING: self._ping,
+        }
+
+    # -- lifecycle (caller's thread) ---------------------------------------------------------------
+    def start(self, port: int) -> tuple[str, int]:
+        """Listen on ``(config.host, port)`` from a background thread; returns the bound address."""
+        started: concurrent.futures.Future = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(port, started),
+            name=f"external-env-server-{self.worker_index}",
+            daemon=True,
+        )
+        self._thread.start()
+        try:
+            self.host, self.port = started.result(timeout=30)
+        except OSError as exc:
+            raise ConfigError(
+                f"The external env server cannot listen on {self.config.host}:{port}: {exc}"
+            ) from exc
+        if self.config.address_file:
+            self._write_address_file()
+        log.info("External env server %d listening on %s:%d", self.worker_index, self.host, self.port)
+        return self.host, self.port
+
+    def _run(self, port: int, started: concurrent.futures.Future) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self._server = self.loop.run_until_complete(
+                self.loop.create_server(lambda: _Connection(self), self.config.host, port, backlog=1024)
+            )
+        except Exception as exc:
+            started.set_exception(exc)
+            return
+        address = self._server.sockets[0].getsockname()
+        started.set_result((address[0], int(address[1])))
+        self.loop.call_soon(self._sweep)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    def _write_address_file(self) -> None:
+        path = self.config.address_file.replace("{worker_index}", str(self.worker_index))
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"host": self.host, "port": self.port, "pid": os.getpid()}, f)
+        os.replace(tmp, path)
+
+    def stop(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            return
+        self.loop.call_soon_threadsafe(self._shutdown)
+        self._thread.join(timeout=10)
+
+    def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.fail(proto.SERVER_CLOSING, "The server is shutting down.")
+        if self._future is not None and not self._future.done():
+            self._future.set_exception(EnvError("The external env server was stopped during sample()."))
+        self.loop.call_later(0.05, self.loop.stop)
+
+    # -- sampling (caller's thread) ----------------------------------------------------------------
+    def sample(
+        self, state: dict[str, Any] | None, target: int, explore: bool, timeout_s: float | None
+    ) -> SampleResult:
+        """Open the gate with ``state``'s weights until ``target`` steps arrived; the batch."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self.loop.call_soon_threadsafe(self._begin_sample, state, target, explore, future)
+        try:
+            return future.result(timeout=timeout_s or None)
+        except concurrent.futures.TimeoutError:
+            aborted: concurrent.futures.Future = concurrent.futures.Future()
+            self.loop.call_soon_threadsafe(self._abort_sample, future, aborted)
+            stats = aborted.result(timeout=30)
+            if future.done() and not future.cancelled():
+                return future.result()
+            raise EnvError(
+                f"External env server {self.host}:{self.port} waited {timeout_s:g} s for clients to deliver "
+                f"{target} steps; {stats['clients']} clients are connected and {stats['steps']} steps "
+                "arrived (kept for the next sample). Start more clients, or raise external sample_timeout_s "
+                "(0 waits forever)."
+            ) from None
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the server's thread and return its result."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args))
+            except Exception as exc:
+                future.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(run)
+        return future.result(timeout=60)
+
+    def stats(self) -> dict[str, Any]:
+        """Server counters (thread-safe): connections, errors by code, lost episodes and steps."""
+        return self.call(self._stats)
+
+    def _stats(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "host": self.host,
+            "port": self.port,
+            "clients": len(self.connections),
+            "connections_total": c.connections_total,
+            "actions_served": c.actions_served,
+            "ticks": c.ticks,
+            "episodes_finished": c.episodes_finished,
+            "episodes_uploaded": c.episodes_uploaded,
+            "lost_episodes": c.lost_episodes,
+            "lost_steps": c.lost_steps,
+            "errors": dict(c.errors),
+            "gate": self.gate,
+            "buffered_steps": self._ready_steps + self._live_steps,
+        }
+
+    # -- the gate (loop thread) ----------------------------------------------------------------------
+    def _begin_sample(
+        self, state: dict[str, Any] | None, target: int, explore: bool, future: concurrent.futures.Future
+    ) -> None:
+        try:
+            self.backend.set_state(state)
+        except Exception as exc:
+            future.set_exception(exc)
+            return
+        self._future = future
+        self.target = max(1, int(target))
+        self.explore = explore
+        self._sample_start = time.perf_counter()
+        self.gate = OPEN
+        self._release_held()
+        self._check_target()
+
+    def _abort_sample(self, future: concurrent.futures.Future, aborted: concurrent.futures.Future) -> None:
+        if self._future is future and not future.done():
+            self.gate = CLOSED
+            self._future = None
+            future.cancel()
+        aborted.set_result({"clients": len(self.connections), "steps": self._ready_steps + self._live_steps})
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, deque()
+        for item in held:
+            kind, connection = item[0], item[1]
+            if connection.closed:
+                continue
+            if kind == "action":
+                self._queue_action(_Action(connection, item[2], item[3]))
+            elif kind == "upload":
+                self._queue_upload(connection, item[2])
+            else:
+                self._queue_start(connection, *item[2:])
+
+    def _check_target(self) -> None:
+        total = self._ready_steps + self._live_steps
+        if self.gate == OPEN and total >= self.target:
+            if not self.complete_episodes:
+                self._cut()
+                return
+            self.gate = DRAINING  # no new episodes; wait for the running ones to end
+        if self.gate == DRAINING:
+            if total < self.target:  # a client left and took its steps with it: collect more
+                self.gate = OPEN
+                self._release_held()
+            elif self._live_training_episodes == 0:
+                self._cut()
+
+    def _cut(self) -> None:
+        """Close the gate and hand the delivered segments to the waiting ``sample()``."""
+        if not self.complete_episodes:
+            for connection in self.connections:
+                for episode in connection.episodes.values():
+                    if episode.training and episode.steps:
+                        self._deliver(steps_to_segment(episode.steps, terminated=False, truncated=True))
+                        self._live_steps -= len(episode.steps)
+                        episode.steps = []
+        self.gate = CLOSED
+        future, self._future = self._future, None
+        result = SampleResult(
+            data=concat_segments(self._ready),
+            num_steps=self._ready_steps,
+            returns=self._returns,
+            lengths=self._lengths,
+            connector_deltas=self.backend.pop_deltas(),
+            weights_version=self.backend.weights_version,
+            seconds=time.perf_counter() - self._sample_start,
+        )
+        self._ready, self._ready_steps, self._returns, self._lengths = [], 0, [], []
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    def _deliver(self, segment: dict[str, Any]) -> None:
+        self._ready.append(segment)
+        self._ready_steps += int(segment["next"]["reward"].shape[0])
+
+    # -- connections (loop thread) --------------------------------------------------------------------
+    def _on_connect(self, connection: _Connection) -> None:
+        self.counters.connections_total += 1
+        if len(self.connections) >= self.config.max_clients:
+            connection.fail(
+                proto.TOO_MANY_CLIENTS,
+                f"The server serves at most {self.config.max_clients} clients at once.",
+            )
+            return
+        self.connections.add(connection)
+
+    def _on_disconnect(self, connection: _Connection, truncated: bool) -> None:
+        self.connections.discard(connection)
+        if truncated:
+            self.counters.errors["truncated_frame"] += 1
+            log.warning(
+                "External env client %s (%s) disconnected inside a frame.", connection.id, connection.peer
+            )
+        for episode in connection.episodes.values():
+            if episode.training:
+                self._live_steps -= len(episode.steps)
+                self._live_training_episodes -= 1
+                self.counters.lost_episodes += 1
+                self.counters.lost_steps += len(episode.steps) + (episode.pending is not None)
+        connection.episodes.clear()
+        self._check_target()
+
+    def _sweep(self) -> None:
+        """Close connections that kept the server waiting for a frame too long."""
+        now = time.monotonic()
+        for connection in list(self.connections):
+            if connection.busy or connection.closed:
+                continue
+            if connection.authenticated:
+                limit = self.config.timeout_s
+                what = "the next complete frame"
+            else:
+                limit = self.config.handshake_timeout_s
+                what = "a valid hello"
+            if now - connection.idle_since > limit:
+                connection.fail(proto.TIMEOUT, f"No {what} within {limit:g} s.")
+        interval = min(1.0, self.config.timeout_s / 4, self.config.handshake_timeout_s / 4)
+        self.loop.call_later(interval, self._sweep)
+
+    def _dispatch(self, connection: _Connection, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        try:
+            if not connection.authenticated:
+                if kind != proto.HELLO:
+                    raise ProtocolError(proto.HANDSHAKE_REQUIRED, "The first message must be a 'hello'.")
+                self._hello(connection, message)
+                return
+            handler = self._handlers.get(kind)
+            if handler is None:
+                raise ProtocolError(
+                    proto.UNKNOWN_MESSAGE_TYPE,
+                    f"Unknown message type {kind!r}. Choices: {', '.join(proto.REQUEST_TYPES)}.",
+                )
+            handler(connection, message)
+        except ProtocolError as exc:
+            connection.fail(exc.code, exc.message)
+        except ConfigError as exc:
+            connection.fail(proto.BAD_REQUEST, str(exc))
+        except Exception as exc:
+            log.exception("External env server failed on a %r message", kind)
+            connection.fail(proto.SERVER_ERROR, f"{type(exc).__name__}: {exc}")
+
+    # -- messages (loop thread) -----------------------------------------------------------------------
+    def _hello(self, connection: _Connection, message: dict[str, Any]) -> None:
+        token = message.get("token")
+        # Constant-time comparison: the reply time must not reveal how much of a guess was right.
+        given = token.encode("utf-8") if isinstance(token, str) else b""
+        if not hmac.compare_digest(given, self._token):
+            raise ProtocolError(proto.UNAUTHORIZED, "Missing or wrong token.")
+        version = message.get("protocol_version")
+        if isinstance(version, bool) or version not in proto.SUPPORTED_VERSIONS:
+            raise ProtocolError(
+                proto.UNSUPPORTED_VERSION,
+                f"Protocol version {version!r} is not supported; this server speaks "
+                f"{list(proto.SUPPORTED_VERSIONS)}.",
+            )
+        connection.authenticated = True
+        connection.reply(
+            {
+                "type": proto.WELCOME,
+                "protocol_version": proto.PROTOCOL_VERSION,
+                "server": f"lightning-rl {__version__}",
+                "session_id": connection.id,
+                "weights_version": self.backend.weights_version,
+                "batch_mode": self.config.batch_mode,
+                "max_frame_bytes": self.config.max_frame_bytes,
+                "timeout_s": self.config.timeout_s,
+            }
+        )
+
+    def _hello_again(self, connection: _Connection, message: dict[str, Any]) -> None:
+        raise ProtocolError(proto.BAD_REQUEST, "This connection is authenticated already.")
+
+    def _get_config(self, connection: _Connection, message: dict[str, Any]) -> None:
+        connection.reply({**self.backend.config_message(), "batch_mode": self.config.batch_mode})
+
+    def _ping(self, connection: _Connection, message: dict[str, Any]) -> None:
+        connection.reply({"type": proto.PONG, "weights_version": self.backend.weights_version})
+
+    def _episode(self, connection: _Connection, message: dict[str, Any]) -> LiveEpisode:
+        episode_id = proto.require(message, "episode_id", str)
+        episode = connection.episodes.get(episode_id)
+        if episode is None:
+            raise ProtocolError(
+                proto.UNKNOWN_EPISODE,
+                f"No running episode {episode_id!r} on this connection; start it first.",
+            )
+        return episode
+
+    def _start_episode(self, connection: _Connection, message: dict[str, Any]) -> None:
+        episode_id = proto.require(message, "episode_id", str, optional=True) or uuid.uuid4().hex
+        if len(episode_id) > MAX_EPISODE_ID_LENGTH:
+            raise ProtocolError(
+                proto.BAD_REQUEST, f"episode_id is longer than {MAX_EPISODE_ID_LENGTH} characters."
+            )
+        if episode_id in connection.episodes:
+            raise ProtocolError(proto.BAD_REQUEST, f"Episode {episode_id!r} is running already.")
+        if len(connection.episodes) >= MAX_EPISODES_PER_CONNECTION:
+            raise ProtocolError(
+                proto.BAD_REQUEST,
+                f"A connection may run at most {MAX_EPISODES_PER_CONNECTION} episodes at once.",
+            )
+        training = proto.flag(message, "training_enabled", True)
+        explore = proto.flag(message, "explore", True)
+        connection.defer()
+        self._queue_start(connection, episode_id, training, explore)
+
+    def _queue_start(self, connection: _Connection, episode_id: str, training: bool, explore: bool) -> None:
+        if self.complete_episodes and training and self.gate != OPEN:
+            self._held.append(("start", connection, episode_id, training, explore))
+            return
+        connection.episodes[episode_id] = LiveEpisode(episode_id, training=training, explore=explore)
+        if training:
+            self._live_training_episodes += 1
+        connection.reply({"type": proto.EPISODE_STARTED, "episode_id": episode_id})
+
+    def _get_action(self, connection: _Connection, message: dict[str, Any]) -> None:
+        episode = self._episode(connection, message)
+        reward = proto.number(message, "reward")
+        observation = self.backend.decode_observation(proto.require(message, "observation", object))
+        episode.reward_since_action += reward
+        episode.total_return += reward
+        connection.defer()
+        self._queue_action(_Action(connection, episode, observation))
+
+    def _queue_action(self, action: _Action) -> None:
+        if self.gate == CLOSED:
+            self._held.append(("action", action.connection, action.episode, action.observation))
+            return
+        self._pending.append(action)
+        if not self._tick_scheduled:
+            self._tick_scheduled = True
+            self.loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        """One batched forward pass for every action request that arrived since the last tick."""
+        self._tick_scheduled = False
+        batch, self._pending = [a for a in self._pending if not a.connection.closed], []
+        if not batch:
+            return
+        if self.gate == CLOSED:  # the sample ended before this tick: answer with the next weights
+            for action in batch:
+                self._queue_action(action)
+            return
+        groups: dict[tuple[bool, bool], list[_Action]] = {}
+        for action in batch:
+            key = (self.explore and action.episode.explore, action.episode.training)
+            groups.setdefault(key, []).append(action)
+        try:
+            for (explore, training), actions in groups.items():
+                self._serve(actions, explore, training)
+        except Exception as exc:
+            log.exception("External env server: inference failed")
+            for action in batch:
+                action.connection.fail(proto.SERVER_ERROR, f"Inference failed: {type(exc).__name__}: {exc}")
+            self.gate = CLOSED
+            future, self._future = self._future, None
+            if future is not None and not future.done():
+                future.set_exception(exc)  # the learner sees the failure, like an env that raised
+            return
+        self.counters.ticks += 1
+        self.counters.actions_served += len(batch)
+        self._check_target()
+
+    def _serve(self, actions: list[_Action], explore: bool, training: bool) -> None:
+        backend = self.backend
+        module_obs = backend.to_module([a.observation for a in actions], update=training)
+        out, env_actions = backend.act(module_obs, explore)
+        extra_keys = [k for k in out if k != "action"]
+        version = backend.weights_version
+        plain = isinstance(module_obs, torch.Tensor)
+        for index, action in enumerate(actions):
+            episode = action.episode
+            observation = module_obs[index] if plain else row(module_obs, index)
+            if episode.pending is None:
+                episode.reward_since_action = 0.0  # rewards before the first action belong to no step
+            elif episode.close_pending(observation) is not None and episode.training:
+                self._live_steps += 1
+            episode.pending = (observation, out["action"][index], {k: out[k][index] for k in extra_keys})
+            episode.length += 1
+            action.connection.reply(
+                {
+                    "type": proto.ACTION,
+                    "episode_id": episode.episode_id,
+                    "action": backend.wire_action(env_actions[index]),
+                    "weights_version": version,
+                }
+            )
+
+    def _log_returns(self, connection: _Connection, message: dict[str, Any]) -> None:
+        episode = self._episode(connection, message)
+        if "reward" not in message:
+            raise ProtocolError(proto.BAD_REQUEST, "log_returns needs the field 'reward'.")
+        reward = proto.number(message, "reward")
+        episode.reward_since_action += reward
+        episode.total_return += reward
+        connection.reply({"type": proto.OK})
+
+    def _end_episode(self, connection: _Connection, message: dict[str, Any]) -> None:
+        episode = self._episode(connection, message)
+        reward = proto.number(message, "reward")
+        observation = self.backend.decode_observation(proto.require(message, "observation", object))
+        truncated = proto.flag(message, "truncated", False)
+        terminated = proto.flag(message, "terminated", not truncated)
+        if not (terminated or truncated):
+            raise ProtocolError(
+                proto.BAD_REQUEST, "An episode ends terminated or truncated; both flags are false."
+            )
+        episode.reward_since_action += reward
+        episode.total_return += reward
+        del connection.episodes[episode.episode_id]
+        if episode.training:
+            if episode.pending is not None:
+                final = row(self.backend.to_module([observation], update=True), 0)
+                episode.close_pending(final)
+                self._live_steps += 1
+            self._live_training_episodes -= 1
+            self._live_steps -= len(episode.steps)
+            if episode.steps:
+                self._deliver(steps_to_segment(episode.steps, terminated=terminated, truncated=truncated))
+            if episode.length:
+                self._returns.append(episode.total_return)
+                self._lengths.append(episode.length)
+                self.counters.episodes_finished += 1
+        connection.reply(
+            {
+                "type": proto.EPISODE_ENDED,
+                "episode_id": episode.episode_id,
+                "num_steps": episode.length,
+                "weights_version": self.backend.weights_version,
+            }
+        )
+        self._check_target()
+
+    def _upload_episodes(self, connection: _Connection, message: dict[str, Any]) -> None:
+        episodes = proto.require(message, "episodes", list)
+        if not episodes or len(episodes) > MAX_EPISODES_PER_UPLOAD:
+            raise ProtocolError(
+                proto.BAD_REQUEST,
+                f"An upload carries 1 to {MAX_EPISODES_PER_UPLOAD} episodes, got {len(episodes)}.",
+            )
+        training = proto.flag(message, "training_enabled", True)
+        decoded = [self.backend.decode_upload(episode, training) for episode in episodes]
+        connection.defer()
+        self._queue_upload(connection, decoded)
+
+    def _queue_upload(self, connection: _Connection, episodes: list[UploadedEpisode]) -> None:
+        if self.gate == CLOSED:
+            self._held.append(("upload", connection, episodes))
+            return
+        steps = 0
+        for episode in episodes:
+            if episode.training:
+                self._deliver(self.backend.upload_segment(episode))
+                self._returns.append(float(episode.rewards.sum()))
+                self._lengths.append(episode.length)
+            steps += episode.length
+        self.counters.episodes_uploaded += len(episodes)
+        connection.reply(
+            {
+                "type": proto.EPISODES_ACCEPTED,
+                "num_episodes": len(episodes),
+                "num_steps": steps,
+                "weights_version": self.backend.weights_version,
+            }
+        )
+        self._check_target()
+
+    def _get_model(self, connection: _Connection, message: dict[str, Any]) -> None:
+        fmt = proto.require(message, "format", str, optional=True) or "onnx"
+        data, metadata = self.backend.model(fmt)
+        connection.reply(
+            {
+                "type": proto.MODEL,
+                "format": fmt,
+                "weights_version": metadata["weights_version"],
+                "metadata": metadata,
+                "data": data,
+            }
+        )
+
+    def _get_weights(self, connection: _Connection, message: dict[str, Any]) -> None:
+        connection.reply(self.backend.weights_message(binary=connection.encoding == proto.MSGPACK))
