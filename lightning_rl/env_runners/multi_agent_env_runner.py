@@ -22,7 +22,7 @@ import torch
 from lightning_rl._tree import map_structure, stack_structures, to_torch
 from lightning_rl.connectors.base import ConnectorSpec, EnvToModulePipeline, ModuleToEnvPipeline
 from lightning_rl.env_runners.agent_trajectories import AgentTrajectories, CompletedSegment
-from lightning_rl.env_runners.env_runner import EpisodeStats, RunnerResult
+from lightning_rl.env_runners.env_runner import EpisodeStats, RunnerResult, to_env_actions
 from lightning_rl.envs.multi_agent import ALL, MultiAgentEnv
 from lightning_rl.envs.registration import EnvContext, EnvCreator
 from lightning_rl.errors import ConfigError, EnvError, SpaceError
@@ -95,6 +95,7 @@ class MultiAgentEnvRunner:
         self.policies: dict[str, InferencePolicy] = {}
         self.env_to_module: dict[str, EnvToModulePipeline] = {}
         self.module_to_env: dict[str, ModuleToEnvPipeline] = {}
+        self._discrete_start: dict[str, int] = {}
         for policy_id, setup in spec.policies.items():
             self._add_policy(policy_id, setup)
         self.policy_mapping_fn = spec.policy_mapping_fn
@@ -113,6 +114,8 @@ class MultiAgentEnvRunner:
         self.env_to_module[policy_id] = EnvToModulePipeline.from_specs(
             setup.env_to_module, setup.observation_space, setup.action_space
         )
+        space = setup.action_space
+        self._discrete_start[policy_id] = int(space.start) if isinstance(space, gym.spaces.Discrete) else 0
         self.module_to_env[policy_id] = ModuleToEnvPipeline.from_specs(
             setup.module_to_env, setup.action_space
         )
@@ -221,10 +224,9 @@ class MultiAgentEnvRunner:
         for policy_id, items in groups.items():
             obs_batch = _stack([obs for _, _, obs in items])
             out = self.policies[policy_id](obs_batch, explore, self.generator)
-            env_actions = out["action"]
-            if len(self.module_to_env[policy_id]):
-                env_actions = self.module_to_env[policy_id](env_actions)
-            env_actions = env_actions.numpy()
+            env_actions = to_env_actions(
+                self.module_to_env[policy_id], out["action"], self._discrete_start[policy_id]
+            )
             for row, (index, agent_id, obs) in enumerate(items):
                 action = env_actions[row]
                 actions[index][agent_id] = action.item() if action.ndim == 0 else action
