@@ -126,3 +126,14 @@ def test_list_prints_names_and_their_distributions(tmp_path, args):
     proc = run_cli(args, tmp_path)
     assert proc.returncode == 0
     assert "PPO" in proc.stdout and "lightning-rl" in proc.stdout
+
+
+@pytest.mark.parametrize("config", ["multi_agent_cartpole.yaml", "tictactoe_self_play.yaml"])
+def test_multi_agent_configs_train_from_the_cli(config, tmp_path):
+    proc = run_cli(
+        ["fit", "--config", str(REPO / "configs" / "ppo" / config), "--trainer.max_epochs", "1",
+         "--trainer.limit_val_batches", "0", *quiet(tmp_path)],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "iterations=1" in proc.stdout
