@@ -84,3 +84,23 @@ class TargetEnv(gym.Env):
     def step(self, action):
         reward = -float((np.asarray(action)[0] - 2.0 * self._target[0]) ** 2)
         return self._target.copy(), reward, True, False, {}
+
+
+class ActionSpaceEnv(gym.Env):
+    """One-step env whose action space is chosen by ``config["kind"]``, to test space errors:
+    ``"unbounded"`` (a Box with infinite bounds) or ``"multi_discrete"``."""
+
+    def __init__(self, config: dict | None = None) -> None:
+        kind = dict(config or {}).get("kind", "unbounded")
+        self.observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        if kind == "multi_discrete":
+            self.action_space = spaces.MultiDiscrete([2, 3])
+        else:
+            self.action_space = spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), 0.0, True, False, {}
