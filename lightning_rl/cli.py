@@ -161,6 +161,18 @@ def cmd_list(argv: Sequence[str]) -> int:
     return 0
 
 
+def _lightning_rl_error(exc: BaseException) -> LightningRLError | None:
+    """The first lightning-rl error in ``exc``'s cause/context chain."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, LightningRLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "list": cmd_list,
     "export": cmd_export,
@@ -190,8 +202,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # its other ranks, and LightningCLI warns when given both.
         sys.argv = [sys.argv[0], *argv]
         _cli_class()()
-    except LightningRLError as exc:
-        print(f"lightning-rl: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        # jsonargparse wraps errors raised in an algorithm's __init__ into a long "does not
+        # validate against any of the Union subtypes" report; show the user's own error.
+        cause = _lightning_rl_error(exc)
+        if cause is None:
+            raise
+        print(f"lightning-rl: error: {cause}", file=sys.stderr)
         return 2
     return 0
 

@@ -50,7 +50,6 @@ def train_to(algo, quiet_trainer_kwargs, threshold, max_env_steps):
 
 @pytest.mark.learning
 def test_dqn_learns_cartpole_to_475_within_100k_steps(quiet_trainer_kwargs):
-    torch.set_num_threads(1)  # what the learner uses; network initialisation depends on it
     pl.seed_everything(0, verbose=False)
     algo = DQN(**{**config_args(CARTPOLE), "seed": 0})
     stop, trainer = train_to(algo, quiet_trainer_kwargs, 475, 100_000)
@@ -60,7 +59,6 @@ def test_dqn_learns_cartpole_to_475_within_100k_steps(quiet_trainer_kwargs):
 
 @pytest.mark.learning
 def test_rainbow_with_every_switch_on_learns_cartpole(quiet_trainer_kwargs):
-    torch.set_num_threads(1)
     pl.seed_everything(0, verbose=False)
     algo = DQN(**{**config_args(RAINBOW), "seed": 0})
     module = algo.module

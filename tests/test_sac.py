@@ -49,7 +49,6 @@ def train_to(algo, quiet_trainer_kwargs, threshold, max_env_steps):
 
 @pytest.mark.learning
 def test_sac_learns_pendulum_to_minus_200_within_20k_steps(quiet_trainer_kwargs):
-    torch.set_num_threads(1)  # what the learner uses; network initialisation depends on it
     pl.seed_everything(0, verbose=False)
     algo = SAC(**{**config_args(PENDULUM), "seed": 0})
     stop, trainer = train_to(algo, quiet_trainer_kwargs, -200, 20_000)
@@ -58,7 +57,6 @@ def test_sac_learns_pendulum_to_minus_200_within_20k_steps(quiet_trainer_kwargs)
 
 @pytest.mark.learning
 def test_discrete_sac_learns_cartpole_to_400(quiet_trainer_kwargs):
-    torch.set_num_threads(1)
     pl.seed_everything(0, verbose=False)
     algo = SAC(**{**config_args(DISCRETE_CARTPOLE), "seed": 0})
     assert isinstance(algo.module, DiscreteSACModule)

@@ -15,6 +15,7 @@ checkpoints under the key Lightning would use, so both ways resume identically.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections.abc import Sequence
@@ -69,6 +70,18 @@ warnings.filterwarnings("ignore", message=r".*is smaller than the logging interv
 # Under DDP, sampling and evaluation metrics are already identical on every rank (the
 # DataModule shares them) and learner stats are averaged explicitly (sync_dist below).
 warnings.filterwarnings("ignore", message=r".*It is recommended to use .self\.log\(.*sync_dist=True.*")
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run a block with ``count`` torch intra-op threads (None: unchanged), then restore."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _plain_custom_model(model_config: dict | None) -> dict | None:
@@ -226,9 +239,12 @@ class Algorithm(pl.LightningModule):
             )
         self._setup_policy_spaces(e2m_specs, m2e_specs, normalize_actions, clip_actions)
         self._probe_env_for_connectors = None
-        self.policies = nn.ModuleDict(
-            {policy_id: self._build_module(policy_id) for policy_id in self.policy_ids}
-        )
+        # Built with the learner's thread count: some initialisations (orthogonal, via QR) give
+        # different numbers with 1 or 2 threads, which made seeded runs depend on what ran before.
+        with torch_threads(self.hparams.num_cpus_per_learner):
+            self.policies = nn.ModuleDict(
+                {policy_id: self._build_module(policy_id) for policy_id in self.policy_ids}
+            )
         self._added_policies: dict[str, dict[str, Any]] = {}
         self._check_policies_to_train()
         self.learner_connectors = {pid: self._build_learner_connectors(pid) for pid in self.policy_ids}
