@@ -238,6 +238,45 @@ class AlgorithmConfig:
             **kwargs,
         )
 
+    def offline_data(
+        self,
+        *,
+        input_: Any = NotProvided,
+        input_read_method: str = NotProvided,
+        output: str | None = NotProvided,
+        output_config: dict | None = NotProvided,
+        output_max_rows_per_file: int = NotProvided,
+        output_max_file_size: int = NotProvided,
+        dataset_num_iters_per_learner: int = NotProvided,
+        **kwargs: Any,
+    ) -> AlgorithmConfig:
+        """Offline data (RLlib's names): ``input_`` for BC/MARWIL/CQL, ``output`` to record episodes.
+
+        ``output_max_rows_per_file``/``output_max_file_size`` are RLlib's spellings of the
+        ``output_config`` keys ``max_rows_per_file``/``max_file_size``.
+        """
+        limits = {
+            key: value
+            for key, value in (
+                ("max_rows_per_file", output_max_rows_per_file),
+                ("max_file_size", output_max_file_size),
+            )
+            if value is not NotProvided
+        }
+        if limits:
+            if output_config is NotProvided:
+                output_config = self.algo_kwargs.get("output_config")
+            output_config = {**(output_config or {}), **limits}
+        return self._set(
+            "offline_data",
+            input_=input_,
+            input_read_method=input_read_method,
+            output=output,
+            output_config=output_config,
+            dataset_num_iters_per_learner=dataset_num_iters_per_learner,
+            **kwargs,
+        )
+
     def rl_module(self, *, model_config: dict | Any = NotProvided, **kwargs: Any) -> AlgorithmConfig:
         return self._set("rl_module", model_config=model_config, **kwargs)
 

@@ -1,0 +1,207 @@
+"""MARWIL (Wang et al., 2018): behaviour cloning re-weighted by exponentiated advantages.
+
+RLlib's loss, step by step: value targets are discounted returns bootstrapped with the
+current critic where a segment ends without termination (GAE with lambda = 1; see
+:mod:`lightning_rl.offline.returns`), ``A = target - V(s)``; a moving average of ``A^2``
+(``c^2 <- c^2 + rate * (mean(A^2) - c^2)``) normalises the advantages, and
+
+    policy_loss = -mean(exp(beta * A / (1e-8 + c)) * (log pi(a|s) + bc_logstd_coeff * log std))
+    total_loss = policy_loss + vf_coeff * 0.5 * mean(A^2)
+
+With ``beta = 0`` the weights are 1 and it is plain behaviour cloning (see
+:mod:`~lightning_rl.algorithms.bc`). The policy network is the same ``PolicyNet`` PPO uses, so a
+cloned policy can start PPO.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import torch
+from tensordict import TensorDict
+
+from lightning_rl.algorithms.offline import OfflineAlgorithm
+from lightning_rl.algorithms.policy_module import PolicyModule
+from lightning_rl.errors import ConfigError
+from lightning_rl.modules.model_config import DefaultModelConfig
+from lightning_rl.modules.policy import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
+from lightning_rl.offline.rows import (
+    BOOTSTRAP_DISCOUNT,
+    BOOTSTRAP_OBSERVATION,
+    RETURN_TO_GO,
+    OfflineRequirements,
+)
+
+
+class MARWILModule(PolicyModule):
+    """One policy's ``PolicyNet`` (and, with ``beta > 0`` or when asked, ``ValueNet``) and the MARWIL loss.
+
+    ``fit_value_function`` (default: ``beta > 0``) trains the critic even with ``beta = 0``,
+    where it does not change the policy loss: BC uses it so that an algorithm started from the
+    clone (PPO) also gets a trained critic.
+    """
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        model_config: DefaultModelConfig,
+        *,
+        beta: float,
+        bc_logstd_coeff: float,
+        vf_coeff: float,
+        moving_average_sqd_adv_norm_start: float,
+        moving_average_sqd_adv_norm_update_rate: float,
+        fit_value_function: bool | None = None,
+    ) -> None:
+        super().__init__(observation_space, action_space, model_config)
+        self.policy_net = PolicyNet(observation_space, action_space, model_config)
+        fit = beta > 0 if fit_value_function is None else fit_value_function
+        self.value_net = ValueNet(observation_space, model_config) if fit else None
+        self.beta = float(beta)
+        self.bc_logstd_coeff = float(bc_logstd_coeff)
+        self.vf_coeff = float(vf_coeff)
+        self.update_rate = float(moving_average_sqd_adv_norm_update_rate)
+        # c^2: kept in checkpoints with the weights.
+        self.register_buffer(
+            "moving_avg_sqd_adv_norm", torch.tensor(float(moving_average_sqd_adv_norm_start))
+        )
+
+    def policy_spec(self) -> PolicySpec:
+        return PolicySpec(
+            StochasticPolicy,
+            {
+                "observation_space": self.observation_space,
+                "action_space": self.action_space,
+                "model_config": self.model_config.to_dict(),
+            },
+        )
+
+    def policy_weights(self) -> dict[str, torch.Tensor]:
+        return self.policy_net.state_dict()
+
+    def advantage_weights(
+        self, batch: TensorDict
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(exp-weights (no grad), advantages, value targets, mean A^2)``; updates c^2 first."""
+        values = self.value_net(batch["observation"]).squeeze(-1)
+        with torch.no_grad():
+            bootstrap = self.value_net(batch[BOOTSTRAP_OBSERVATION]).squeeze(-1)
+            targets = batch[RETURN_TO_GO] + batch[BOOTSTRAP_DISCOUNT] * bootstrap
+        advantages = targets - values
+        squared_mean = advantages.pow(2).mean()
+        with torch.no_grad():
+            self.moving_avg_sqd_adv_norm.add_(
+                self.update_rate * (squared_mean.detach() - self.moving_avg_sqd_adv_norm)
+            )
+            weights = torch.exp(
+                self.beta * advantages.detach() / (1e-8 + self.moving_avg_sqd_adv_norm.sqrt())
+            )
+        return weights, advantages, targets, squared_mean
+
+    def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
+        params = self.policy_net(batch["observation"])
+        log_prob = self.policy_net.distribution.log_prob(params, batch["action"])
+        if self.bc_logstd_coeff > 0.0 and self.policy_net.continuous:
+            log_prob = log_prob + self.bc_logstd_coeff * params[1].log().mean(-1)
+        stats: dict[str, Any] = {}
+        if self.value_net is None:
+            policy_loss = -log_prob.mean()
+            total = policy_loss
+        else:
+            weights, advantages, targets, squared_mean = self.advantage_weights(batch)
+            policy_loss = -(weights * log_prob).mean()
+            vf_loss = 0.5 * squared_mean
+            total = policy_loss + self.vf_coeff * vf_loss
+            stats.update(
+                vf_loss=vf_loss,
+                moving_avg_sqd_adv_norm=self.moving_avg_sqd_adv_norm.clone(),
+                vf_explained_var=_explained_variance(targets, targets - advantages.detach()),
+                advantage_weight_mean=weights.mean(),
+            )
+        stats.update(policy_loss=policy_loss, total_loss=total, action_log_prob_mean=log_prob.detach().mean())
+        return total, stats
+
+
+def _explained_variance(targets: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+    variance = targets.var()
+    return 1.0 - (targets - predictions).var() / variance.clamp_min(1e-8)
+
+
+class MARWIL(OfflineAlgorithm):
+    """Monotonic Advantage Re-Weighted Imitation Learning (RLlib's names and defaults).
+
+    Args:
+        beta: advantage scaling in the exponent (0: behaviour cloning); in [0, 1] as in RLlib.
+        bc_logstd_coeff: weight of the mean log std added to the log-likelihood (continuous
+            actions): keeps the cloned policy from collapsing its spread.
+        moving_average_sqd_adv_norm_start: starting value of the moving average of squared
+            advantages (c^2).
+        moving_average_sqd_adv_norm_update_rate: its update rate.
+        vf_coeff: weight of the value loss.
+        grad_clip: global gradient-norm clip (None: off).
+
+    See :class:`~lightning_rl.algorithms.offline.OfflineAlgorithm` for the data settings.
+    """
+
+    def __init__(
+        self,
+        env: Any = None,
+        env_config: dict | None = None,
+        *,
+        beta: float = 1.0,
+        bc_logstd_coeff: float = 0.0,
+        moving_average_sqd_adv_norm_start: float = 100.0,
+        moving_average_sqd_adv_norm_update_rate: float = 1e-8,
+        vf_coeff: float = 1.0,
+        grad_clip: float | None = None,
+        lr: float = 1e-4,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(env, env_config, lr=lr, **kwargs)
+
+    def validate_hparams(self) -> None:
+        super().validate_hparams()
+        h = self.hparams
+        if not 0.0 <= float(h.beta) <= 1.0:
+            raise ConfigError(f"beta must be within [0, 1], got {h.beta!r}.")
+        if h.bc_logstd_coeff < 0:
+            raise ConfigError(f"bc_logstd_coeff must be >= 0, got {h.bc_logstd_coeff!r}.")
+        self.require_positive(
+            moving_average_sqd_adv_norm_start=h.moving_average_sqd_adv_norm_start,
+            moving_average_sqd_adv_norm_update_rate=h.moving_average_sqd_adv_norm_update_rate,
+        )
+        if h.vf_coeff < 0:
+            raise ConfigError(f"vf_coeff must be >= 0, got {h.vf_coeff!r}.")
+        if h.grad_clip is not None and h.grad_clip <= 0:
+            raise ConfigError(f"grad_clip must be positive or None, got {h.grad_clip!r}.")
+
+    def fits_value_function(self) -> bool:
+        """Whether the modules train a critic (and the data must carry returns)."""
+        return float(self.hparams.beta) > 0.0
+
+    def offline_requirements(self) -> OfflineRequirements:
+        return OfflineRequirements(returns=self.fits_value_function(), gamma=float(self.hparams.gamma))
+
+    def build_policy_module(self, policy_id: str, observation_space, action_space) -> MARWILModule:
+        h = self.hparams
+        return MARWILModule(
+            observation_space,
+            action_space,
+            self.model_config,
+            beta=float(h.beta),
+            bc_logstd_coeff=float(h.bc_logstd_coeff),
+            vf_coeff=float(h.vf_coeff),
+            moving_average_sqd_adv_norm_start=float(h.moving_average_sqd_adv_norm_start),
+            moving_average_sqd_adv_norm_update_rate=float(h.moving_average_sqd_adv_norm_update_rate),
+            fit_value_function=self.fits_value_function(),
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        total = 0.0
+        for policy_id, policy_batch in self.policy_batches(batch):
+            loss, stats = self.policies[policy_id].compute_loss(policy_batch)
+            self.accumulate_learner_metrics(stats, policy_id)
+            total = total + loss
+        return total if isinstance(total, torch.Tensor) else self.zero_loss()
