@@ -86,6 +86,36 @@ def own_parameters(cls: type) -> list[inspect.Parameter]:
     ]
 
 
+def algorithm_parameters(cls: type, base: type) -> list[inspect.Parameter]:
+    """Settings ``cls`` adds over ``base``, inherited ones included.
+
+    A subclass (MARWIL over BC, APPO over IMPALA) forwards its parent's settings through
+    ``**kwargs``, so its own signature alone would hide them; walk the MRO down to ``base``.
+    """
+    seen: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if klass is base or not issubclass(klass, base):
+            break
+        if "__init__" not in vars(klass):
+            continue
+        for param in own_parameters(klass):
+            seen.setdefault(param.name, param)
+        if not any(
+            p.kind is inspect.Parameter.VAR_KEYWORD
+            for p in inspect.signature(klass.__init__).parameters.values()
+        ):
+            break
+    return list(seen.values())
+
+
+def inherited_docs(cls: type, base: type) -> list[dict[str, str]]:
+    return [
+        docstring_args(k)
+        for k in cls.__mro__
+        if k is not base and isinstance(k, type) and issubclass(k, base)
+    ]
+
+
 def cell(text: str) -> str:
     """Table-cell text: pipes escaped, except inside code spans (where the table parser keeps them)."""
     parts = text.replace("\n", " ").split("`")
@@ -160,7 +190,7 @@ def algorithms_page() -> str:
     for name, target in sorted(entry_points("lightning_rl.algorithms").items()):
         cls = load(target)
         out += [f"## {name}", "", first_paragraph(cls), "", f"`{target.replace(':', '.')}`", ""]
-        out += parameter_table(own_parameters(cls), docstring_args(cls), common)
+        out += parameter_table(algorithm_parameters(cls, Algorithm), *inherited_docs(cls, Algorithm), common)
         out += ["", "Plus every [common setting](#common-settings).", ""]
     out += [
         "## Common settings",
