@@ -12,6 +12,7 @@ from lightning_rl.connectors.base import (
     normalize_connector_specs,
 )
 from lightning_rl.connectors.env_to_module import FlattenObservations, MeanStdFilter, PrevActionsPrevRewards
+from lightning_rl.connectors.frame_stack import FrameStack
 from lightning_rl.connectors.module_to_env import ClipActions, UnsquashActions
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "EnvToModule",
     "EnvToModulePipeline",
     "FlattenObservations",
+    "FrameStack",
     "MeanStdFilter",
     "PrevActionsPrevRewards",
     "ModuleToEnv",

@@ -91,6 +91,10 @@ class ExperienceDataModule(pl.LightningDataModule):
         self.last_episode_policy_returns: list[dict[str, float]] = []
         self.last_eval_agent_returns: dict[str, float] = {}
         self.last_metrics: dict[str, float] = {}
+        # Worker index of each runner result in the last sample(), in batch row order (each runner
+        # contributes num_envs_per_env_runner rows): lets replay that keeps one stream per env copy
+        # (sequence replay) follow a copy even when a failed runner's rows are missing.
+        self.last_sample_worker_indices: list[int] = []
         self._last_sample_start: float | None = None
         # Set by TrainingRun so that repeated fit() calls keep the actors alive.
         self.persistent = False
@@ -179,6 +183,7 @@ class ExperienceDataModule(pl.LightningDataModule):
         results = self.train_group.sample(
             num_steps or self.rollout_fragment_length(), algorithm.policy_state()
         )
+        self.last_sample_worker_indices = [r.worker_index for r in results]
         # Under DDP every rank folds in every rank's episode stats and filter deltas (small data,
         # one collective), so metrics, counters, stopping decisions and observation filters are
         # identical on all ranks while each learns from its own samples.

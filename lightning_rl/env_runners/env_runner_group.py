@@ -197,6 +197,28 @@ class EnvRunnerGroup:
             if results:
                 return results
 
+    # -- hooks for callers that run their own remote calls (asynchronous sampling) --------------
+    def record_success(self, index: int) -> None:
+        """Runner ``index`` answered a call the caller made itself (resets its failure streak)."""
+        self._consecutive_failures[index] = 0
+
+    def record_failure(self, index: int, error: BaseException | None) -> None:
+        """Runner ``index`` failed a call the caller made itself (``error`` None: it stalled past
+        ``sample_timeout_s``): the same handling as in :meth:`sample`, i.e. a replacement
+        starts in the background, or an :class:`EnvRunnerFailure` when the limits are used up."""
+        self._handle_failure(
+            index, _unwrap(error) if error is not None else None, self.fault_tolerance.sample_timeout_s
+        )
+
+    def poll_replacements(self, block: bool = False) -> None:
+        """Put replacements that answered their ping into service (wait for one if ``block``)."""
+        self._promote_started(block)
+
+    @property
+    def num_starting_runners(self) -> int:
+        """Replacements started but not yet answering."""
+        return len(self._starting)
+
     def _promote_started(self, block: bool) -> None:
         """Put replacements that answered their ping into service (wait for one if ``block``)."""
         if not self._starting:

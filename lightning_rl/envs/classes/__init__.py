@@ -7,4 +7,11 @@ from lightning_rl.envs.classes.multi_agent_cartpole import MultiAgentCartPole
 from lightning_rl.envs.classes.repeat_after_me import RepeatAfterMe
 from lightning_rl.envs.classes.tictactoe import TicTacToe
 
-__all__ = ["CombinationLock", "CorridorEnv", "CrashingEnv", "MultiAgentCartPole", "RepeatAfterMe", "TicTacToe"]
+__all__ = [
+    "CombinationLock",
+    "CorridorEnv",
+    "CrashingEnv",
+    "MultiAgentCartPole",
+    "RepeatAfterMe",
+    "TicTacToe",
+]
