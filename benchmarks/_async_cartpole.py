@@ -8,10 +8,9 @@ sampling version, in optimizer steps) and ``learner_updates``.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from _common import TimeToTarget, emit, peak_rss_mb, seconds_since_start
+from _common import emit, seconds_since_start, train_to_target
 
 import_start = seconds_since_start()
 import lightning.pytorch as pl  # noqa: E402
@@ -40,38 +39,17 @@ def main(algorithm: str, doc: str) -> None:
     model_args["seed"] = args.seed
     pl.seed_everything(args.seed, verbose=False)
     algo = get_algorithm_class(algorithm)(**model_args)
-    tracker = TimeToTarget(args.eval_target, args.rolling_target, args.max_env_steps)
-    trainer = pl.Trainer(
-        max_epochs=100_000,
-        check_val_every_n_epoch=config["trainer"].get("check_val_every_n_epoch", 5),
-        callbacks=[tracker],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    # sampling_seconds is the time the learner waited for fragments (not all sampling: runners
+    # sample while the learner learns).
+    trainer, result = train_to_target(
+        algo, args, check_val_every_n_epoch=config["trainer"].get("check_val_every_n_epoch", 5)
     )
-    fit_start = time.perf_counter()
-    trainer.fit(algo)
-    fit_seconds = time.perf_counter() - fit_start
-    experience = algo.experience
-    result = tracker.results()
-    sampling = experience.sampling_seconds_lifetime
     result.update(
         algorithm=algorithm,
-        iterations=trainer.current_epoch,
-        env_steps=experience.num_env_steps_sampled_lifetime,
         learner_updates=trainer.global_step,
         mean_policy_lag=round(algo.policy_lag_mean, 3),
         num_env_runners=model_args["num_env_runners"],
-        seed=args.seed,
-        peak_rss_mb=round(peak_rss_mb(), 1),
         import_seconds=round(IMPORT_SECONDS - import_start, 3),
         process_start_to_import_seconds=round(IMPORT_SECONDS, 3),
-        # Time the learner spent waiting for fragments (not all sampling: runners sample
-        # while the learner learns).
-        sampling_seconds=round(sampling, 3),
-        learning_seconds=round(fit_seconds - sampling - result["evaluation_seconds"], 3),
-        total_seconds=round(seconds_since_start(), 3),
     )
     emit(result)

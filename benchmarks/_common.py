@@ -109,3 +109,46 @@ class TimeToTarget(pl.Callback):
             "final_eval_return": self.last_eval_return,
             "evaluation_seconds": round(self.eval_seconds, 3),
         }
+
+
+def train_to_target(
+    algo: Any,
+    args: Any,
+    *,
+    check_val_every_n_epoch: int,
+    max_epochs: int = 1_000_000,
+) -> tuple[pl.Trainer, dict[str, Any]]:
+    """Fit ``algo`` until both criteria hold (or ``args.max_env_steps``); the common result keys.
+
+    ``args`` carries ``eval_target``, ``rolling_target``, ``max_env_steps`` and ``seed``. The
+    result has :meth:`TimeToTarget.results` plus iterations, env steps, the seconds the learner
+    waited for samples and the rest of ``fit`` (learning), peak RSS and total seconds; callers
+    add what is particular to their algorithm.
+    """
+    tracker = TimeToTarget(args.eval_target, args.rolling_target, args.max_env_steps)
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        check_val_every_n_epoch=check_val_every_n_epoch,
+        callbacks=[tracker],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    fit_start = time.perf_counter()
+    trainer.fit(algo)
+    fit_seconds = time.perf_counter() - fit_start
+    experience = algo.experience
+    result = tracker.results()
+    sampling = experience.sampling_seconds_lifetime
+    result.update(
+        iterations=trainer.current_epoch,
+        env_steps=experience.num_env_steps_sampled_lifetime,
+        seed=args.seed,
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        sampling_seconds=round(sampling, 3),
+        learning_seconds=round(fit_seconds - sampling - result["evaluation_seconds"], 3),
+        total_seconds=round(seconds_since_start(), 3),
+    )
+    return trainer, result

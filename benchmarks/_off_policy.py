@@ -10,13 +10,12 @@ per-update cost: replay sampling, priority updates, target updates and Lightning
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import yaml
-from _common import TimeToTarget, emit, peak_rss_mb, seconds_since_start
+from _common import emit, seconds_since_start, train_to_target
 
 
 def parse_args(doc: str, config: Path, eval_target: float, rolling_target: float, max_env_steps: int):
@@ -36,36 +35,14 @@ def run(algo_class: type, args: argparse.Namespace) -> dict[str, Any]:
     model_args["seed"] = args.seed
     pl.seed_everything(args.seed, verbose=False)
     algo = algo_class(**model_args)
-    tracker = TimeToTarget(args.eval_target, args.rolling_target, args.max_env_steps)
-    trainer = pl.Trainer(
-        max_epochs=1_000_000,
-        check_val_every_n_epoch=config["trainer"].get("check_val_every_n_epoch", 4),
-        callbacks=[tracker],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    _, result = train_to_target(
+        algo, args, check_val_every_n_epoch=config["trainer"].get("check_val_every_n_epoch", 4)
     )
-    fit_start = time.perf_counter()
-    trainer.fit(algo)
-    fit_seconds = time.perf_counter() - fit_start
-    experience = algo.experience
-    result = tracker.results()
-    sampling = experience.sampling_seconds_lifetime
-    learning = fit_seconds - sampling - result["evaluation_seconds"]
     updates = int(algo.num_grad_updates_lifetime)
     result.update(
-        iterations=trainer.current_epoch,
-        env_steps=experience.num_env_steps_sampled_lifetime,
-        seed=args.seed,
         grad_updates=updates,
-        grad_updates_per_s=round(updates / learning, 1),
-        peak_rss_mb=round(peak_rss_mb(), 1),
+        grad_updates_per_s=round(updates / result["learning_seconds"], 1),
         process_start_to_import_seconds=round(imported, 3),
-        sampling_seconds=round(sampling, 3),
-        learning_seconds=round(learning, 3),
-        total_seconds=round(seconds_since_start(), 3),
     )
     emit(result)
     return result

@@ -11,10 +11,9 @@ the criteria it breaks the wall time down (imports, start-up, sampling, learning
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from _common import TimeToTarget, emit, peak_rss_mb, seconds_since_start
+from _common import emit, seconds_since_start, train_to_target
 
 import_start = seconds_since_start()
 import lightning.pytorch as pl  # noqa: E402
@@ -43,34 +42,13 @@ def main() -> None:
     model_args["seed"] = args.seed
     pl.seed_everything(args.seed, verbose=False)
     algo = PPO(**model_args)
-    tracker = TimeToTarget(args.eval_target, args.rolling_target, args.max_env_steps)
-    trainer = pl.Trainer(
-        max_epochs=100_000,
-        check_val_every_n_epoch=config["trainer"].get("check_val_every_n_epoch", 5),
-        callbacks=[tracker],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    _, result = train_to_target(
+        algo, args, check_val_every_n_epoch=config["trainer"].get("check_val_every_n_epoch", 5)
     )
-    fit_start = time.perf_counter()
-    trainer.fit(algo)
-    fit_seconds = time.perf_counter() - fit_start
-    experience = algo.experience
-    result = tracker.results()
-    sampling = experience.sampling_seconds_lifetime
     result.update(
-        iterations=trainer.current_epoch,
-        env_steps=experience.num_env_steps_sampled_lifetime,
         num_env_runners=model_args["num_env_runners"],
-        seed=args.seed,
-        peak_rss_mb=round(peak_rss_mb(), 1),
         import_seconds=round(IMPORT_SECONDS - import_start, 3),
         process_start_to_import_seconds=round(IMPORT_SECONDS, 3),
-        sampling_seconds=round(sampling, 3),
-        learning_seconds=round(fit_seconds - sampling - result["evaluation_seconds"], 3),
-        total_seconds=round(seconds_since_start(), 3),
     )
     emit(result)
 
