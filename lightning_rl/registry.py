@@ -228,6 +228,23 @@ def get_algorithm_class(name: str) -> type:
     return algorithms.get(name)
 
 
+def algorithms_with(flag: str) -> list[str]:
+    """Names of the registered algorithms whose class sets ``flag`` (error messages' choices).
+
+    Imports every algorithm, so it is for error paths only; one that fails to import is left out
+    (its own lookup reports that failure).
+    """
+    names = []
+    for name in algorithms.names():
+        try:
+            cls = algorithms.get(name)
+        except Exception:
+            continue
+        if getattr(cls, flag, False):
+            names.append(name)
+    return sorted(names)
+
+
 def get_connector_class(name: str) -> type:
     return connectors.get(name)
 

@@ -187,9 +187,9 @@ def test_bootstrap_values_come_from_the_next_step_or_the_true_next_observation()
         )
         calls = []
 
-        def value_fn(x, calls=calls):
-            calls.append(x.shape[0])
-            return 10.0 * x
+        def value_fn(rows, calls=calls):
+            calls.append(rows.shape[0])
+            return 10.0 * rows["next", "observation"]
 
         next_value = bootstrap_next_values(10.0 * obs.unsqueeze(-1), batch, value_fn)
         assert flat(next_value) == pytest.approx(expected)

@@ -55,9 +55,10 @@ from lightning_rl.envs.multi_agent import is_multi_agent
 from lightning_rl.envs.registration import EnvContext, EnvLike, env_name, resolve_env
 from lightning_rl.errors import CheckpointError, ConfigError, EnvError
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
-from lightning_rl.modules.recurrent import is_recurrent
+from lightning_rl.modules.recurrent import is_recurrent, memory_switches
 from lightning_rl.offline.config import check_output_settings, flush_runner_group, recording_spec
 from lightning_rl.policy import Policy, checkpoint_recipes
+from lightning_rl.registry import algorithms_with
 
 # Two warnings Lightning emits on every RL run that tell the user nothing actionable: our
 # IterableDatasets define __len__ on purpose (minibatches per iteration, no loader workers),
@@ -152,6 +153,9 @@ class Algorithm(pl.LightningModule):
     """
 
     datamodule_class: ClassVar[type[ExperienceDataModule]] = OnPolicyDataModule
+    # Whether the algorithm's modules honour model_config's use_lstm/use_gru/use_attention; any
+    # other algorithm rejects them at construction instead of silently training without memory.
+    supports_memory_models: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -232,6 +236,12 @@ class Algorithm(pl.LightningModule):
             raise ConfigError("external= serves single-agent policies; the env is a MultiAgentEnv.")
         self.validate_hparams()
         self.model_config = resolve_model_config(model_config)
+        if is_recurrent(self.model_config) and not self.supports_memory_models:
+            supported = ", ".join(algorithms_with("supports_memory_models"))
+            raise ConfigError(
+                f"model_config {memory_switches(self.model_config)[0]}=True: {type(self).__name__} has no "
+                f"memory-model support; algorithms that do: {supported}."
+            )
         if is_recurrent(self.model_config) and self.is_multi_agent:
             raise ConfigError(
                 "Memory models (use_lstm/use_gru/use_attention) are single-agent for now: the multi-agent "

@@ -22,6 +22,7 @@ from torch import nn
 
 from lightning_rl.modules.encoders import build_encoder, init_linear
 from lightning_rl.modules.model_config import DefaultModelConfig
+from lightning_rl.modules.policy import PolicySpec
 
 
 class RecurrentCore(nn.Module):
@@ -201,12 +202,20 @@ class GTrXLCore(RecurrentCore):
         return x, self._pack(torch.stack(new_memories, dim=1), all_valid)
 
 
+MEMORY_SWITCHES = ("use_lstm", "use_gru", "use_attention")
+
+
+def memory_switches(config: DefaultModelConfig) -> list[str]:
+    """The memory-model switches set in ``config`` (for error messages naming them)."""
+    return [name for name in MEMORY_SWITCHES if getattr(config, name)]
+
+
 def is_recurrent(config: DefaultModelConfig) -> bool:
-    return bool(config.use_lstm or config.use_gru or config.use_attention)
+    return bool(memory_switches(config))
 
 
 def build_core(in_dim: int, config: DefaultModelConfig) -> RecurrentCore:
-    chosen = [name for name in ("use_lstm", "use_gru", "use_attention") if getattr(config, name)]
+    chosen = memory_switches(config)
     if len(chosen) > 1:
         raise ValueError(f"Choose one memory core, got {chosen}")
     if config.use_attention:
@@ -264,6 +273,40 @@ class RecurrentActorCritic(nn.Module):
         encoded = self._encode(_flatten_time(obs)).reshape(*lead, -1)
         return self.core.sequence(encoded, is_init, state)
 
+    def replay(self, obs, is_init: torch.Tensor, states: torch.Tensor, max_seq_len: int) -> torch.Tensor:
+        """Features ``[B, T, H]`` of whole ``[B, T]`` rollout rows (IMPALA's fragments), replayed in
+        ``max_seq_len`` chunks, each from its first step's stored state (backpropagation through
+        time is truncated at chunk starts, as RLlib's ``max_seq_len``).
+
+        The chunks are folded into the batch, so the sequential loop is ``max_seq_len`` steps
+        long whatever ``T``; a short last chunk is padded by repeating the row's final step, and
+        since padding only ever follows real steps it cannot change them and is cut off.
+        """
+        rows, length = is_init.shape[:2]
+        chunk = max(1, min(int(max_seq_len), length))
+        chunks = math.ceil(length / chunk)
+        index = torch.arange(chunks * chunk, device=is_init.device).clamp_max(length - 1)
+
+        def fold(x):
+            if isinstance(x, dict):
+                return {k: fold(v) for k, v in x.items()}
+            x = x[:, index]
+            if isinstance(x, torch.Tensor):
+                return x.reshape(rows * chunks, chunk, *x.shape[2:])
+            return x.reshape(rows * chunks, chunk)  # a TensorDict: reshape its batch dims
+
+        first_states = states[:, ::chunk].reshape(rows * chunks, states.shape[-1])
+        features = self.sequence(fold(obs), fold(is_init), first_states)
+        return features.reshape(rows, chunks * chunk, -1)[:, :length]
+
+    def values_from_states(self, obs, states: torch.Tensor) -> torch.Tensor:
+        """``V`` ``[*lead, 1]`` of observations ``[*lead, ...]`` each seen from its own stored state
+        ``[*lead, S]``: one batched step, no sequential pass (bootstrap values, and PPO's GAE
+        values, which are exact when the runner acted with the learner's weights)."""
+        lead = states.shape[:-1]
+        features, _ = self.step(_flatten_leading(obs, len(lead)), states.reshape(-1, states.shape[-1]))
+        return self.value(features).reshape(*lead, 1)
+
     def policy_params(self, features: torch.Tensor, obs=None) -> tuple[torch.Tensor, ...]:
         out = self.pi_head(features)
         if self.masked:
@@ -274,6 +317,12 @@ class RecurrentActorCritic(nn.Module):
 
     def value(self, features: torch.Tensor) -> torch.Tensor:
         return self.vf_head(features)
+
+
+def _flatten_leading(obs, dims: int):
+    if isinstance(obs, dict) or hasattr(obs, "keys"):  # dicts and TensorDicts of observations
+        return {k: _flatten_leading(obs[k], dims) for k in obs.keys()}  # noqa: SIM118
+    return obs.flatten(0, dims - 1)
 
 
 def _flatten_time(obs):
@@ -298,6 +347,21 @@ class RecurrentStochasticPolicy(nn.Module):
 
         self.net = RecurrentActorCritic(observation_space, action_space, resolve_model_config(model_config))
         self.state = torch.zeros(0, self.net.state_size)
+
+    @classmethod
+    def spec(
+        cls, observation_space: gym.Space, action_space: gym.Space, model_config: DefaultModelConfig
+    ) -> PolicySpec:
+        """The runner recipe of every algorithm with memory models (PPO, IMPALA, APPO): the
+        learner replays exactly what this policy computed step by step."""
+        return PolicySpec(
+            cls,
+            {
+                "observation_space": observation_space,
+                "action_space": action_space,
+                "model_config": model_config.to_dict(),
+            },
+        )
 
     def reset(self, num_envs: int) -> None:
         self.state = self.net.core.initial_state(num_envs)

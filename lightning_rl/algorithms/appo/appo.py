@@ -26,6 +26,7 @@ import torch
 from tensordict import TensorDict
 
 from lightning_rl.algorithms.impala.impala import IMPALA, ImpalaModule
+from lightning_rl.algorithms.impala.recurrent import RecurrentNetworks
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.model_config import DefaultModelConfig
 
@@ -47,18 +48,17 @@ class APPOModule(ImpalaModule):
         super().__init__(observation_space, action_space, model_config, **kwargs)
         self.clip_param = float(clip_param)
         self.use_kl_loss = bool(use_kl_loss)
-        self.target_policy_net = copy.deepcopy(self.policy_net)
+        self.target_policy_net = copy.deepcopy(self.policy_network())
         self.target_policy_net.requires_grad_(False)
         self.register_buffer("kl_coeff", torch.tensor(float(kl_coeff)))
 
     def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
-        obs = batch["observation"]
-        params, value = self.policy_and_value(obs)
+        params, value = self.forward_sequences(batch)
         dist = self.distribution(params)
         action = batch["action"]
         log_prob = dist.log_prob(action).unsqueeze(-1)
         with torch.no_grad():
-            target_dist = self.distribution(self.target_policy_net(obs))
+            target_dist = self.distribution(self.policy_params_of(self.target_policy_net, batch))
             target_log_prob = target_dist.log_prob(action).unsqueeze(-1)
         vs, advantages = self.vtrace_targets(batch, value, target_log_prob)
         behaviour_log_prob = batch["action_log_prob"].unsqueeze(-1).to(log_prob.dtype)
@@ -92,7 +92,9 @@ class APPOModule(ImpalaModule):
     def update_target(self, tau: float) -> None:
         """``target <- tau * online + (1 - tau) * target`` (tau = 1: a copy)."""
         for target, online in zip(
-            self.target_policy_net.state_dict().values(), self.policy_net.state_dict().values(), strict=True
+            self.target_policy_net.state_dict().values(),
+            self.policy_network().state_dict().values(),
+            strict=True,
         ):
             if target.is_floating_point() and tau < 1.0:
                 target.lerp_(online, float(tau))
@@ -105,6 +107,11 @@ class APPOModule(ImpalaModule):
             self.kl_coeff.mul_(1.5)
         elif mean_kl < 0.5 * kl_target:
             self.kl_coeff.mul_(0.5)
+
+
+class RecurrentAPPOModule(RecurrentNetworks, APPOModule):
+    """APPO's loss on a memory model; its target policy is a copy of the whole recurrent network,
+    replayed from the same stored states."""
 
 
 class APPO(IMPALA):
@@ -127,6 +134,7 @@ class APPO(IMPALA):
     """
 
     module_class = APPOModule
+    recurrent_module_class = RecurrentAPPOModule
 
     def __init__(
         self,

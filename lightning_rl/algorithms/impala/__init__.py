@@ -1,7 +1,14 @@
 """IMPALA: the algorithm (a LightningModule), its V-trace targets and its fluent config."""
 
 from lightning_rl.algorithms.impala.config import IMPALAConfig
-from lightning_rl.algorithms.impala.impala import IMPALA, ImpalaModule
+from lightning_rl.algorithms.impala.impala import IMPALA, ImpalaModule, RecurrentImpalaModule
 from lightning_rl.algorithms.impala.vtrace import bootstrap_next_values, vtrace
 
-__all__ = ["IMPALA", "IMPALAConfig", "ImpalaModule", "bootstrap_next_values", "vtrace"]
+__all__ = [
+    "IMPALA",
+    "IMPALAConfig",
+    "ImpalaModule",
+    "RecurrentImpalaModule",
+    "bootstrap_next_values",
+    "vtrace",
+]

@@ -6,7 +6,10 @@ as ``learners/<policy>/policy_lag_mean``). V-trace (:mod:`.vtrace`, on torchrl's
 turns such off-policy sequences into value targets and policy-gradient advantages with
 clipped importance ratios. Each minibatch is a set of whole ``[rows, T]`` sequences; the
 targets are computed in the loss with the current networks, so a batch reused for several
-passes is corrected against the policy that learns from it.
+passes is corrected against the policy that learns from it. With a memory model in
+``model_config`` (``use_lstm``/``use_gru``/``use_attention``) the module is
+:class:`RecurrentImpalaModule`, which replays each fragment from the runner's stored states
+(:mod:`.recurrent`).
 """
 
 from __future__ import annotations
@@ -16,15 +19,19 @@ from typing import Any, ClassVar, Literal
 import gymnasium as gym
 import torch
 from tensordict import TensorDict
+from torch import nn
 
 from lightning_rl.algorithms.base import Algorithm
+from lightning_rl.algorithms.impala.recurrent import RecurrentNetworks
 from lightning_rl.algorithms.impala.vtrace import bootstrap_next_values, vtrace
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.data.async_data import AsyncDataModule
 from lightning_rl.data.experience import ExperienceDataModule
 from lightning_rl.errors import ConfigError
+from lightning_rl.modules.distributions import ActionDistribution
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
+from lightning_rl.modules.recurrent import is_recurrent
 from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
 
 
@@ -44,14 +51,40 @@ class ImpalaModule(PolicyModule):
         entropy_coeff: float,
     ) -> None:
         super().__init__(observation_space, action_space, model_config)
-        self.policy_net = PolicyNet(observation_space, action_space, model_config)
-        shared = self.policy_net.encoder if model_config.vf_share_layers else None
-        self.value_net = ValueNet(observation_space, model_config, shared_encoder=shared)
+        self.build_networks()
         self.gamma = float(gamma)
         self.clip_rho = float(vtrace_clip_rho_threshold)
         self.clip_pg_rho = float(vtrace_clip_pg_rho_threshold)
         self.vf_loss_coeff = float(vf_loss_coeff)
         self.register_buffer("entropy_coeff", torch.tensor(float(entropy_coeff)))
+
+    # -- networks (memory models override this group, see ``recurrent.py``) -------------------
+    def build_networks(self) -> None:
+        """The actor ``policy_net`` and critic ``value_net`` (sharing the encoder with
+        ``vf_share_layers``)."""
+        self.policy_net = PolicyNet(self.observation_space, self.action_space, self.model_config)
+        shared = self.policy_net.encoder if self.model_config.vf_share_layers else None
+        self.value_net = ValueNet(self.observation_space, self.model_config, shared_encoder=shared)
+
+    def policy_network(self) -> nn.Module:
+        """The network whose weights the runners act with (APPO's target policy is a copy)."""
+        return self.policy_net
+
+    @property
+    def distribution_spec(self) -> ActionDistribution:
+        return self.policy_net.distribution
+
+    def forward_sequences(self, batch: TensorDict) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Distribution parameters and values ``[rows, T, 1]`` of a minibatch of sequences."""
+        return self.policy_and_value(batch["observation"])
+
+    def policy_params_of(self, network: nn.Module, batch: TensorDict) -> tuple[torch.Tensor, ...]:
+        """Distribution parameters of ``network`` (a copy of :meth:`policy_network`) on ``batch``."""
+        return network(batch["observation"])
+
+    def bootstrap_values(self, rows: TensorDict) -> torch.Tensor:
+        """``V`` ``[K, 1]`` of the true next observations of ``rows`` (a flat ``[K]`` batch)."""
+        return self.value_net(rows["next", "observation"])
 
     # -- what the runners run ----------------------------------------------------------------
     def policy_spec(self) -> PolicySpec:
@@ -65,9 +98,9 @@ class ImpalaModule(PolicyModule):
         )
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
-        return self.policy_net.state_dict()
+        return self.policy_network().state_dict()
 
-    # -- networks ----------------------------------------------------------------------------
+    # -- feed-forward forward pass -----------------------------------------------------------
     def policy_and_value(self, obs: Any) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """Distribution parameters and ``V(obs)`` (``[..., 1]``); a shared encoder runs once.
 
@@ -87,7 +120,7 @@ class ImpalaModule(PolicyModule):
 
     def distribution(self, params: tuple[torch.Tensor, ...]) -> torch.distributions.Distribution:
         """The torch distribution of the policy net's outputs (log-probs, entropy, KL)."""
-        spec = self.policy_net.distribution
+        spec = self.distribution_spec
         return spec.torch_distribution_class()(
             **dict(zip(spec.param_keys, params, strict=True)), **spec.torch_distribution_kwargs()
         )
@@ -99,7 +132,7 @@ class ImpalaModule(PolicyModule):
         """``(v_s, pg_advantages)`` of ``[rows, T]`` sequences, ``target_log_prob`` ``[rows, T, 1]``."""
         value = value.detach()
         with torch.no_grad():
-            next_value = bootstrap_next_values(value, batch, self.value_net)
+            next_value = bootstrap_next_values(value, batch, self.bootstrap_values)
         return vtrace(
             behaviour_log_prob=batch["action_log_prob"].unsqueeze(-1).to(value.dtype),
             target_log_prob=target_log_prob.detach(),
@@ -115,7 +148,7 @@ class ImpalaModule(PolicyModule):
 
     def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
         """Policy gradient with V-trace advantages + value regression onto ``v_s`` - entropy."""
-        params, value = self.policy_and_value(batch["observation"])
+        params, value = self.forward_sequences(batch)
         dist = self.distribution(params)
         log_prob = dist.log_prob(batch["action"]).unsqueeze(-1)
         vs, advantages = self.vtrace_targets(batch, value, log_prob)
@@ -140,6 +173,10 @@ class ImpalaModule(PolicyModule):
             rho = (log_prob.detach() - batch["action_log_prob"].unsqueeze(-1)).exp()
             explained = 1.0 - (vs - value.detach()).var() / vs.var().clamp_min(1e-8)
         return {"mean_rho": rho.mean(), "vf_explained_var": explained}
+
+
+class RecurrentImpalaModule(RecurrentNetworks, ImpalaModule):
+    """IMPALA's V-trace actor-critic on a memory model (``use_lstm``/``use_gru``/``use_attention``)."""
 
 
 class IMPALA(Algorithm):
@@ -168,6 +205,8 @@ class IMPALA(Algorithm):
 
     datamodule_class: ClassVar[type[ExperienceDataModule]] = AsyncDataModule
     module_class: ClassVar[type[ImpalaModule]] = ImpalaModule
+    recurrent_module_class: ClassVar[type[ImpalaModule]] = RecurrentImpalaModule
+    supports_memory_models: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -254,7 +293,8 @@ class IMPALA(Algorithm):
         }
 
     def build_policy_module(self, policy_id: str, observation_space, action_space) -> ImpalaModule:
-        return self.module_class(observation_space, action_space, self.model_config, **self.module_kwargs())
+        module_class = self.recurrent_module_class if is_recurrent(self.model_config) else self.module_class
+        return module_class(observation_space, action_space, self.model_config, **self.module_kwargs())
 
     # -- training ----------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:

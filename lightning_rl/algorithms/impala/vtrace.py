@@ -64,10 +64,12 @@ def bootstrap_next_values(
     value: torch.Tensor, batch: Any, value_fn: Callable[[Any], torch.Tensor]
 ) -> torch.Tensor:
     """``V(x_{t+1})`` for every step of ``[*batch, T]`` sequences, from ``value`` (``[*batch, T, 1]``)
-    where the next observation is the next step's, and from ``value_fn`` on the true next
-    observation only where it is not: the last step and truncated steps. Terminated steps get
-    0 (V-trace multiplies them by 0 anyway); one extra value forward over a few rows instead of
-    a second pass over the whole batch (what dominates with a CNN)."""
+    where the next observation is the next step's, and from ``value_fn`` only where it is not:
+    the last step and truncated steps. ``value_fn`` gets those steps' rows of ``batch`` (a flat
+    ``[K]`` TensorDict; it reads ``("next", "observation")``, and a memory model also the
+    ``next_recurrent_state``) and returns ``[K, 1]``. Terminated steps get 0 (V-trace
+    multiplies them by 0 anyway); one extra value forward over a few rows instead of a second
+    pass over the whole batch (what dominates with a CNN)."""
     done = batch["next", "done"]
     terminated = batch["next", "terminated"]
     next_value = torch.zeros_like(value)
@@ -77,6 +79,5 @@ def bootstrap_next_values(
     next_value = next_value.masked_fill(done, 0.0)
     rows = needs_bootstrap.squeeze(-1)
     if bool(rows.any()):
-        next_obs = batch["next", "observation"][rows]
-        next_value[rows] = value_fn(next_obs).to(value.dtype)
+        next_value[rows] = value_fn(batch[rows]).to(value.dtype)
     return next_value

@@ -8,7 +8,7 @@ minibatch is one automatic-optimisation ``training_step``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import torch
@@ -154,6 +154,8 @@ class PPO(Algorithm):
 
     See :class:`~lightning_rl.algorithms.Algorithm` for env, runner, evaluation and model args.
     """
+
+    supports_memory_models: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -104,29 +104,18 @@ class RecurrentPPOModule(PolicyModule):
 
     # -- runner side ---------------------------------------------------------------------------
     def policy_spec(self) -> PolicySpec:
-        return PolicySpec(
-            RecurrentStochasticPolicy,
-            {
-                "observation_space": self.observation_space,
-                "action_space": self.action_space,
-                "model_config": self.model_config.to_dict(),
-            },
-        )
+        return RecurrentStochasticPolicy.spec(self.observation_space, self.action_space, self.model_config)
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
 
     # -- learner connector ---------------------------------------------------------------------
-    def _values_from_states(self, obs: Any, states: torch.Tensor) -> torch.Tensor:
-        lead = states.shape[:-1]
-        flat_obs = _flatten_leading(obs, len(lead))
-        features, _ = self.model.step(flat_obs, states.reshape(-1, states.shape[-1]))
-        return self.model.value(features).reshape(*lead, 1)
-
     def process_rollout(self, batch: TensorDict) -> TensorDict:
         """GAE over ``[num_envs, T]`` with values from the runner's stored states."""
-        value = self._values_from_states(batch["observation"], batch["recurrent_state"])
-        next_value = self._values_from_states(batch["next", "observation"], batch["next_recurrent_state"])
+        value = self.model.values_from_states(batch["observation"], batch["recurrent_state"])
+        next_value = self.model.values_from_states(
+            batch["next", "observation"], batch["next_recurrent_state"]
+        )
         advantage, value_target = vec_generalized_advantage_estimate(
             self.gamma,
             self.lambda_,
@@ -184,9 +173,3 @@ class RecurrentPPOModule(PolicyModule):
             self.kl_coeff.mul_(1.5)
         elif mean_kl < 0.5 * kl_target:
             self.kl_coeff.mul_(0.5)
-
-
-def _flatten_leading(obs: Any, dims: int) -> Any:
-    if isinstance(obs, dict) or hasattr(obs, "keys"):  # dicts and TensorDicts of observations
-        return {k: _flatten_leading(obs[k], dims) for k in obs.keys()}  # noqa: SIM118
-    return obs.flatten(0, dims - 1)
