@@ -7,6 +7,8 @@ import warnings
 
 import pytest
 
+from tests.training import quiet_trainer_kwargs_for
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -30,11 +32,4 @@ def ray_session():
 @pytest.fixture
 def quiet_trainer_kwargs(tmp_path):
     """Trainer kwargs for tests: no progress bar, logs under tmp_path."""
-    return {
-        "default_root_dir": str(tmp_path),
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "logger": False,
-        "enable_checkpointing": False,
-        "num_sanity_val_steps": 0,
-    }
+    return quiet_trainer_kwargs_for(tmp_path)

@@ -14,6 +14,7 @@ from lightning_rl.envs.classes import RepeatAfterMe
 from lightning_rl.policy import Policy
 from lightning_rl.training_run import TrainingRun
 from tests.envs import CountingEnv
+from tests.training import fit_then_evaluate
 
 CORES = {
     "lstm": {"use_lstm": True, "lstm_cell_size": 16},
@@ -125,17 +126,7 @@ def train_repeat_after_me(model_config, tmp_path, iterations=40):
         evaluation_duration=16,
         seed=0,
     )
-    trainer = pl.Trainer(
-        max_epochs=iterations,
-        check_val_every_n_epoch=iterations,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(algo)
-    return float(trainer.callback_metrics["evaluation/episode_return_mean"])
+    return fit_then_evaluate(algo, iterations, tmp_path)
 
 
 @pytest.mark.learning

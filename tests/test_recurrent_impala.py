@@ -19,6 +19,7 @@ from lightning_rl.policy import Policy
 from lightning_rl.training_run import TrainingRun
 from tests.envs import CountingEnv
 from tests.test_recurrent import CORES
+from tests.training import fit_then_evaluate
 
 
 def fragments(algo, steps, count=1, num_envs=3):
@@ -138,19 +139,9 @@ def train_repeat_after_me(algorithm, model_config, tmp_path, iterations):
         evaluation_duration=16,
         seed=0,
     )
-    trainer = pl.Trainer(
-        max_epochs=iterations,
-        check_val_every_n_epoch=iterations,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(algo)
+    evaluation_return = fit_then_evaluate(algo, iterations, tmp_path)
     assert algo.num_env_steps_sampled_lifetime <= iterations * 400
-    return float(trainer.callback_metrics["evaluation/episode_return_mean"])
+    return evaluation_return
 
 
 LSTM = {"use_lstm": True, "lstm_cell_size": 32}
