@@ -117,19 +117,23 @@ def train_to_target(
     *,
     check_val_every_n_epoch: int,
     max_epochs: int = 1_000_000,
+    precision: str = "32-true",
+    callbacks: list[pl.Callback] | None = None,
 ) -> tuple[pl.Trainer, dict[str, Any]]:
     """Fit ``algo`` until both criteria hold (or ``args.max_env_steps``); the common result keys.
 
     ``args`` carries ``eval_target``, ``rolling_target``, ``max_env_steps`` and ``seed``. The
     result has :meth:`TimeToTarget.results` plus iterations, env steps, the seconds the learner
     waited for samples and the rest of ``fit`` (learning), peak RSS and total seconds; callers
-    add what is particular to their algorithm.
+    add what is particular to their algorithm. ``precision`` is Lightning's flag; ``callbacks``
+    run besides the tracker (e.g. a wall-time cap).
     """
     tracker = TimeToTarget(args.eval_target, args.rolling_target, args.max_env_steps)
     trainer = pl.Trainer(
         max_epochs=max_epochs,
         check_val_every_n_epoch=check_val_every_n_epoch,
-        callbacks=[tracker],
+        precision=precision,
+        callbacks=[tracker, *(callbacks or [])],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

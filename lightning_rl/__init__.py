@@ -36,6 +36,8 @@ _EXPORTS = {
     "MARWILConfig": "lightning_rl.algorithms.marwil",
     "CQL": "lightning_rl.algorithms.cql",
     "CQLConfig": "lightning_rl.algorithms.cql",
+    "DreamerV3": "lightning_rl.algorithms.dreamerv3",
+    "DreamerV3Config": "lightning_rl.algorithms.dreamerv3",
     "TrainingRun": "lightning_rl.training_run",
     # envs
     "MultiAgentEnv": "lightning_rl.envs.multi_agent",
