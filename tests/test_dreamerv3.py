@@ -144,18 +144,7 @@ def random_window(b, t, obs_dim=None, image=None, discrete_actions=None, action_
 
 
 def losses(algo, window):
-    h = algo.hparams
-    return algo.module.compute_losses(
-        window,
-        free_bits=h.free_bits,
-        dynamics_loss_scale=h.dynamics_loss_scale,
-        representation_loss_scale=h.representation_loss_scale,
-        horizon=h.horizon_H,
-        gamma=h.gamma,
-        lambda_=h.gae_lambda,
-        entropy_scale=h.entropy_scale,
-        reinforce=algo.uses_reinforce(),
-    )
+    return algo.window_losses(algo.module, window)
 
 
 def test_the_atari100k_pong_config_parses_and_builds_an_image_model():

@@ -174,6 +174,12 @@ def updates_per_iteration(
     return Fraction(str(training_intensity)) * steps_per_iteration / batch_size
 
 
+def updates_in_iteration(rate: Fraction, iteration: int) -> int:
+    """Updates of the ``iteration``-th learning iteration at ``rate`` per iteration; fractions
+    carry over exactly, so the count depends only on the config and the iteration (DDP lockstep)."""
+    return math.floor((iteration + 1) * rate) - math.floor(iteration * rate)
+
+
 class ReplayDataModule(ExperienceDataModule):
     """Samples into per-policy replay buffers and replays minibatches; see the module docstring."""
 
@@ -212,9 +218,7 @@ class ReplayDataModule(ExperienceDataModule):
         )
 
     def updates_in_iteration(self, iteration: int) -> int:
-        """Updates of the ``iteration``-th learning iteration; fractions carry over exactly."""
-        rate = self.updates_per_iteration()
-        return math.floor((iteration + 1) * rate) - math.floor(iteration * rate)
+        return updates_in_iteration(self.updates_per_iteration(), iteration)
 
     # -- lifecycle --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -39,6 +39,7 @@ from tensordict import TensorDict
 from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_rl.data.experience import ExperienceDataModule, identity_collate
+from lightning_rl.data.replay import updates_in_iteration, updates_per_iteration
 from lightning_rl.errors import CheckpointError, ConfigError
 
 STEP_FIELDS = ("observation", "prev_action", "reward", "is_first", "is_terminated")
@@ -218,11 +219,6 @@ class SequenceReplayBuffer:
                 self.extend(stream, steps)
 
 
-def updates_per_iteration(training_ratio: float, steps_per_iteration: int, steps_per_update: int) -> Fraction:
-    """Gradient updates per iteration as an exact fraction: replayed steps / sampled steps = ratio."""
-    return Fraction(str(training_ratio)) * steps_per_iteration / steps_per_update
-
-
 class SequenceReplayDataModule(ExperienceDataModule):
     """Samples into per-env-copy streams and replays ``[B, T]`` windows; see the module docstring.
 
@@ -264,9 +260,7 @@ class SequenceReplayDataModule(ExperienceDataModule):
         )
 
     def updates_in_iteration(self, iteration: int) -> int:
-        """Updates of the ``iteration``-th learning iteration; fractions carry over exactly."""
-        rate = self.updates_per_iteration()
-        return math.floor((iteration + 1) * rate) - math.floor(iteration * rate)
+        return updates_in_iteration(self.updates_per_iteration(), iteration)
 
     def capacity_per_stream(self) -> int:
         capacity = int((self.setting("replay_buffer_config") or {}).get("capacity", 1_000_000))

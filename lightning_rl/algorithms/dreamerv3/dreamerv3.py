@@ -361,12 +361,12 @@ class DreamerV3(Algorithm):
             torch.optim.Adam(module.behavior.critic.parameters(), lr=h.critic_lr, eps=1e-5, foreach=True),
         ]
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
-        """One DreamerV3 update: world model, actor and critic on one ``[B, T]`` window batch."""
+    def window_losses(
+        self, module: DreamerV3Module, window: TensorDict
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """World-model, actor and critic losses of one ``[B, T]`` window batch, with this config."""
         h = self.hparams
-        ((policy_id, window),) = self.policy_batches(batch)
-        module = self.policies[policy_id]
-        world_model_loss, actor_loss, critic_loss, stats = module.compute_losses(
+        return module.compute_losses(
             window,
             free_bits=h.free_bits,
             dynamics_loss_scale=h.dynamics_loss_scale,
@@ -377,6 +377,13 @@ class DreamerV3(Algorithm):
             entropy_scale=h.entropy_scale,
             reinforce=self.uses_reinforce(),
         )
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One DreamerV3 update: world model, actor and critic on one ``[B, T]`` window batch."""
+        h = self.hparams
+        ((policy_id, window),) = self.policy_batches(batch)
+        module = self.policies[policy_id]
+        world_model_loss, actor_loss, critic_loss, stats = self.window_losses(module, window)
         optimizers = self.optimizers()
         clips = (
             h.world_model_grad_clip_by_global_norm,
