@@ -38,6 +38,18 @@ class PolicyModule(nn.Module):
         """The recipe of the inference-only policy built in every EnvRunner."""
         raise NotImplementedError
 
+    def runner_policy_spec(self, policy_class: type) -> PolicySpec:
+        """A :meth:`policy_spec` for the usual runner policy: one built from this module's
+        observation space, action space and model config (plain data, so it pickles to Ray)."""
+        return PolicySpec(
+            policy_class,
+            {
+                "observation_space": self.observation_space,
+                "action_space": self.action_space,
+                "model_config": self.model_config.to_dict(),
+            },
+        )
+
     def policy_weights(self) -> dict[str, torch.Tensor]:
         """The weights to load into the policy built from :meth:`policy_spec`."""
         raise NotImplementedError

@@ -128,14 +128,7 @@ class CQLModule(PolicyModule):
         self.lagrangian = bool(lagrangian)
 
     def policy_spec(self) -> PolicySpec:
-        return PolicySpec(
-            SquashedGaussianPolicy,
-            {
-                "observation_space": self.observation_space,
-                "action_space": self.action_space,
-                "model_config": self.model_config.to_dict(),
-            },
-        )
+        return self.runner_policy_spec(SquashedGaussianPolicy)
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         return self.actor.state_dict()
@@ -201,14 +194,7 @@ class DiscreteCQLModule(PolicyModule):
         self.min_q_weight = float(min_q_weight)
 
     def policy_spec(self) -> PolicySpec:
-        return PolicySpec(
-            EpsilonGreedyQPolicy,
-            {
-                "observation_space": self.observation_space,
-                "action_space": self.action_space,
-                "model_config": self.model_config.to_dict(),
-            },
-        )
+        return self.runner_policy_spec(EpsilonGreedyQPolicy)
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         return self.q_net.state_dict()

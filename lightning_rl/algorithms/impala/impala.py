@@ -88,14 +88,7 @@ class ImpalaModule(PolicyModule):
 
     # -- what the runners run ----------------------------------------------------------------
     def policy_spec(self) -> PolicySpec:
-        return PolicySpec(
-            StochasticPolicy,
-            {
-                "observation_space": self.observation_space,
-                "action_space": self.action_space,
-                "model_config": self.model_config.to_dict(),
-            },
-        )
+        return self.runner_policy_spec(StochasticPolicy)
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         return self.policy_network().state_dict()

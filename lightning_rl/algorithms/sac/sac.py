@@ -170,14 +170,7 @@ class SACModule(_SACModuleBase):
         return ContinuousQEnsemble(observation_space, action_space, model_config, num_q)
 
     def policy_spec(self) -> PolicySpec:
-        return PolicySpec(
-            SquashedGaussianPolicy,
-            {
-                "observation_space": self.observation_space,
-                "action_space": self.action_space,
-                "model_config": self.model_config.to_dict(),
-            },
-        )
+        return self.runner_policy_spec(SquashedGaussianPolicy)
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         return self.actor.state_dict()
@@ -212,14 +205,7 @@ class DiscreteSACModule(_SACModuleBase):
         return DiscreteQEnsemble(observation_space, action_space, model_config, num_q)
 
     def policy_spec(self) -> PolicySpec:
-        return PolicySpec(
-            StochasticPolicy,
-            {
-                "observation_space": self.observation_space,
-                "action_space": self.action_space,
-                "model_config": self.model_config.to_dict(),
-            },
-        )
+        return self.runner_policy_spec(StochasticPolicy)
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         return self.actor.state_dict()

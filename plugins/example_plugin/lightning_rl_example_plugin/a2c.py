@@ -39,14 +39,7 @@ class A2CModule(PolicyModule):
         self.gae = GAE(gamma=gamma, lmbda=lambda_, value_network=critic)
 
     def policy_spec(self) -> PolicySpec:
-        return PolicySpec(
-            StochasticPolicy,
-            {
-                "observation_space": self.observation_space,
-                "action_space": self.action_space,
-                "model_config": self.model_config.to_dict(),
-            },
-        )
+        return self.runner_policy_spec(StochasticPolicy)
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         return self.policy_net.state_dict()
