@@ -131,8 +131,16 @@ def test_list_prints_names_and_their_distributions(tmp_path, args):
 @pytest.mark.parametrize("config", ["multi_agent_cartpole.yaml", "tictactoe_self_play.yaml"])
 def test_multi_agent_configs_train_from_the_cli(config, tmp_path):
     proc = run_cli(
-        ["fit", "--config", str(REPO / "configs" / "ppo" / config), "--trainer.max_epochs", "1",
-         "--trainer.limit_val_batches", "0", *quiet(tmp_path)],
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "ppo" / config),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_val_batches",
+            "0",
+            *quiet(tmp_path),
+        ],
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
