@@ -131,6 +131,15 @@ class _TensorDictEncoder(nn.Module):
         return out[0] if isinstance(out, tuple) else out
 
 
+def build_head_hiddens(width: int, config: DefaultModelConfig) -> tuple[nn.Module, int]:
+    """The optional ``head_fcnet_hiddens`` MLP after an encoder of output ``width``, and the
+    width it outputs (an identity when the config has no head layers)."""
+    if not config.head_fcnet_hiddens:
+        return nn.Identity(), width
+    layers = mlp(width, config.head_fcnet_hiddens, config.fcnet_activation, orthogonal=config.orthogonal_init)
+    return layers, int(config.head_fcnet_hiddens[-1])
+
+
 def build_custom_encoder(observation_space: gym.Space, config: DefaultModelConfig) -> nn.Module:
     """The user's encoder from ``model_config["custom_model"]``.
 

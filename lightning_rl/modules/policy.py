@@ -17,7 +17,7 @@ from torch import nn
 
 from lightning_rl.errors import SpaceError
 from lightning_rl.modules.distributions import ActionDistribution, DiagGaussianDistribution, distribution_for
-from lightning_rl.modules.encoders import build_encoder, init_linear, mlp
+from lightning_rl.modules.encoders import build_encoder, build_head_hiddens, init_linear, mlp
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
 
 MASK_KEY = "action_mask"
@@ -56,14 +56,7 @@ class PolicyNet(nn.Module):
         if self.masked and not isinstance(action_space, spaces.Discrete):
             raise SpaceError(f"Action masks need a Discrete action space, got {action_space}.")
         self.encoder = build_encoder(observation_space, config)
-        width = self.encoder.out_dim
-        self.head_hiddens = (
-            mlp(width, config.head_fcnet_hiddens, config.fcnet_activation, orthogonal=config.orthogonal_init)
-            if config.head_fcnet_hiddens
-            else nn.Identity()
-        )
-        if config.head_fcnet_hiddens:
-            width = int(config.head_fcnet_hiddens[-1])
+        self.head_hiddens, width = build_head_hiddens(self.encoder.out_dim, config)
         self.continuous = isinstance(self.distribution, DiagGaussianDistribution)
         self.free_log_std = config.free_log_std
         if self.continuous:

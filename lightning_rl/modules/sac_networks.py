@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_rl.errors import SpaceError
-from lightning_rl.modules.encoders import activation, build_encoder, init_linear, mlp
+from lightning_rl.modules.encoders import activation, build_encoder, build_head_hiddens, init_linear, mlp
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
 from lightning_rl.modules.policy import InferencePolicy
 
@@ -63,14 +63,7 @@ class SquashedGaussianActor(nn.Module):
         config = resolve_model_config(model_config)
         self.action_dim = int(box.shape[0])
         self.encoder = build_encoder(observation_space, config)
-        width = self.encoder.out_dim
-        self.head_hiddens = (
-            mlp(width, config.head_fcnet_hiddens, config.fcnet_activation, orthogonal=config.orthogonal_init)
-            if config.head_fcnet_hiddens
-            else nn.Identity()
-        )
-        if config.head_fcnet_hiddens:
-            width = int(config.head_fcnet_hiddens[-1])
+        self.head_hiddens, width = build_head_hiddens(self.encoder.out_dim, config)
         self.head = init_linear(nn.Linear(width, 2 * self.action_dim), 0.01, config.orthogonal_init)
         low = torch.as_tensor(box.low, dtype=torch.float32)
         high = torch.as_tensor(box.high, dtype=torch.float32)
