@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff, k3_kl
 from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.callbacks import StopOnEnvSteps, StopOnReturn
 from lightning_rl.data import OnPolicyDataModule
@@ -85,7 +86,7 @@ def test_shared_trunk_kl_loss_entropy_schedule_and_lr_schedule(quiet_trainer_kwa
         num_epochs=2,
         use_kl_loss=True,
         kl_coeff=0.2,
-        kl_target=1e-6,
+        kl_target=1e-8,  # each iteration's mean KL is ~1e-7..1e-4 here, so every one overshoots
         entropy_coeff_schedule=[[0, 0.1], [256, 0.0]],
         lr_schedule=[[0, 1e-3], [256, 1e-4]],
         model_config={"vf_share_layers": True},
@@ -94,9 +95,23 @@ def test_shared_trunk_kl_loss_entropy_schedule_and_lr_schedule(quiet_trainer_kwa
     trainer = fit(algo, quiet_trainer_kwargs, 3, limit_val_batches=0)
     metrics = trainer.callback_metrics
     assert torch.isfinite(metrics["learners/default_policy/total_loss"])
-    assert float(algo.module.kl_coeff) > 0.2, "a tiny kl_target must raise kl_coeff"
+    assert float(algo.module.kl_coeff) == pytest.approx(0.2 * 1.5**3), "each overshoot raises it 1.5x"
     assert float(algo.module.loss.entropy_coeff) == pytest.approx(0.0)  # schedule ended at 256 steps
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+def test_k3_kl_stays_exact_for_the_tiny_ratios_of_a_gentle_update():
+    log_ratio = torch.tensor([1e-4, -1e-4, 3e-5, 0.0])
+    expected = (torch.expm1(log_ratio.double()) - log_ratio.double()).float()  # ~r^2/2
+    assert torch.allclose(k3_kl(log_ratio), expected, rtol=1e-2, atol=0)
+    assert (k3_kl(torch.linspace(-3, 3, 101)) >= 0).all()
+
+
+@pytest.mark.parametrize(("mean_kl", "expected"), [(3e-2, 0.3), (1e-2, 0.2), (4e-3, 0.1)])
+def test_adapt_kl_coeff_follows_rllibs_rule(mean_kl, expected):
+    coeff = torch.tensor(0.2)
+    adapt_kl_coeff(coeff, mean_kl, kl_target=1e-2)
+    assert float(coeff) == pytest.approx(expected)
 
 
 def test_fast_dev_run_and_limit_train_batches(quiet_trainer_kwargs):

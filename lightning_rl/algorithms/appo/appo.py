@@ -27,6 +27,7 @@ from tensordict import TensorDict
 
 from lightning_rl.algorithms.impala.impala import IMPALA, ImpalaModule
 from lightning_rl.algorithms.impala.recurrent import RecurrentNetworks
+from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.model_config import DefaultModelConfig
 
@@ -100,13 +101,6 @@ class APPOModule(ImpalaModule):
                 target.lerp_(online, float(tau))
             else:
                 target.copy_(online)
-
-    def adapt_kl_coeff(self, mean_kl: float, kl_target: float) -> None:
-        """RLlib's rule: raise the penalty when KL overshoots the target, lower it when far below."""
-        if mean_kl > 2.0 * kl_target:
-            self.kl_coeff.mul_(1.5)
-        elif mean_kl < 0.5 * kl_target:
-            self.kl_coeff.mul_(0.5)
 
 
 class RecurrentAPPOModule(RecurrentNetworks, APPOModule):
@@ -211,4 +205,4 @@ class APPO(IMPALA):
             module.update_target(self.hparams.tau)
             kls = self._iteration_kl.pop(policy_id, None)
             if self.hparams.use_kl_loss and kls:
-                module.adapt_kl_coeff(float(torch.stack(kls).mean()), self.hparams.kl_target)
+                adapt_kl_coeff(module.kl_coeff, float(torch.stack(kls).mean()), self.hparams.kl_target)

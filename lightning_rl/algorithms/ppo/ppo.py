@@ -19,6 +19,7 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from lightning_rl.algorithms.base import Algorithm
+from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff, k3_kl
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.algorithms.ppo.recurrent import RecurrentPPOModule
 from lightning_rl.errors import ConfigError
@@ -117,14 +118,7 @@ class PPOModule(PolicyModule):
         distribution = self.policy_net.distribution
         new_log_prob = distribution.log_prob(self.policy_net(batch["observation"]), batch["action"])
         log_ratio = new_log_prob - batch["action_log_prob"]
-        return (log_ratio.exp() - 1 - log_ratio).mean()
-
-    def adapt_kl_coeff(self, mean_kl: float, kl_target: float) -> None:
-        """RLlib's rule: raise the penalty when KL overshoots the target, lower it when far below."""
-        if mean_kl > 2.0 * kl_target:
-            self.kl_coeff.mul_(1.5)
-        elif mean_kl < 0.5 * kl_target:
-            self.kl_coeff.mul_(0.5)
+        return k3_kl(log_ratio).mean()
 
 
 class PPO(Algorithm):
@@ -244,7 +238,8 @@ class PPO(Algorithm):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         for policy_id, kls in self._iteration_kl.items():
-            self.policies[policy_id].adapt_kl_coeff(float(torch.stack(kls).mean()), self.hparams.kl_target)
+            mean_kl = float(torch.stack(kls).mean())
+            adapt_kl_coeff(self.policies[policy_id].kl_coeff, mean_kl, self.hparams.kl_target)
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

@@ -24,6 +24,7 @@ from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
 
+from lightning_rl.algorithms.kl_penalty import k3_kl
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy import PolicySpec
@@ -161,15 +162,9 @@ class RecurrentPPOModule(PolicyModule):
         if use_kl_loss:
             params = self.model.policy_params(features, td["observation"] if self.model.masked else None)
             log_ratio = self.model.distribution.log_prob(params, td["action"]) - td["action_log_prob"]
-            kl = masked_mean(log_ratio.exp() - 1 - log_ratio, mask)
+            kl = masked_mean(k3_kl(log_ratio), mask)
             total = total + self.kl_coeff * kl
             stats["kl"] = kl
             stats["kl_coeff"] = self.kl_coeff
         stats["total_loss"] = total
         return total, stats
-
-    def adapt_kl_coeff(self, mean_kl: float, kl_target: float) -> None:
-        if mean_kl > 2.0 * kl_target:
-            self.kl_coeff.mul_(1.5)
-        elif mean_kl < 0.5 * kl_target:
-            self.kl_coeff.mul_(0.5)
