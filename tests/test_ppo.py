@@ -86,7 +86,7 @@ def test_shared_trunk_kl_loss_entropy_schedule_and_lr_schedule(quiet_trainer_kwa
         num_epochs=2,
         use_kl_loss=True,
         kl_coeff=0.2,
-        kl_target=1e-8,  # each iteration's mean KL is ~1e-7..1e-4 here, so every one overshoots
+        kl_target=1e-12,  # any real update overshoots: the mean KL here ranges over 1e-4..8e-8
         entropy_coeff_schedule=[[0, 0.1], [256, 0.0]],
         lr_schedule=[[0, 1e-3], [256, 1e-4]],
         model_config={"vf_share_layers": True},

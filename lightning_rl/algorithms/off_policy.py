@@ -21,11 +21,8 @@ import torch
 from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.data.n_step import STEPS_KEY
-from lightning_rl.data.replay import (
-    ReplayDataModule,
-    resolve_replay_buffer_config,
-    updates_per_iteration,
-)
+from lightning_rl.data.replay import ReplayDataModule, resolve_replay_buffer_config
+from lightning_rl.data.replaying import updates_per_iteration
 from lightning_rl.errors import ConfigError
 
 

@@ -41,10 +41,9 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict
-from torch.utils.data import DataLoader, IterableDataset
 from torchrl.data import LazyTensorStorage, PrioritizedSampler, RandomSampler, TensorDictReplayBuffer
 
-from lightning_rl.data.experience import ExperienceDataModule, identity_collate
+from lightning_rl.data.replaying import ReplayingDataModule, updates_per_iteration
 from lightning_rl.data.segment_tree import MinSegmentTree, SumSegmentTree
 from lightning_rl.errors import CheckpointError, ConfigError, unknown_name_message
 
@@ -165,32 +164,14 @@ def make_replay_buffer(config: ReplayBufferConfig, generator: torch.Generator | 
     )
 
 
-def updates_per_iteration(
-    training_intensity: float | None, steps_per_iteration: int, batch_size: int
-) -> Fraction:
-    """Gradient updates per iteration as an exact fraction (``None``: one, RLlib's native ratio)."""
-    if training_intensity is None:
-        return Fraction(1)
-    return Fraction(str(training_intensity)) * steps_per_iteration / batch_size
-
-
-def updates_in_iteration(rate: Fraction, iteration: int) -> int:
-    """Updates of the ``iteration``-th learning iteration at ``rate`` per iteration; fractions
-    carry over exactly, so the count depends only on the config and the iteration (DDP lockstep)."""
-    return math.floor((iteration + 1) * rate) - math.floor(iteration * rate)
-
-
-class ReplayDataModule(ExperienceDataModule):
+class ReplayDataModule(ReplayingDataModule):
     """Samples into per-policy replay buffers and replays minibatches; see the module docstring."""
 
     def __init__(self, **overrides: Any) -> None:
         super().__init__(**overrides)
         self.buffers: dict[str, TensorDictReplayBuffer] = {}
-        self.num_learning_iterations = 0
         self._pending_buffers: dict[str, Any] | None = None
-        self._generator = torch.Generator()
         self._replay_config: ReplayBufferConfig | None = None
-        self._generator_ready = False
 
     # -- configuration ----------------------------------------------------------------------
     def replay_buffer_config(self) -> ReplayBufferConfig:
@@ -205,39 +186,22 @@ class ReplayDataModule(ExperienceDataModule):
     def minibatch_size(self) -> int:
         return int(self.setting("train_batch_size"))
 
-    def sampling_width(self) -> int:
-        """Env copies sampled per iteration on this rank."""
-        return max(1, self.setting("num_env_runners")) * self.setting("num_envs_per_env_runner")
-
-    def steps_per_iteration(self) -> int:
-        return self.rollout_fragment_length() * self.sampling_width()
-
     def updates_per_iteration(self) -> Fraction:
         return updates_per_iteration(
             self.setting("training_intensity"), self.steps_per_iteration(), self.minibatch_size()
         )
 
-    def updates_in_iteration(self, iteration: int) -> int:
-        return updates_in_iteration(self.updates_per_iteration(), iteration)
-
     # -- lifecycle --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if stage == "fit":
-            seed = self.setting("seed")
-            if not self._generator_ready and seed is not None:
-                # Once: TrainingRun re-enters fit() every iteration; a restored state wins.
-                self._generator.manual_seed(int(seed) + self._rank_seed_offset())
-            self._generator_ready = True
-            for policy_id in self.algorithm.policy_ids:
-                if policy_id not in self.buffers:
-                    self.buffers[policy_id] = make_replay_buffer(self.replay_buffer_config(), self._generator)
-            if self._pending_buffers is not None:
-                self._restore_buffers(self._pending_buffers)
-                self._pending_buffers = None
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(_ReplayDataset(self), batch_size=None, collate_fn=identity_collate)
+        if stage != "fit":
+            return
+        for policy_id in self.algorithm.policy_ids:
+            if policy_id not in self.buffers:
+                self.buffers[policy_id] = make_replay_buffer(self.replay_buffer_config(), self.draw_generator)
+        if self._pending_buffers is not None:
+            self._restore_buffers(self._pending_buffers)
+            self._pending_buffers = None
 
     # -- experience -------------------------------------------------------------------------
     def collect(self) -> None:
@@ -272,8 +236,10 @@ class ReplayDataModule(ExperienceDataModule):
             self.last_metrics[f"replay_buffer/{policy_id}/num_entries"] = float(len(self.buffers[policy_id]))
 
     def batches_per_iteration(self) -> int:
-        """Batches the DataLoader yields per iteration (an upper bound when updates vary by one)."""
-        return math.ceil(self.updates_per_iteration()) if self.prioritized else 1
+        return super().batches_per_iteration() if self.prioritized else 1
+
+    def replay(self, count: int) -> Iterator[TensorDict | dict[str, TensorDict]]:
+        return self.minibatch_groups(count)
 
     def minibatch_groups(self, count: int) -> Iterator[TensorDict | dict[str, TensorDict]]:
         """``count`` updates' minibatches as ``[K, train_batch_size]`` groups (one TensorDict, or
@@ -307,20 +273,12 @@ class ReplayDataModule(ExperienceDataModule):
     # -- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["num_learning_iterations"] = self.num_learning_iterations
-        # Minibatch draws continue the same random stream after a resume.
-        state["replay_generator_state"] = self._generator.get_state()
         if self.setting("checkpoint_replay_buffer"):
             state["replay_buffers"] = {pid: self._buffer_state(buf) for pid, buf in self.buffers.items()}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self.num_learning_iterations = int(state_dict.get("num_learning_iterations", 0))
-        generator_state = state_dict.get("replay_generator_state")
-        if generator_state is not None:
-            self._generator.set_state(generator_state)
-            self._generator_ready = True
         buffers = state_dict.get("replay_buffers")
         if buffers is None:
             return
@@ -354,27 +312,10 @@ class ReplayDataModule(ExperienceDataModule):
                     f"more than replay_buffer_config capacity {config.capacity}; restore with a capacity "
                     f">= {size}."
                 )
-            buffer = make_replay_buffer(config, self._generator)
+            buffer = make_replay_buffer(config, self.draw_generator)
             if size:
                 buffer.extend(TensorDict(state["storage"], batch_size=[size]), update_priority=False)
             buffer.writer.load_state_dict(state["writer"])
             if "sampler" in state and isinstance(buffer.sampler, PrioritizedReplaySampler):
                 buffer.sampler.load_plain_state(state["sampler"])
             self.buffers[policy_id] = buffer
-
-
-class _ReplayDataset(IterableDataset):
-    """One ``iter()`` = one iteration: collect, then replay a fixed number of minibatches."""
-
-    def __init__(self, datamodule: ReplayDataModule) -> None:
-        self.datamodule = datamodule
-
-    def __len__(self) -> int:
-        return self.datamodule.batches_per_iteration()
-
-    def __iter__(self) -> Iterator[TensorDict | dict[str, TensorDict]]:
-        datamodule = self.datamodule
-        datamodule.collect()
-        count = datamodule.updates_in_iteration(datamodule.num_learning_iterations)
-        datamodule.num_learning_iterations += 1
-        yield from datamodule.minibatch_groups(count)

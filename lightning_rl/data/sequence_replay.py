@@ -36,10 +36,8 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict
-from torch.utils.data import DataLoader, IterableDataset
 
-from lightning_rl.data.experience import ExperienceDataModule, identity_collate
-from lightning_rl.data.replay import updates_in_iteration, updates_per_iteration
+from lightning_rl.data.replaying import ReplayingDataModule, updates_per_iteration
 from lightning_rl.errors import CheckpointError, ConfigError
 
 STEP_FIELDS = ("observation", "prev_action", "reward", "is_first", "is_terminated")
@@ -219,7 +217,7 @@ class SequenceReplayBuffer:
                 self.extend(stream, steps)
 
 
-class SequenceReplayDataModule(ExperienceDataModule):
+class SequenceReplayDataModule(ReplayingDataModule):
     """Samples into per-env-copy streams and replays ``[B, T]`` windows; see the module docstring.
 
     Settings come from the algorithm: ``batch_size_B``, ``batch_length_T``, ``training_ratio``,
@@ -230,16 +228,9 @@ class SequenceReplayDataModule(ExperienceDataModule):
     def __init__(self, **overrides: Any) -> None:
         super().__init__(**overrides)
         self.buffer: SequenceReplayBuffer | None = None
-        self.num_learning_iterations = 0
-        self._generator = torch.Generator()
-        self._generator_ready = False
         self._pending_buffer: dict[str, Any] | None = None
 
     # -- configuration ----------------------------------------------------------------------
-    def sampling_width(self) -> int:
-        """Env copies sampled per iteration on this rank."""
-        return max(1, self.setting("num_env_runners")) * self.setting("num_envs_per_env_runner")
-
     def steps_per_update(self) -> int:
         return int(self.setting("batch_size_B")) * int(self.setting("batch_length_T"))
 
@@ -251,16 +242,10 @@ class SequenceReplayDataModule(ExperienceDataModule):
         per_iteration = self.steps_per_update() / float(self.setting("training_ratio"))
         return max(1, math.ceil(per_iteration / self.sampling_width()))
 
-    def steps_per_iteration(self) -> int:
-        return self.rollout_fragment_length() * self.sampling_width()
-
     def updates_per_iteration(self) -> Fraction:
         return updates_per_iteration(
             self.setting("training_ratio"), self.steps_per_iteration(), self.steps_per_update()
         )
-
-    def updates_in_iteration(self, iteration: int) -> int:
-        return updates_in_iteration(self.updates_per_iteration(), iteration)
 
     def capacity_per_stream(self) -> int:
         capacity = int((self.setting("replay_buffer_config") or {}).get("capacity", 1_000_000))
@@ -271,19 +256,11 @@ class SequenceReplayDataModule(ExperienceDataModule):
         super().setup(stage)
         if stage != "fit":
             return
-        seed = self.setting("seed")
-        if not self._generator_ready and seed is not None:
-            # Once: TrainingRun re-enters fit() every iteration; a restored state wins.
-            self._generator.manual_seed(int(seed) + self._rank_seed_offset())
-        self._generator_ready = True
         if self.buffer is None:
-            self.buffer = SequenceReplayBuffer(self.capacity_per_stream(), self._generator)
+            self.buffer = SequenceReplayBuffer(self.capacity_per_stream(), self.draw_generator)
         if self._pending_buffer is not None:
             self.buffer.load_state_dict(self._pending_buffer)
             self._pending_buffer = None
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(_SequenceReplayDataset(self), batch_size=None, collate_fn=identity_collate)
 
     # -- experience -------------------------------------------------------------------------
     def collect(self) -> None:
@@ -318,7 +295,7 @@ class SequenceReplayDataModule(ExperienceDataModule):
             )
         self.last_metrics["replay_buffer/num_entries"] = float(len(self.buffer))
 
-    def windows(self, count: int) -> Iterator[TensorDict]:
+    def replay(self, count: int) -> Iterator[TensorDict]:
         """``count`` replayed ``[B, T]`` windows on the algorithm's device."""
         size, length = int(self.setting("batch_size_B")), int(self.setting("batch_length_T"))
         device = self.algorithm.device
@@ -329,20 +306,12 @@ class SequenceReplayDataModule(ExperienceDataModule):
     # -- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["num_learning_iterations"] = self.num_learning_iterations
-        # Window draws continue the same random stream after a resume.
-        state["replay_generator_state"] = self._generator.get_state()
         if self.setting("checkpoint_replay_buffer") and self.buffer is not None:
             state["sequence_replay"] = self.buffer.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self.num_learning_iterations = int(state_dict.get("num_learning_iterations", 0))
-        generator_state = state_dict.get("replay_generator_state")
-        if generator_state is not None:
-            self._generator.set_state(generator_state)
-            self._generator_ready = True
         saved = state_dict.get("sequence_replay")
         if saved is None:
             return
@@ -350,20 +319,3 @@ class SequenceReplayDataModule(ExperienceDataModule):
             self.buffer.load_state_dict(saved)
         else:
             self._pending_buffer = saved
-
-
-class _SequenceReplayDataset(IterableDataset):
-    """One ``iter()`` = one iteration: collect, then replay a fixed number of windows."""
-
-    def __init__(self, datamodule: SequenceReplayDataModule) -> None:
-        self.datamodule = datamodule
-
-    def __len__(self) -> int:
-        return math.ceil(self.datamodule.updates_per_iteration())
-
-    def __iter__(self) -> Iterator[TensorDict]:
-        datamodule = self.datamodule
-        datamodule.collect()
-        count = datamodule.updates_in_iteration(datamodule.num_learning_iterations)
-        datamodule.num_learning_iterations += 1
-        yield from datamodule.windows(count)
