@@ -6,8 +6,11 @@ mean-std filter with its frozen statistics), the inference policy's greedy (or, 
 ``explore=True``, sampling) forward, and the module-to-env connectors (unsquashing, clipping,
 the Discrete ``start`` offset). A connector without a tensor-op form (a frame stack keeps
 per-episode state) makes the export fail with its name instead of producing an artifact
-that silently acts differently. The artifact carries plain-data metadata: spaces, policy id,
-connector specs and the versions that wrote it.
+that silently acts differently. A memory-model policy (LSTM, GRU, attention) exports as a pure
+function of its state: input ``state`` (zeros at an episode's first step) next to the
+observation, output ``state_out`` next to the action, to be fed back on the next step; a
+stateful policy without that form (DreamerV3) refuses. The artifact carries plain-data metadata:
+spaces, policy id, connector specs, the state contract and the versions that wrote it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from lightning_rl.version import __version__
 __all__ = ["EXPORT_FORMATS", "ExportedPolicy", "export_policy", "read_export_metadata"]
 
 EXPORT_FORMATS = ("onnx", "torchscript")
+STATE_INPUT, STATE_OUTPUT = "state", "state_out"
 METADATA_KEY = "lightning_rl"  # ONNX metadata_props key / TorchScript extra file name
 EXPORT_FORMAT_VERSION = 1
 _SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -56,19 +60,25 @@ class ExportedPolicy(nn.Module):
         self.inference_policy = policy.inference_policy
         self.explore = explore
         self.discrete_start = policy._discrete_start
+        self.stateful = exported_state_size(policy, explore) is not None
         if explore:
             self.distribution = _sampleable_distribution(policy)
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.stateful:
+            *inputs, state = inputs
         x: Any = dict(zip(self.keys, inputs, strict=True)) if self.keys is not None else inputs[0]
         for module in self.obs_modules:
             x = module(x)
-        action = self._sample(x) if self.explore else self.inference_policy(x, False, None)["action"]
+        if self.stateful:
+            action, state_out = self.inference_policy.export_step(x, state)
+        else:
+            action = self._sample(x) if self.explore else self.inference_policy(x, False, None)["action"]
         for module in self.action_modules:
             action = module(action)
         if self.discrete_start:
             action = action + self.discrete_start
-        return action
+        return (action, state_out) if self.stateful else action
 
     def _sample(self, x: torch.Tensor) -> torch.Tensor:
         params = self.inference_policy.net(x)
@@ -92,6 +102,30 @@ def _connector_modules(pipeline: Any, seam: str) -> list[nn.Module]:
             )
         modules.append(module.eval())
     return modules
+
+
+def exported_state_size(policy: Policy, explore: bool = False) -> int | None:
+    """The size of the state an artifact of ``policy`` takes and returns (None: stateless).
+
+    Raises a ConfigError for a stateful policy without a pure step, or with ``explore=True``
+    (sampling artifacts exist for stateless policies only).
+    """
+    inference_policy = policy.inference_policy
+    if not inference_policy.keeps_episode_state:
+        return None
+    name = type(inference_policy).__name__
+    if inference_policy.export_state_size is None:
+        raise ConfigError(
+            f"{name} keeps model state from step to step and has no pure export_step, so an exported "
+            "artifact would act as if every step began an episode; export is not possible for it. "
+            "Use lightning_rl.Policy for inference instead."
+        )
+    if explore:
+        raise ConfigError(
+            f"{name} is a memory-model policy; it exports greedy only (explore=False), with its state "
+            f"as input {STATE_INPUT!r} and output {STATE_OUTPUT!r}."
+        )
+    return int(inference_policy.export_state_size)
 
 
 def _sampleable_distribution(policy: Policy) -> Any:
@@ -126,6 +160,9 @@ def example_inputs(policy: Policy) -> dict[str, torch.Tensor]:
     for name, part in parts.items():
         part.seed(0)
         examples[name] = to_torch(np.stack([part.sample() for _ in range(2)]))
+    state_size = exported_state_size(policy)
+    if state_size is not None:
+        examples[STATE_INPUT] = torch.zeros(2, state_size)
     return examples
 
 
@@ -145,6 +182,14 @@ def metadata(policy: Policy, fmt: str, explore: bool, examples: dict[str, torch.
             for name, x in examples.items()
         ],
         "output_name": "action",
+        "state": None
+        if STATE_INPUT not in examples
+        else {
+            "input": STATE_INPUT,
+            "output": STATE_OUTPUT,
+            "size": int(examples[STATE_INPUT].shape[1]),
+            "initial": "zeros at each episode's first step; then feed back the previous step's output",
+        },
         "observation_space": space_to_data(policy.observation_space),
         "action_space": space_to_data(policy.action_space),
         "env_to_module": policy.recipe.env_to_module,
@@ -202,7 +247,7 @@ def _export_onnx(module: nn.Module, examples: dict[str, torch.Tensor], path: Pat
                 tuple(examples.values()),
                 dynamo=True,
                 input_names=list(examples),
-                output_names=["action"],
+                output_names=["action", STATE_OUTPUT] if STATE_INPUT in examples else ["action"],
                 # forward(*inputs): one positional parameter holding every input
                 dynamic_shapes=(tuple({0: batch} for _ in examples),),
                 verbose=False,

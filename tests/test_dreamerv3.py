@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import gymnasium as gym
 import lightning.pytorch as pl
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from torchrl.modules.functional import symexp, symlog
 from torchrl.objectives import categorical_kl_terms, two_hot_cross_entropy
 
 from lightning_rl import DreamerV3 as ExportedDreamerV3
-from lightning_rl import DreamerV3Config
+from lightning_rl import DreamerV3Config, Policy
 from lightning_rl.algorithms.dreamerv3 import DreamerV3, DreamerV3Policy, LogDreams
 from lightning_rl.algorithms.dreamerv3.behavior import dream_weights, lambda_returns
 from lightning_rl.algorithms.dreamerv3.dreams import image_grid
@@ -288,7 +289,20 @@ def test_a_checkpoint_mid_training_keeps_the_replay_and_training_resumes(tmp_pat
     stored = buffer.state_dict()
     path = run.save(tmp_path / "ckpt")
     weights = {k: v.clone() for k, v in run.algorithm.state_dict().items()}
+    live_policy = Policy.from_algorithm(run.algorithm, seed=0)
     run.stop()
+
+    # The stateful runner policy (one RSSM state per row; a latent sampled every step, so
+    # same seed, same actions) comes back from the checkpoint alone.
+    loaded_policy = Policy.from_checkpoint(path, seed=0)
+    env = gym.make("CartPole-v1")
+    obs, _ = env.reset(seed=0)
+    for _ in range(30):
+        action = live_policy.compute_actions(obs[None])
+        assert np.array_equal(loaded_policy.compute_actions(obs[None]), action)
+        obs, _, terminated, truncated, _ = env.step(int(action[0]))
+        if terminated or truncated:
+            break
 
     checkpoint = torch.load(path, weights_only=True)  # plain tensors and numbers only
     saved = checkpoint["SequenceReplayDataModule"]["sequence_replay"]["streams"]

@@ -160,3 +160,64 @@ def test_the_inference_example_runs_and_both_paths_agree(tmp_path):
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "identical", proc.stdout
+
+
+@pytest.mark.parametrize("memory", ["use_lstm", "use_gru", "use_attention"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_memory_model_exports_take_and_return_the_state_and_act_like_the_policy(memory, fmt, tmp_path):
+    model_config = {memory: True, "max_seq_len": 8, "lstm_cell_size": 16, "attention_dim": 16}
+    policy = Policy.from_algorithm(PPO("CartPole-v1", model_config=model_config, seed=1))
+    artifact = export_policy(policy, tmp_path / f"policy.{fmt}", fmt)
+    state_contract = read_export_metadata(artifact)["state"]
+    assert state_contract["input"] == "state" and state_contract["output"] == "state_out"
+    size = state_contract["size"]
+    assert size == policy.inference_policy.export_state_size
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+
+        def run(obs, state):
+            return session.run(["action", "state_out"], {"obs": obs, "state": state})
+    else:
+        module = torch.jit.load(str(artifact))
+
+        def run(obs, state):
+            action, state_out = module(torch.from_numpy(obs), torch.from_numpy(state))
+            return action.numpy(), state_out.numpy()
+
+    envs = gym_vector_cartpole(num_envs=2)
+    obs, _ = envs.reset(seed=0)
+    state = np.zeros((2, size), np.float32)
+    starts = np.ones(2, bool)
+    episodes_started = 0
+    for _ in range(120):
+        state[starts] = 0.0  # the contract: zeros at an episode's first step
+        action, state = run(obs.astype(np.float32), state)
+        expected = policy.compute_actions(obs, episode_start=starts)
+        assert np.array_equal(action, expected)
+        assert np.allclose(state, policy.inference_policy.state.numpy(), atol=1e-5)
+        obs, _, terminated, truncated, _ = envs.step(action)
+        starts = terminated | truncated
+        episodes_started += int(starts.sum())
+    assert episodes_started > 0, "the rollout crosses episode boundaries"
+    assert np.abs(state).max() > 0, "the state carries information between steps"
+
+
+def gym_vector_cartpole(num_envs: int):
+    import gymnasium as gym
+
+    return gym.vector.SyncVectorEnv(
+        [lambda: gym.make("CartPole-v1") for _ in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+
+
+def test_stateful_policies_without_a_pure_step_or_with_sampling_refuse_to_export(tmp_path):
+    lstm = Policy.from_algorithm(PPO("CartPole-v1", model_config={"use_lstm": True, "max_seq_len": 8}))
+    with pytest.raises(ConfigError, match=r"RecurrentStochasticPolicy.*greedy only"):
+        export_policy(lstm, tmp_path / "x.onnx", explore=True)
+    from lightning_rl.algorithms.dreamerv3 import DreamerV3
+
+    dreamer = Policy.from_algorithm(DreamerV3("CartPole-v1", model_size="nano"))
+    with pytest.raises(ConfigError, match=r"DreamerV3Policy keeps model state.*lightning_rl.Policy"):
+        export_policy(dreamer, tmp_path / "d.onnx")
+    assert not (tmp_path / "d.onnx").exists()

@@ -214,7 +214,7 @@ def test_local_inference_of_a_policy_without_a_distribution_is_one_clear_error()
     spec = algo.env_runner_spec(num_envs=1)
     runner = spec.runner_class()(spec)
     try:
-        with pytest.raises(ServerError, match="EpsilonGreedyQPolicy has none") as info:
+        with pytest.raises(ServerError, match="EpsilonGreedyQPolicy is not one") as info:
             ExternalEnvClient(runner.address, TOKEN, inference="local")
         assert info.value.code == proto.BAD_REQUEST
         remote = ExternalEnvClient(runner.address, TOKEN)  # server-side inference works

@@ -8,7 +8,7 @@ learner's optimiser state, target networks or critics.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import torch
@@ -138,6 +138,17 @@ class InferencePolicy(nn.Module):
 
     def episode_start(self, env_ids: torch.Tensor) -> None:
         """Reset the recurrent state of env copies whose episode starts (stateless: nothing)."""
+
+    # A policy that keeps state across steps must say so: an exported artifact is a pure
+    # function, so it either takes the state as an input and returns the next one (a policy
+    # with ``export_state_size``/``export_step``) or export refuses instead of writing an
+    # artifact that acts as if every step began an episode.
+    keeps_episode_state: ClassVar[bool] = False
+    export_state_size: int | None = None
+
+    def export_step(self, obs: Any, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy ``(action, next state)`` as a pure function of the inputs (stateful policies)."""
+        raise NotImplementedError
 
 
 class StochasticPolicy(InferencePolicy):

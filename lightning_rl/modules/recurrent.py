@@ -363,6 +363,16 @@ class RecurrentStochasticPolicy(nn.Module):
             },
         )
 
+    keeps_episode_state = True
+
+    @property
+    def export_state_size(self) -> int:
+        return int(self.net.state_size)
+
+    def export_step(self, obs, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features, state_out = self.net.step(obs, state)
+        return self.net.distribution.mode(self.net.policy_params(features, obs)), state_out
+
     def reset(self, num_envs: int) -> None:
         self.state = self.net.core.initial_state(num_envs)
 

@@ -35,6 +35,9 @@ def action_dim(action_space: gym.Space) -> int:
 class DreamerV3Policy(InferencePolicy):
     """See the module docstring; built in every EnvRunner from plain kwargs."""
 
+    # Its model state also needs a sampled latent per step; not exportable as a pure function.
+    keeps_episode_state = True
+
     def __init__(
         self,
         observation_space: gym.Space,

@@ -113,8 +113,9 @@ class LocalModelExporter:
             module = SamplingPolicy(policy).eval()
         except ConfigError:
             raise ConfigError(
-                "Client-side inference needs a policy that samples from a categorical or diagonal-Gaussian "
-                f"PolicyNet (PPO's StochasticPolicy); {type(policy.inference_policy).__name__} has none. "
+                "Client-side inference needs a stateless policy that samples from a categorical or "
+                f"diagonal-Gaussian PolicyNet (PPO's StochasticPolicy); "
+                f"{type(policy.inference_policy).__name__} is not one. "
                 "Use server-side inference (get_action) with this algorithm."
             ) from None
         examples = example_inputs(policy)
