@@ -111,6 +111,7 @@ def test_the_kl_loss_coefficient_adapts_towards_kl_target(tmp_path):
         kl_target=1e-9,
         target_network_update_freq=2,
         lr=1e-2,
+        seed=0,
     )
     trainer = fit(algo, tmp_path, 3, limit_val_batches=0)
     assert float(algo.module.kl_coeff) > 0.2

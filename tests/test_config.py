@@ -7,6 +7,7 @@ import pytest
 from lightning_rl.algorithms.ppo import PPO, PPOConfig
 from lightning_rl.connectors.env_to_module import FlattenObservations
 from lightning_rl.errors import ConfigError, UnknownNameError
+from tests.ray_helpers import actor_dies_within
 
 
 def test_rllib_quick_start_on_taxi_runs_unchanged_but_for_imports(ray_session, tmp_path):
@@ -32,23 +33,7 @@ def test_rllib_quick_start_on_taxi_runs_unchanged_but_for_imports(ray_session, t
     assert len(actors) == 3
     algo.stop()
     assert algo.datamodule.train_group is None and algo.datamodule.eval_group is None
-    assert all(_dies_within(actor, seconds=30) for actor in actors)
-
-
-def _dies_within(actor, seconds: float) -> bool:
-    """ray.kill is asynchronous: poll until calls on the actor fail."""
-    import time
-
-    import ray
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            ray.get(actor.ping.remote(), timeout=5)
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            return True
-        time.sleep(0.2)
-    return False
+    assert all(actor_dies_within(actor, seconds=30) for actor in actors)
 
 
 def test_unknown_setting_is_one_error_with_the_valid_names():

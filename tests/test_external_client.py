@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import numpy as np
 import pytest
@@ -79,6 +80,10 @@ def test_local_inference_uploads_whole_episodes_with_the_policys_log_probs(runne
             assert np.allclose(stored, expected, atol=1e-5), "PPO's ratio needs the behaviour log-probs"
             _, before = last_segment_log_probs(runner, result.data, old_policy)
             assert not np.allclose(stored, before, atol=1e-3), "the episode ran the refreshed model"
+        # Client 1 refreshes in its own thread; client 2 may have finished the sample meanwhile.
+        deadline = time.monotonic() + 30
+        while first.client.model_version != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert first.client.model_version == 2
         assert first.client.num_model_refreshes >= 3
     assert runner.server_stats()["episodes_uploaded"] > 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import lightning.pytorch as pl
 import pytest
@@ -220,10 +219,8 @@ def test_a_sample_without_clients_ends_in_one_clear_error():
     spec = algo.env_runner_spec(num_envs=1)
     runner = spec.runner_class()(spec)
     try:
-        start = time.monotonic()
         with pytest.raises(EnvError, match="0 clients are connected"):
             runner.sample(8, True, algo.policy_state())
-        assert time.monotonic() - start < 10
     finally:
         runner.stop()
 

@@ -10,6 +10,7 @@ from lightning_rl.callbacks import StopOnEnvSteps, StopOnReturn
 from lightning_rl.env_runners import EnvRunnerFailure
 from lightning_rl.envs.classes import CrashingEnv
 from lightning_rl.training_run import TrainingRun
+from tests.ray_helpers import actor_dies_within
 
 PPO_CARTPOLE = dict(
     num_env_runners=2,
@@ -92,7 +93,9 @@ def test_killing_a_runner_actor_mid_run_is_survived(ray_session, tmp_path):
     )
     for _ in range(2):
         run.train()
-    ray.kill(run.datamodule.train_group.actors()[0], no_restart=True)
+    killed = run.datamodule.train_group.actors()[0]
+    ray.kill(killed, no_restart=True)
+    assert actor_dies_within(killed, seconds=30)  # ray.kill returns before the actor is gone
     result = run.train()  # the iteration completes with the other runner's samples
     assert result["env_runners"]["num_env_runner_restarts"] == 1
     assert result["num_env_steps_sampled_lifetime"] >= 2 * 128 + 64

@@ -256,7 +256,7 @@ WRITER_SCRIPT = textwrap.dedent(
 
     layout = EpisodeLayout(spaces.Box(-1, 1, (256,), np.float32), spaces.Discrete(2))
     schema = layout.schema(with_log_prob=False)
-    config = OutputConfig(max_rows_per_file=10**9, row_group_bytes=100_000)
+    config = OutputConfig(max_rows_per_file=10**9, max_file_size=10**12, row_group_bytes=100_000)
     writer = ParquetFileWriter(sys.argv[1], schema, config)
 
     def rows(n, start):

@@ -90,6 +90,7 @@ def test_shared_trunk_kl_loss_entropy_schedule_and_lr_schedule(quiet_trainer_kwa
         entropy_coeff_schedule=[[0, 0.1], [256, 0.0]],
         lr_schedule=[[0, 1e-3], [256, 1e-4]],
         model_config={"vf_share_layers": True},
+        seed=0,
     )
     assert algo.module.value_net.encoder is algo.module.policy_net.encoder
     trainer = fit(algo, quiet_trainer_kwargs, 3, limit_val_batches=0)

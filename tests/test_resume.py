@@ -37,14 +37,20 @@ def cli(args, cwd):
     ]
 
 
-def wait_for_checkpoint(root: Path, min_epoch: int, proc: subprocess.Popen, timeout: float = 240) -> Path:
+def wait_for_checkpoint(
+    root: Path, min_epoch: int, proc: subprocess.Popen | None, timeout: float = 240
+) -> Path:
+    """The newest ``epoch=N.ckpt`` with ``N >= min_epoch`` once there is one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        found = {}
         for path in root.glob("lightning_logs/version_*/checkpoints/epoch=*.ckpt"):
             match = re.search(r"epoch=(\d+)", path.name)
             if match and int(match.group(1)) >= min_epoch:
-                return path
-        assert proc.poll() is None, "the run ended before the checkpoint under test was written"
+                found[int(match.group(1))] = path
+        if found:
+            return found[max(found)]
+        assert proc is None or proc.poll() is None, "the run ended before the checkpoint was written"
         time.sleep(0.1)
     raise AssertionError("no checkpoint appeared")
 
@@ -63,9 +69,12 @@ def test_a_killed_run_resumes_its_counters_and_reaches_the_target(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    checkpoint = wait_for_checkpoint(tmp_path, min_epoch=8, proc=first)
+    wait_for_checkpoint(tmp_path, min_epoch=8, proc=first)
     first.kill()  # SIGKILL: no chance to clean up
     first.wait()
+    # The file seen above may have been replaced by a newer one before the kill (the config
+    # keeps only the latest); writes are atomic, so whatever is left now is whole.
+    checkpoint = wait_for_checkpoint(tmp_path, min_epoch=8, proc=None)
     saved = torch.load(checkpoint, weights_only=True)
     steps_at_checkpoint = saved["OnPolicyDataModule"]["num_env_steps_sampled_lifetime"]
     assert steps_at_checkpoint == (saved["epoch"] + 1) * 256
