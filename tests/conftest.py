@@ -6,6 +6,8 @@ import os
 import warnings
 
 import pytest
+import torch
+from hypothesis import settings
 
 from tests.training import quiet_trainer_kwargs_for
 
@@ -17,6 +19,12 @@ warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
 
 RAY_TEST_CPUS = 4
 
+# Property tests draw the same examples on every run (a suite that fails only on some runs
+# helps nobody); HYPOTHESIS_PROFILE=explore draws fresh ones when hunting for new cases.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
 
 @pytest.fixture(scope="session")
 def ray_session():
@@ -27,6 +35,15 @@ def ray_session():
         ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, log_to_driver=True)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """Algorithm.setup pins the learner to its ``num_cpus_per_learner`` threads; later tests
+    must not inherit that (results would depend on test order)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -150,3 +150,14 @@ def test_ray_mode_trains_with_actors_and_evaluation_runners(ray_session, quiet_t
     assert metrics["num_env_steps_sampled_lifetime"] == 3 * 128
     assert metrics["env_runners/num_healthy_env_runners"] == 2
     assert metrics["evaluation/num_episodes"] == 4
+
+
+def test_fit_gives_the_callers_torch_thread_count_back(quiet_trainer_kwargs):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        algo = PPO("CartPole-v1", train_batch_size=64, minibatch_size=64, num_cpus_per_learner=1)
+        fit(algo, quiet_trainer_kwargs, 1, limit_val_batches=0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -672,6 +672,8 @@ class Algorithm(pl.LightningModule):
         return trainer is None or not isinstance(trainer.datamodule, ExperienceDataModule)
 
     def setup(self, stage: str) -> None:
+        # The learner's thread count holds for this fit only; teardown gives the caller's back.
+        self._threads_before_setup = torch.get_num_threads()
         if self.hparams.num_cpus_per_learner:
             torch.set_num_threads(int(self.hparams.num_cpus_per_learner))
         if self._owns_datamodule():
@@ -707,6 +709,10 @@ class Algorithm(pl.LightningModule):
     def teardown(self, stage: str) -> None:
         if self._owns_datamodule() and self._default_datamodule is not None:
             self._default_datamodule.teardown(stage)
+        threads = getattr(self, "_threads_before_setup", None)
+        if threads is not None:
+            torch.set_num_threads(threads)
+            self._threads_before_setup = None
 
     def train_dataloader(self):
         return self.experience.train_dataloader()
