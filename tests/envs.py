@@ -16,9 +16,11 @@ class CountingEnv(gym.Env):
 
     def __init__(self, config: dict | None = None) -> None:
         self.index = int(getattr(config, "vector_index", 0))
+        self.worker_index = int(getattr(config, "worker_index", 0))
         config = dict(config or {})
         self.lengths = list(config.get("lengths", [3, 5]))
         self.terminate = bool(config.get("terminate", True))
+        self.close_marker_dir = config.get("close_marker_dir")  # close() leaves a file there
         self.observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
         self.action_space = spaces.Discrete(2)
         self.episode = -1
@@ -38,6 +40,12 @@ class CountingEnv(gym.Env):
         length = self.lengths[(self.index + self.episode) % len(self.lengths)]
         done = self.t >= length
         return self._obs(), 1.0, done and self.terminate, done and not self.terminate, {}
+
+    def close(self):
+        if self.close_marker_dir is not None:
+            from pathlib import Path
+
+            (Path(self.close_marker_dir) / f"closed-{self.worker_index}-{self.index}").touch()
 
 
 class FailingEnv(gym.Env):

@@ -12,6 +12,7 @@ from lightning_rl.envs.registration import resolve_env
 from lightning_rl.errors import EnvError
 from lightning_rl.modules.policy import PolicySpec, StochasticPolicy
 from tests.envs import CountingEnv, FailingEnv
+from tests.ray_helpers import actor_dies_within
 
 
 def make_spec(env, env_config=None, num_envs=2, seed=0, connectors=None) -> EnvRunnerSpec:
@@ -167,3 +168,15 @@ def test_ray_group_samples_on_actors_with_distinct_seeds(ray_session):
             cartpole.stop()
     finally:
         group.stop()
+
+
+def test_stopping_a_ray_group_lets_every_runner_close_its_envs_first(ray_session, tmp_path):
+    spec = make_spec(CountingEnv, {"lengths": [50], "close_marker_dir": str(tmp_path)}, num_envs=2)
+    group = EnvRunnerGroup(spec, num_env_runners=2)
+    group.sample(3)
+    actors = group.actors()
+    group.stop()
+    closed = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("closed-0-"))
+    assert closed == ["closed-1-0", "closed-1-1", "closed-2-0", "closed-2-1"]
+    assert all(actor_dies_within(actor, seconds=30) for actor in actors)
+    group.stop()  # idempotent

@@ -681,7 +681,7 @@ class Algorithm(pl.LightningModule):
             self.experience.setup(stage)
 
     def on_fit_end(self) -> None:
-        # Ray actors are killed without stop(): publish their recordings while they still live.
+        # Publish the runners' recordings now: a TrainingRun keeps its actors between fits.
         if self.hparams.output is not None:
             flush_runner_group(getattr(self.experience, "train_group", None))
 

@@ -22,6 +22,7 @@ from lightning_rl.errors import ConfigError, EnvError, LightningRLError
 log = logging.getLogger(__name__)
 
 SEED_STRIDE = 1000  # runner i's envs use seeds seed + i * SEED_STRIDE + vector index
+STOP_TIMEOUT_S = 10.0  # how long stop() lets actors close their envs before killing them
 
 
 @dataclass
@@ -104,7 +105,7 @@ class EnvRunnerGroup:
         timeout = self.fault_tolerance.env_runner_startup_timeout_s
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
         if pending:
-            self.stop()
+            self.stop(graceful=False)
             raise EnvRunnerFailure(
                 f"{len(pending)} of {len(refs)} EnvRunner actors did not start within {timeout:g} s; "
                 f"Ray has {ray.available_resources().get('CPU', 0):g} CPUs free."
@@ -113,7 +114,7 @@ class EnvRunnerGroup:
             try:
                 ray.get(ref)
             except Exception as exc:
-                self.stop()
+                self.stop(graceful=False)
                 raise _unwrap(exc) from None
 
     # -- properties --------------------------------------------------------------------------
@@ -302,24 +303,34 @@ class EnvRunnerGroup:
     def actors(self) -> list[Any]:
         return list(self._actors)
 
-    def stop(self) -> None:
-        """Release every actor (idempotent)."""
+    def stop(self, graceful: bool = True) -> None:
+        """Release every runner (idempotent).
+
+        ``graceful``: each live actor first runs its own ``stop()`` (closes its envs, which
+        ends external-env servers and video files, and publishes its recordings) for up to
+        ``STOP_TIMEOUT_S``; whatever has not finished by then, a hung env say, is killed.
+        """
         if self.local_runner is not None:
             self.local_runner.stop()
             self.local_runner = None
-        if self._actors:
+        if self._actors or self._starting:
             import ray
 
-            for actor in self._actors + [actor for actor, _ in self._starting.values()]:
-                if actor is not None:
-                    with contextlib.suppress(Exception):
-                        ray.kill(actor, no_restart=True)
+            live = [actor for actor in self._actors if actor is not None]
+            starting = [actor for actor, _ in self._starting.values() if actor is not None]
+            if graceful and live:
+                with contextlib.suppress(Exception):
+                    refs = [actor.stop.remote() for actor in live]
+                    ray.wait(refs, num_returns=len(refs), timeout=STOP_TIMEOUT_S)
+            for actor in live + starting:
+                with contextlib.suppress(Exception):
+                    ray.kill(actor, no_restart=True)
             self._actors = []
             self._starting = {}
 
     def __del__(self) -> None:  # actors must not outlive a forgotten group
         with contextlib.suppress(Exception):
-            self.stop()
+            self.stop(graceful=False)  # no waiting inside garbage collection
 
 
 def _unwrap(exc: BaseException) -> BaseException:

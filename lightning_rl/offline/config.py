@@ -118,9 +118,11 @@ def check_output_settings(output: Any, output_config: dict[str, Any] | None, mul
 def flush_runner_group(group: Any) -> list[str]:
     """Publish what every runner of ``group`` recorded so far; returns the files written.
 
-    Ray actors are killed without running their ``stop()``, so whatever they buffered would be
-    lost at the end of a run; the algorithm calls this when ``fit`` ends. An in-process runner
-    publishes in ``stop()`` itself, so it is left alone here (fewer, larger files).
+    The algorithm calls this when ``fit`` ends: runners that outlive a ``fit`` (a ``TrainingRun``
+    keeps them between iterations) would otherwise hold an iteration's recordings until the group
+    stops, and a killed process would lose them; ``EnvRunnerGroup.stop()`` lets each actor
+    publish the rest. An in-process runner publishes in ``stop()`` itself, so it is left alone
+    here (fewer, larger files).
     """
     if group is None or group.is_local:
         return []
