@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -94,6 +95,14 @@ class ClientThread(threading.Thread):
         if self.client is not None:
             self.client.close()
         self.join(timeout=30)
+
+
+def wait_until_connected(clients: list[ClientThread], timeout: float = 30.0) -> None:
+    """Every client has finished its handshake (a thread may start later than the test goes on)."""
+    deadline = time.monotonic() + timeout
+    while any(c.client is None and c.error is None for c in clients) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert all(c.client is not None for c in clients), [c.error for c in clients]
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from tests.external_helpers import (
     segments,
     send,
     transitions,
+    wait_until_connected,
 )
 
 
@@ -121,6 +122,7 @@ def test_uploads_that_break_the_rules_are_refused_and_others_continue(runner_of)
         ({**good, "rewards": []}, "at least one step"),
     ]
     with running_clients(runner.address, [1, 2], length=5) as clients:
+        wait_until_connected(clients)  # both clients' held requests count in the sample below
         for episode, fragment in broken:
             sock = raw_socket(runner.address)
             assert hello(sock, encoding=proto.MSGPACK)["type"] == "welcome"
