@@ -179,3 +179,27 @@ def test_lstm_use_prev_action_adds_the_connector():
         "config": {"n_prev_actions": 1, "n_prev_rewards": 1},
     }
     assert algo.observation_space.shape == (4 + 2 + 1,)
+
+
+def test_extension_bases_name_the_hook_a_subclass_forgot_when_it_is_built():
+    from lightning_rl.algorithms.policy_module import PolicyModule
+    from lightning_rl.connectors.base import EnvToModule
+    from lightning_rl.envs.multi_agent import MultiAgentEnv
+
+    class ForgotCall(EnvToModule):
+        pass
+
+    class ForgotStep(MultiAgentEnv):
+        def reset(self, *, seed=None, options=None):
+            return {}, {}
+
+    class ForgotWeights(PolicyModule):
+        def policy_spec(self):
+            return None
+
+    with pytest.raises(TypeError, match="__call__"):
+        ForgotCall()
+    with pytest.raises(TypeError, match="step"):
+        ForgotStep()
+    with pytest.raises(TypeError, match="policy_weights"):
+        ForgotWeights(None, None, None)

@@ -15,6 +15,7 @@ checkpoints under the key Lightning would use, so both ways resume identically.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import copy
 import warnings
@@ -99,7 +100,7 @@ def _plain_custom_model(model_config: dict | None) -> dict | None:
     return {**model_config, "custom_model": path}
 
 
-class Algorithm(pl.LightningModule):
+class Algorithm(pl.LightningModule, abc.ABC):
     """Base LightningModule of all algorithms; see the module docstring for the contract.
 
     Args:
@@ -508,11 +509,11 @@ class Algorithm(pl.LightningModule):
     def validate_hparams(self) -> None:
         """Check algorithm-specific hyperparameters (``self.hparams``) before anything is built."""
 
+    @abc.abstractmethod
     def build_policy_module(
         self, policy_id: str, observation_space: spaces.Space, action_space: spaces.Space
     ) -> PolicyModule:
         """Build the networks and learner pieces of one policy from its module-side spaces."""
-        raise NotImplementedError
 
     def policy_extra(self, policy_id: str) -> dict[str, Any]:
         """Non-weight runner state of one policy; override to add schedules that depend on the

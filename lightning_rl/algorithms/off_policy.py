@@ -13,6 +13,7 @@ the way to the online networks (``tau=1``: copy).
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any, ClassVar
 
@@ -60,13 +61,13 @@ def soft_update_(target: list[torch.Tensor], online: list[torch.Tensor], tau: fl
 class OffPolicyModule(PolicyModule):
     """A policy module that learns from replayed minibatches and keeps target networks."""
 
+    @abc.abstractmethod
     def compute_loss(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """(loss to minimise, per-sample TD errors for prioritized replay, stats to log)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def update_targets(self, tau: float) -> None:
         """Move the target networks ``tau`` of the way towards the online ones."""
-        raise NotImplementedError
 
     def after_update(self) -> None:
         """Called after each optimizer step (e.g. to draw new noise for noisy layers)."""
@@ -180,9 +181,9 @@ class OffPolicyAlgorithm(Algorithm):
             )
 
     # -- what subclasses provide -------------------------------------------------------------
+    @abc.abstractmethod
     def build_policy_optimizer(self, policy_id: str) -> torch.optim.Optimizer:
         """The optimizer of one policy's module (parameter groups for separate learning rates)."""
-        raise NotImplementedError
 
     # -- optimisation ------------------------------------------------------------------------
     def build_optimizers(self) -> Any:

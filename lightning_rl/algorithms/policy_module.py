@@ -10,6 +10,7 @@ one module.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import gymnasium as gym
@@ -20,7 +21,7 @@ from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy import PolicySpec
 
 
-class PolicyModule(nn.Module):
+class PolicyModule(nn.Module, abc.ABC):
     """Base class; subclasses build their networks in ``__init__``."""
 
     def __init__(
@@ -34,9 +35,9 @@ class PolicyModule(nn.Module):
         self.action_space = action_space
         self.model_config = model_config
 
+    @abc.abstractmethod
     def policy_spec(self) -> PolicySpec:
         """The recipe of the inference-only policy built in every EnvRunner."""
-        raise NotImplementedError
 
     def runner_policy_spec(self, policy_class: type) -> PolicySpec:
         """A :meth:`policy_spec` for the usual runner policy: one built from this module's
@@ -50,9 +51,9 @@ class PolicyModule(nn.Module):
             },
         )
 
+    @abc.abstractmethod
     def policy_weights(self) -> dict[str, torch.Tensor]:
         """The weights to load into the policy built from :meth:`policy_spec`."""
-        raise NotImplementedError
 
     def policy_extra(self) -> dict[str, Any]:
         """Non-weight state the runner's policy needs (e.g. an exploration epsilon)."""

@@ -14,6 +14,7 @@ merged across runners by :meth:`Connector.merge_deltas`.
 
 from __future__ import annotations
 
+import abc
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,7 +70,7 @@ class Connector:
         return f"{type(self).__name__}({args})"
 
 
-class EnvToModule(Connector):
+class EnvToModule(Connector, abc.ABC):
     """Turns a batch of raw env observations (one row per env copy) into module input.
 
     Subclasses implement :meth:`setup` (check the input space, return the output space) and
@@ -82,8 +83,8 @@ class EnvToModule(Connector):
     def setup(self, observation_space: gym.Space) -> gym.Space:
         return observation_space
 
-    def __call__(self, obs: Any, *, env_ids: torch.Tensor | None = None, update: bool = True) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, obs: Any, *, env_ids: torch.Tensor | None = None, update: bool = True) -> Any: ...
 
     def reset(self, num_envs: int) -> None:
         """Allocate per-env state for ``num_envs`` env copies."""
@@ -99,15 +100,15 @@ class EnvToModule(Connector):
         return None
 
 
-class ModuleToEnv(Connector):
+class ModuleToEnv(Connector, abc.ABC):
     """Turns module actions into env actions (after sampling; the sampled action is stored)."""
 
     def setup(self, action_space: gym.Space) -> gym.Space:
         """Check the env's action space; return the space the module must emit."""
         return action_space
 
-    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, actions: torch.Tensor) -> torch.Tensor: ...
 
     def as_module(self) -> torch.nn.Module | None:
         return None

@@ -12,6 +12,7 @@ Both add their bonus to ``("next", "reward")`` and keep it in ``("next", "intrin
 
 from __future__ import annotations
 
+import abc
 from collections import Counter
 from typing import Any
 
@@ -26,14 +27,14 @@ from lightning_rl.connectors.base import Connector
 from lightning_rl.errors import SpaceError
 
 
-class LearnerConnector(Connector):
+class LearnerConnector(Connector, abc.ABC):
     """Base: ``setup`` receives the module-side spaces; ``__call__`` rewrites one policy's batch."""
 
     def setup(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         """Check the spaces and build whatever the connector needs."""
 
-    def __call__(self, batch: TensorDict) -> TensorDict:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __call__(self, batch: TensorDict) -> TensorDict: ...
 
 
 def _add_intrinsic(batch: TensorDict, bonus: torch.Tensor) -> TensorDict:

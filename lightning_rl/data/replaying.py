@@ -8,6 +8,7 @@ rank makes the same number), drawing with a generator that a checkpoint carries 
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Iterator
 from fractions import Fraction
@@ -36,7 +37,7 @@ def updates_in_iteration(rate: Fraction, iteration: int) -> int:
     return math.floor((iteration + 1) * rate) - math.floor(iteration * rate)
 
 
-class ReplayingDataModule(ExperienceDataModule):
+class ReplayingDataModule(ExperienceDataModule, abc.ABC):
     """Base of the replay DataModules: one ``iter()`` of the DataLoader is one iteration.
 
     Subclasses say how many updates an iteration makes (:meth:`updates_per_iteration`), how
@@ -58,8 +59,8 @@ class ReplayingDataModule(ExperienceDataModule):
     def steps_per_iteration(self) -> int:
         return self.rollout_fragment_length() * self.sampling_width()
 
-    def updates_per_iteration(self) -> Fraction:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def updates_per_iteration(self) -> Fraction: ...
 
     def updates_in_iteration(self, iteration: int) -> int:
         return updates_in_iteration(self.updates_per_iteration(), iteration)
@@ -69,13 +70,13 @@ class ReplayingDataModule(ExperienceDataModule):
         return math.ceil(self.updates_per_iteration())
 
     # -- one iteration ----------------------------------------------------------------------
+    @abc.abstractmethod
     def collect(self) -> None:
         """Sample this iteration's steps and store them."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def replay(self, count: int) -> Iterator[Any]:
         """The batches of ``count`` updates, on the algorithm's device."""
-        raise NotImplementedError
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_ReplayIteration(self), batch_size=None, collate_fn=identity_collate)

@@ -16,6 +16,7 @@ Spaces are per agent: ``observation_spaces``/``action_spaces`` dicts over ``poss
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Hashable
 from typing import Any
 
@@ -29,7 +30,7 @@ MultiAgentDict = dict[AgentID, Any]
 ALL = "__all__"
 
 
-class MultiAgentEnv:
+class MultiAgentEnv(abc.ABC):
     """Base class of multi-agent envs; subclasses set the spaces and implement reset/step."""
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -39,15 +40,15 @@ class MultiAgentEnv:
     observation_spaces: dict[AgentID, gym.Space] = {}
     action_spaces: dict[AgentID, gym.Space] = {}
 
+    @abc.abstractmethod
     def reset(
         self, *, seed: int | None = None, options: dict | None = None
-    ) -> tuple[MultiAgentDict, MultiAgentDict]:
-        raise NotImplementedError
+    ) -> tuple[MultiAgentDict, MultiAgentDict]: ...
 
+    @abc.abstractmethod
     def step(
         self, action_dict: MultiAgentDict
-    ) -> tuple[MultiAgentDict, MultiAgentDict, MultiAgentDict, MultiAgentDict, MultiAgentDict]:
-        raise NotImplementedError
+    ) -> tuple[MultiAgentDict, MultiAgentDict, MultiAgentDict, MultiAgentDict, MultiAgentDict]: ...
 
     def get_observation_space(self, agent_id: AgentID) -> gym.Space:
         try:
@@ -80,7 +81,7 @@ class MultiAgentEnv:
     def render(self) -> Any:
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional: most envs hold nothing to release)
         """Release the env's resources."""
 
     @property

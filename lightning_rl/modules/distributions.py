@@ -8,6 +8,7 @@ compute the same log-probabilities, which the tests check.
 
 from __future__ import annotations
 
+import abc
 import math
 
 import gymnasium as gym
@@ -19,24 +20,24 @@ from lightning_rl.errors import SpaceError
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class ActionDistribution:
+class ActionDistribution(abc.ABC):
     """Maps network outputs to actions for one action space."""
 
     param_keys: tuple[str, ...] = ()
 
+    @abc.abstractmethod
     def sample(
         self, params: tuple[torch.Tensor, ...], generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def mode(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def mode(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor: ...
 
-    def log_prob(self, params: tuple[torch.Tensor, ...], action: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def log_prob(self, params: tuple[torch.Tensor, ...], action: torch.Tensor) -> torch.Tensor: ...
 
-    def torch_distribution_class(self) -> type:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def torch_distribution_class(self) -> type: ...
 
     def torch_distribution_kwargs(self) -> dict:
         return {}

@@ -7,6 +7,7 @@ learner's optimiser state, target networks or critics.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -111,7 +112,7 @@ class ValueNet(nn.Module):
         return self.head(self.encoder(obs["observation"] if self.masked else obs))
 
 
-class InferencePolicy(nn.Module):
+class InferencePolicy(nn.Module, abc.ABC):
     """What an EnvRunner calls once per env step for all its env copies at once.
 
     ``forward(obs, explore, generator)`` returns a dict with at least ``"action"``; extra
@@ -119,10 +120,10 @@ class InferencePolicy(nn.Module):
     non-weight state from the learner (e.g. DQN's current epsilon).
     """
 
+    @abc.abstractmethod
     def forward(
         self, obs: torch.Tensor, explore: bool = True, generator: torch.Generator | None = None
-    ) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+    ) -> dict[str, torch.Tensor]: ...
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
         self.load_state_dict(weights)

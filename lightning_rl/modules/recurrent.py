@@ -14,6 +14,7 @@ runner's step-by-step outputs exactly, episode resets inside the sequence includ
 
 from __future__ import annotations
 
+import abc
 import math
 
 import gymnasium as gym
@@ -25,7 +26,7 @@ from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy import PolicySpec
 
 
-class RecurrentCore(nn.Module):
+class RecurrentCore(nn.Module, abc.ABC):
     """Interface of the memory cores; see the module docstring."""
 
     out_dim: int
@@ -34,8 +35,8 @@ class RecurrentCore(nn.Module):
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, self.state_size)
 
-    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def sequence(self, x: torch.Tensor, is_init: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """Replay step by step, zeroing the state wherever an episode starts (exactly as the
