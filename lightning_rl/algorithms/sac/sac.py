@@ -14,6 +14,7 @@ update on Pendulum-sized networks (``benchmarks/off_policy_update_cost.py``).
 
 from __future__ import annotations
 
+import abc
 import copy
 import math
 from collections.abc import Iterator
@@ -101,11 +102,11 @@ class _SACModuleBase(OffPolicyModule):
         self._target_params = list(self.target_critic.parameters())
 
     @staticmethod
+    @abc.abstractmethod
     def build_critic(
         observation_space: gym.Space, action_space: gym.Space, model_config: DefaultModelConfig, num_q: int
     ) -> nn.Module:
         """The ``num_q`` critics as one module whose outputs are stacked along a leading dim."""
-        raise NotImplementedError
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by loss: critic, actor and temperature (each its own learning rate)."""
