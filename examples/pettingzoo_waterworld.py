@@ -1,6 +1,6 @@
 """RLlib's PettingZoo waterworld example with only the imports changed.
 
-    pip install "pymunk>=6.2,<7"     # what waterworld needs (pettingzoo[sisl] also builds box2d-py)
+    pip install "lightning-rl[sisl]"     # what waterworld needs (pymunk, scipy, pygame)
     python examples/pettingzoo_waterworld.py
 
 Each pursuer gets its own policy, named after the agent.

@@ -97,6 +97,7 @@ _EXPORTS = {
     "SpaceError": "lightning_rl.errors",
     "EnvError": "lightning_rl.errors",
     "CheckpointError": "lightning_rl.errors",
+    "MissingExtraError": "lightning_rl.errors",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

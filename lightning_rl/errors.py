@@ -42,6 +42,14 @@ class CheckpointError(LightningRLError):
     """A checkpoint is missing, truncated, corrupt or from an incompatible format."""
 
 
+class MissingExtraError(LightningRLError, ImportError):
+    """A feature needs a package of an optional extra that is not installed.
+
+    An ``ImportError`` too, so code that already guards an optional import keeps working;
+    the message names the extra to install instead of a module deep inside a library.
+    """
+
+
 def close_matches(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """Up to ``n`` choices close to ``name`` (case-insensitive), best first."""
     choices = list(choices)

@@ -30,6 +30,7 @@ from torch import nn
 from lightning_rl._tree import to_torch
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.distributions import CategoricalDistribution, DiagGaussianDistribution
+from lightning_rl.optional import require
 from lightning_rl.policy import Policy
 from lightning_rl.serialization import space_to_data
 from lightning_rl.version import __version__
@@ -227,13 +228,8 @@ def export_policy(
 
 
 def _export_onnx(module: nn.Module, examples: dict[str, torch.Tensor], path: Path, info: str) -> None:
-    try:
-        import onnx
-        import onnxscript  # noqa: F401  (the torch.export-based exporter needs it)
-    except ImportError as exc:
-        raise ConfigError(
-            f"ONNX export needs the packages onnx and onnxscript ({exc}); pip install 'lightning-rl[export]'."
-        ) from exc
+    onnx = require("onnx", purpose="ONNX export")
+    require("onnxscript", purpose="ONNX export")  # the torch.export-based exporter needs it
     batch = torch.export.Dim("batch", min=1)
     # The exporter logs a warning per torchvision op it cannot register; none is used here.
     exporter_log = logging.getLogger("torch.onnx._internal.exporter._registration")
@@ -271,8 +267,7 @@ def read_export_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata an exported artifact carries (spaces, policy id, versions)."""
     path = Path(path)
     if path.suffix == ".onnx":
-        import onnx
-
+        onnx = require("onnx", purpose="Reading an ONNX policy's metadata")
         model = onnx.load(str(path), load_external_data=False)
         for entry in model.metadata_props:
             if entry.key == METADATA_KEY:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightning_rl.errors import ConfigError
+from lightning_rl.optional import require
 
 __all__ = ["DEFAULT_METRICS", "RunCurves", "find_metric_files", "plot_learning_curves", "read_run"]
 
@@ -101,8 +102,7 @@ def plot_learning_curves(
     title: str | None = None,
 ) -> Path:
     """Draw ``metrics`` of every run under ``paths`` vs env steps and vs wall time into a PNG."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", purpose="lightning-rl plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

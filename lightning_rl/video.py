@@ -29,6 +29,7 @@ from gymnasium.wrappers import RecordVideo
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec
 from lightning_rl.envs.registration import EnvContext, EnvCreator
 from lightning_rl.errors import ConfigError, EnvError
+from lightning_rl.optional import require
 
 __all__ = ["EvaluationVideoRecorder", "RecordEvaluationVideos", "RecordingEnvCreator", "log_videos"]
 
@@ -222,9 +223,10 @@ def _gif_summary(tag: str, path: Path, max_width: int = 320) -> Any:
     ``SummaryWriter.add_video`` needs ``moviepy.editor``, which moviepy 2 removed (it then
     logs nothing); GIFs in an image summary are what it would have written.
     """
-    from moviepy import VideoFileClip
-    from PIL import Image
-    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.compat.proto.summary_pb2 import Summary  # the TensorBoard logger's own
+
+    VideoFileClip = require("moviepy", purpose="Logging evaluation videos").VideoFileClip
+    Image = require("PIL.Image", purpose="Logging evaluation videos", extra="media")
 
     with VideoFileClip(str(path)) as clip:
         fps = float(clip.fps or 30)

@@ -17,7 +17,9 @@ import gymnasium as gym
 
 from lightning_rl import registry
 from lightning_rl._imports import import_object, object_path
+from lightning_rl.checkpoint import accept_env
 from lightning_rl.errors import EnvError, UnknownNameError, unknown_name_message
+from lightning_rl.optional import EXTRA_OF_PACKAGE, require
 
 EnvLike = str | type | Callable[..., Any]
 
@@ -99,6 +101,10 @@ def _ray_tune_creator(name: str) -> Callable | None:
 
 
 def _gymnasium_id(name: str) -> str | None:
+    module = name.partition(":")[0] if ":" in name else ""
+    if module.split(".")[0] in EXTRA_OF_PACKAGE:
+        # gymnasium turns a missing "module:" prefix into "Namespace not found": name the extra.
+        require(module, purpose=f"Env id {name!r}")
     try:
         gym.spec(name)  # also imports "module:" prefixes such as "ale_py:ALE/Pong-v5"
         return name
@@ -155,7 +161,7 @@ def resolve_env(env: EnvLike) -> EnvCreator:
         return EnvCreator(functools.partial(_make_gymnasium_env, gym_id), gym_id)
     if ":" in env:
         try:
-            return EnvCreator(import_object(env), env)
+            return EnvCreator(import_object(env, kind="env", accept=accept_env), env)
         except (ImportError, AttributeError):
             pass
     choices = list(registry.envs.names()) + [

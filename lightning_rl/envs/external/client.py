@@ -31,6 +31,7 @@ from lightning_rl.envs.external import protocol as proto
 from lightning_rl.envs.external.config import TOKEN_ENV_VAR
 from lightning_rl.envs.external.protocol import ServerError
 from lightning_rl.errors import ConfigError, SpaceError
+from lightning_rl.optional import require
 from lightning_rl.serialization import space_from_data
 
 INFERENCE_MODES = ("remote", "local")
@@ -408,7 +409,7 @@ def _stack(items: list[Any]) -> Any:
 def _load_model(fmt: str, data: bytes, metadata: dict[str, Any]) -> Callable[..., Any]:
     names = [entry["name"] for entry in metadata["inputs"]]
     if fmt == "onnx":
-        import onnxruntime as ort
+        ort = require("onnxruntime", purpose="Local inference on an ONNX model")
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1

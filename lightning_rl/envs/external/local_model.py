@@ -16,10 +16,13 @@ files); clients fetch a fresh model every time the learner's weights move.
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,6 +30,7 @@ import torch
 from lightning_rl.errors import ConfigError
 from lightning_rl.export import ExportedPolicy, example_inputs, metadata
 from lightning_rl.modules.distributions import CategoricalDistribution
+from lightning_rl.optional import require
 from lightning_rl.policy import Policy, PolicyRecipe
 
 if TYPE_CHECKING:
@@ -85,30 +89,41 @@ def noise_spec(policy: Policy) -> dict[str, Any]:
 
 
 class LocalModelExporter:
-    """Exports the backend's current policy; the module is rebuilt only when the structure is new."""
+    """Exports the backend's current policy from a snapshot, so the export may run on a worker
+    thread while the server's thread keeps serving (and loading new weights)."""
 
     def __init__(self, backend: PolicyBackend) -> None:
         self.backend = backend
 
-    def _policy(self) -> Policy:
+    def _recipe(self) -> PolicyRecipe:
         backend = self.backend
-        recipe = PolicyRecipe(
+        return PolicyRecipe(
             policy_id=backend.policy_id,
             observation_space=backend.observation_space,
             action_space=backend.action_space,
             env_to_module=list(backend.env_to_module_specs),
             module_to_env=list(backend.module_to_env_specs),
             policy_spec=backend.policy_spec,
+            # set_state replaces these dicts instead of changing them, so references suffice;
+            # the connector state is copied because observations keep updating it.
             weights=backend.weights,
-            extra=dict(backend.extra),
-            connector_state=backend.env_to_module.get_state(),
+            extra=copy.deepcopy(backend.extra),
+            connector_state=copy.deepcopy(backend.env_to_module.get_state()),
         )
-        return Policy(recipe, seed=0)
 
-    def export(self, fmt: str) -> tuple[bytes, dict[str, Any]]:
+    def job(self, fmt: str) -> Callable[[], tuple[bytes, dict[str, Any]]]:
+        """Snapshot now (caller's thread); the returned callable exports (any thread)."""
         if fmt not in MODEL_FORMATS:
             raise ConfigError(f"Unknown model format {fmt!r}. Choices: {', '.join(MODEL_FORMATS)}.")
-        policy = self._policy()
+        recipe = self._recipe()
+        version = self.backend.weights_version
+        return functools.partial(self._export, recipe, version, fmt)
+
+    def export(self, fmt: str) -> tuple[bytes, dict[str, Any]]:
+        return self.job(fmt)()
+
+    def _export(self, recipe: PolicyRecipe, version: int, fmt: str) -> tuple[bytes, dict[str, Any]]:
+        policy = Policy(recipe, seed=0)
         try:
             module = SamplingPolicy(policy).eval()
         except ConfigError:
@@ -123,7 +138,7 @@ class LocalModelExporter:
         examples["noise"] = torch.rand(2, int(noise["shape"][1])).clamp(1e-6, 1 - 1e-6)
         info = metadata(policy, fmt, True, {k: v for k, v in examples.items() if k != "noise"})
         info.update(
-            weights_version=self.backend.weights_version,
+            weights_version=version,
             noise=noise,
             outputs=list(OUTPUT_NAMES),
             output_name="action",
@@ -161,10 +176,9 @@ def _onnx_bytes(module: torch.nn.Module, examples: dict[str, torch.Tensor]) -> b
 
 
 def _with_onnx_metadata(data: bytes, info: dict[str, Any]) -> bytes:
-    import onnx
-
     from lightning_rl.export import METADATA_KEY
 
+    onnx = require("onnx", purpose="Serving an ONNX model to external clients")
     model = onnx.load_from_string(data)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(info)
