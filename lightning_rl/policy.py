@@ -32,7 +32,7 @@ import torch
 from gymnasium import spaces
 
 from lightning_rl import checkpoint as ckpt
-from lightning_rl._imports import import_object, object_path
+from lightning_rl._imports import import_object, object_path, subclass_of
 from lightning_rl._tree import batch_size_of, map_structure, stack_structures, to_torch
 from lightning_rl.connectors.base import (
     ConnectorSpec,
@@ -134,7 +134,9 @@ class PolicyRecipe:
                 )
             weights[name] = state_dict[key]
         try:
-            policy_class = import_object(data["policy_class"])
+            policy_class = import_object(
+                data["policy_class"], kind="inference policy class", accept=subclass_of(InferencePolicy)
+            )
         except (ImportError, AttributeError) as exc:
             raise CheckpointError(
                 f"The checkpoint's inference policy class {data['policy_class']!r} cannot be imported "
@@ -227,31 +229,40 @@ class Policy:
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, policy_id: str | None = None, *, seed: int | None = None
+        cls,
+        path: str | os.PathLike,
+        policy_id: str | None = None,
+        *,
+        seed: int | None = None,
+        trusted_classes: ckpt.TrustedClasses = (),
     ) -> Policy:
         """Load one policy of a checkpoint file (or of the last ``*.ckpt``, by name, in a directory).
 
         Opens the file with ``torch.load(weights_only=True)``; the training env is not created
         unless the checkpoint predates the stored recipes (format 1) or its recipe is not
-        plain data, in which case the algorithm is rebuilt from its hyperparameters.
+        plain data, in which case the algorithm is rebuilt from its hyperparameters. Every
+        class the file names must be registered, part of lightning-rl or an imported subclass
+        of the expected base; ``trusted_classes`` (classes or ``"module:attr"`` paths) allows
+        more, such as a custom model (see ``docs/security.md``).
         """
         path = ckpt.resolve_checkpoint_path(path)
-        checkpoint = ckpt.load_checkpoint(path)
+        checkpoint = ckpt.load_checkpoint(path, trusted_classes=trusted_classes)
         section = checkpoint[ckpt.KEY]
         recipes = section.get("inference") or {}
         available = list(section.get("policy_ids") or recipes)
         policy_id = _select_policy_id(available, policy_id, f"checkpoint {str(path)!r}")
-        if policy_id in recipes:
-            connector_state = (section.get("connector_state") or {}).get(policy_id)
-            recipe = PolicyRecipe.from_data(
-                policy_id,
-                recipes[policy_id],
-                checkpoint["state_dict"],
-                connector_state,
-                section.get("algorithm"),
-            )
-            return cls(recipe, seed=seed)
-        return cls.from_algorithm(_rebuild_algorithm(checkpoint), policy_id, seed=seed)
+        with ckpt.name_guard(f"Checkpoint {str(path)!r}", trusted_classes):
+            if policy_id in recipes:
+                connector_state = (section.get("connector_state") or {}).get(policy_id)
+                recipe = PolicyRecipe.from_data(
+                    policy_id,
+                    recipes[policy_id],
+                    checkpoint["state_dict"],
+                    connector_state,
+                    section.get("algorithm"),
+                )
+                return cls(recipe, seed=seed)
+            return cls.from_algorithm(_rebuild_algorithm(checkpoint), policy_id, seed=seed)
 
     @classmethod
     def from_algorithm(

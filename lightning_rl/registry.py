@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from lightning_rl._imports import import_object, object_path
-from lightning_rl.errors import PluginError, UnknownNameError, unknown_name_message
+from lightning_rl._imports import import_object, object_path, subclass_named
+from lightning_rl.errors import CheckpointError, PluginError, UnknownNameError, unknown_name_message
 
 BUILTIN_DISTRIBUTION = "lightning-rl"
 AUTOLOAD_ENV_VAR = "LIGHTNING_RL_DISABLE_PLUGIN_AUTOLOAD"
@@ -217,7 +217,11 @@ def get_algorithm_class(name: str) -> type:
     """Resolve an algorithm by registry name (case-insensitive) or ``module.Class`` path."""
     if "." in name and name.lower() not in algorithms:
         try:
-            obj = import_object(name)
+            obj = import_object(
+                name, kind="algorithm", accept=subclass_named("lightning_rl.algorithms.base:Algorithm")
+            )
+        except CheckpointError:
+            raise
         except Exception as exc:
             raise UnknownNameError(
                 f"Cannot import algorithm class path {name!r}: {exc}. "

@@ -140,22 +140,31 @@ class TrainingRun:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, trainer_kwargs: dict[str, Any] | None = None, **overrides: Any
+        cls,
+        path: str | Path,
+        trainer_kwargs: dict[str, Any] | None = None,
+        *,
+        trusted_classes: ckpt.TrustedClasses = (),
+        **overrides: Any,
     ) -> TrainingRun:
         """Rebuild the algorithm from a checkpoint's hyperparameters and restore it.
 
         ``overrides`` replace hyperparameters, e.g. ``env=MyEnv`` or a ``policy_mapping_fn``
-        lambda, which checkpoints cannot hold.
+        lambda, which checkpoints cannot hold. Names in the file resolve only by the checkpoint
+        rules (``docs/security.md``); ``trusted_classes`` allows more, and names given in
+        ``overrides`` are the caller's own and allowed.
         """
         from lightning_rl.registry import get_algorithm_class
 
         path = _checkpoint_file(path)
-        checkpoint = ckpt.load_checkpoint(path)
-        name = checkpoint[ckpt.KEY].get("algorithm")
-        algo_class = get_algorithm_class(name)
-        algorithm = algo_class(**{**checkpoint.get("hyper_parameters", {}), **overrides})
-        run = cls(algorithm, trainer_kwargs)
-        run.restore(path)
+        trusted = [*ckpt.trusted_paths(trusted_classes), *_strings_in(overrides)]
+        with ckpt.name_guard(f"Checkpoint {str(path)!r}", trusted):
+            checkpoint = ckpt.load_checkpoint(path)
+            name = checkpoint[ckpt.KEY].get("algorithm")
+            algo_class = get_algorithm_class(name)
+            algorithm = algo_class(**{**ckpt.algorithm_init_kwargs(checkpoint), **overrides})
+            run = cls(algorithm, trainer_kwargs)
+            run.restore(path)
         return run
 
     def stop(self) -> None:
@@ -226,6 +235,17 @@ def _checkpoint_file(path: str | Path) -> Path:
             raise CheckpointError(f"No checkpoint (*.ckpt) found in directory {str(path)!r}.")
         path = candidates[-1]
     return path
+
+
+def _strings_in(value: Any) -> list[str]:
+    """Every string in nested ``value`` (the caller's own names, which a guard may resolve)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _strings_in(item)]
+    return []
 
 
 def _load_into(algorithm: Algorithm, checkpoint: dict[str, Any]) -> None:

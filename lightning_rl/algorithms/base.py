@@ -18,13 +18,15 @@ from __future__ import annotations
 import abc
 import contextlib
 import copy
+import os
 import warnings
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import lightning.pytorch as pl
 import torch
 from gymnasium import spaces
+from lightning.pytorch.core.saving import load_hparams_from_yaml
 from torch import nn
 
 from lightning_rl import checkpoint as ckpt
@@ -844,6 +846,7 @@ class Algorithm(pl.LightningModule, abc.ABC):
         )
         if self._owns_datamodule() and self._default_datamodule is not None:
             checkpoint[type(self._default_datamodule).__qualname__] = self._default_datamodule.state_dict()
+        ckpt.add_checksum(checkpoint)  # last: Lightning calls this hook after writing everything else
 
     def _check_weight_shapes(self, state_dict: dict[str, torch.Tensor]) -> None:
         """One clear error when the checkpoint's networks do not fit this algorithm's."""
@@ -862,14 +865,47 @@ class Algorithm(pl.LightningModule, abc.ABC):
                 f"unexpected {unexpected[:3]}."
             )
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | os.PathLike,
+        map_location: Any = None,
+        hparams_file: str | os.PathLike | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        *,
+        trusted_classes: ckpt.TrustedClasses = (),
+        **kwargs: Any,
+    ) -> Self:
+        """Lightning's ``load_from_checkpoint`` through lightning-rl's reader.
+
+        The file is read once with ``weights_only=True`` (plain data only; ``weights_only`` is
+        accepted for Lightning's signature and cannot be turned off), a checkpoint of another
+        algorithm is refused naming it before anything is built, and the keys LightningCLI adds
+        to the hyperparameters (``_class_path``, ``_instantiator``) are dropped instead of being
+        resolved to a class. ``kwargs`` replace hyperparameters, as in Lightning. Names in the
+        file resolve only by the checkpoint rules (``docs/security.md``); ``trusted_classes``
+        allows more.
+        """
+        checkpoint = ckpt.load_checkpoint(
+            checkpoint_path, map_location=map_location or "cpu", trusted_classes=trusted_classes
+        )
+        ckpt.check_algorithm(checkpoint, cls, source=f"Checkpoint {str(checkpoint_path)!r}")
+        init_kwargs = ckpt.algorithm_init_kwargs(checkpoint)
+        if hparams_file is not None:
+            from_file = load_hparams_from_yaml(hparams_file)
+            init_kwargs = ckpt.algorithm_init_kwargs({"hyper_parameters": from_file})
+        with ckpt.name_guard(f"Checkpoint {str(checkpoint_path)!r}", trusted_classes):
+            algorithm = cls(**{**init_kwargs, **kwargs})
+            algorithm.on_load_checkpoint(checkpoint)
+        algorithm.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
+        tensors = (t for t in checkpoint["state_dict"].values() if isinstance(t, torch.Tensor))
+        device = next((t.device for t in tensors), None)
+        return algorithm if device is None else algorithm.to(device)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         section = ckpt.check_and_migrate(checkpoint)
-        written_by = section.get("algorithm")
-        if written_by and written_by not in {cls.__name__ for cls in type(self).__mro__}:
-            raise CheckpointError(
-                f"This checkpoint was written by {written_by}; it cannot be restored into "
-                f"{type(self).__name__}."
-            )
+        ckpt.check_algorithm(checkpoint, type(self))
         for policy_id, added in section.get("added_policies", {}).items():
             if policy_id not in self.policies:  # snapshots made during training (self-play)
                 self.add_policy(policy_id, added["from_policy"], trainable=added["trainable"])

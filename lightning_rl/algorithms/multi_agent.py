@@ -76,6 +76,12 @@ def normalize_policies(policies: Any) -> dict[str, Any]:
         raise ConfigError(f"policies must be a set, list or dict of policy ids, got {policies!r}") from None
 
 
+def _is_mapping_class(obj: Any) -> bool:
+    """What a checkpoint may name as a mapping class: one of ours that stores itself as config."""
+    in_package = str(getattr(obj, "__module__", "")).startswith("lightning_rl.")
+    return isinstance(obj, type) and in_package and hasattr(obj, "to_config")
+
+
 def resolve_mapping_fn(value: Any, policy_ids: list[str]) -> tuple[Callable[..., str], str | dict | None]:
     """The callable to use and the plain value to store in hyperparameters.
 
@@ -86,7 +92,7 @@ def resolve_mapping_fn(value: Any, policy_ids: list[str]) -> tuple[Callable[...,
     """
     if isinstance(value, dict) and "class_path" in value:
         try:
-            cls = import_object(value["class_path"])
+            cls = import_object(value["class_path"], kind="policy_mapping_fn class", accept=_is_mapping_class)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(
                 f"Cannot import policy_mapping_fn class {value['class_path']!r}: {exc}"
@@ -107,7 +113,7 @@ def resolve_mapping_fn(value: Any, policy_ids: list[str]) -> tuple[Callable[...,
         return DictMapping(value), {str(k): v for k, v in value.items()}
     if isinstance(value, str):
         try:
-            fn = import_object(value)
+            fn = import_object(value, kind="policy_mapping_fn")
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"Cannot import policy_mapping_fn {value!r}: {exc}") from exc
         return fn, value

@@ -117,7 +117,7 @@ def _transferable(source: Any, policy_id: str | None) -> TransferablePolicy:
 
 def _from_checkpoint(path: str | os.PathLike, policy_id: str | None) -> TransferablePolicy:
     path = ckpt.resolve_checkpoint_path(path)
-    checkpoint = ckpt.load_checkpoint(path)
+    checkpoint = ckpt.load_checkpoint(path)  # its names checked; trusted_classes via the env var
     section = checkpoint[ckpt.KEY]
     recipes = section.get("inference") or {}
     name = f"checkpoint {str(path)!r}"
@@ -129,7 +129,8 @@ def _from_checkpoint(path: str | os.PathLike, policy_id: str | None) -> Transfer
     policy_id = _pick(list(recipes), policy_id, name)
     state_dict = checkpoint["state_dict"]
     connector_state = (section.get("connector_state") or {}).get(policy_id)
-    recipe = PolicyRecipe.from_data(policy_id, recipes[policy_id], state_dict, connector_state)
+    with ckpt.name_guard(name[0].upper() + name[1:]):
+        recipe = PolicyRecipe.from_data(policy_id, recipes[policy_id], state_dict, connector_state)
     prefix = f"policies.{policy_id}.value_net."
     value_weights = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
     return TransferablePolicy(

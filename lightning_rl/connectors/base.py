@@ -22,7 +22,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from lightning_rl._imports import import_object, object_path
+from lightning_rl._imports import import_object, object_path, subclass_of
 from lightning_rl.errors import ConfigError, SpaceError
 
 
@@ -144,7 +144,7 @@ def build_connector(spec: ConnectorSpec) -> Connector:
         cls = registry.connectors.get(name)
     else:
         try:
-            cls = import_object(name)
+            cls = import_object(name, kind="connector", accept=subclass_of(Connector))
         except (ImportError, AttributeError):
             cls = registry.connectors.get(name)  # raises with the list of choices
     return cls(**spec.get("config", {}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -140,6 +141,13 @@ def build_head_hiddens(width: int, config: DefaultModelConfig) -> tuple[nn.Modul
     return layers, int(config.head_fcnet_hiddens[-1])
 
 
+def _is_own_network(obj: Any) -> bool:
+    """What a checkpoint may name as ``custom_model`` without an allow-list: a network class of
+    lightning-rl (any ``nn.Module`` would admit classes that do more than compute)."""
+    in_package = str(getattr(obj, "__module__", "")).startswith("lightning_rl.")
+    return isinstance(obj, type) and issubclass(obj, nn.Module) and in_package
+
+
 def build_custom_encoder(observation_space: gym.Space, config: DefaultModelConfig) -> nn.Module:
     """The user's encoder from ``model_config["custom_model"]``.
 
@@ -157,7 +165,7 @@ def build_custom_encoder(observation_space: gym.Space, config: DefaultModelConfi
     factory = config.custom_model
     if isinstance(factory, str):
         try:
-            factory = import_object(factory)
+            factory = import_object(factory, kind="model_config custom_model", accept=_is_own_network)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(
                 f"Cannot import model_config custom_model {config.custom_model!r}: {exc}"
