@@ -41,6 +41,18 @@ ALIASES = {
 }
 
 
+def is_search_space(value: Any) -> bool:
+    """A Ray Tune search space (``tune.grid_search``, ``tune.uniform`` ...) in place of a value.
+
+    A config used as a Tuner's ``param_space`` holds these until Tune resolves them per trial,
+    so the checks made while configuring let them through; the algorithm checks the resolved
+    value when the trial builds it.
+    """
+    if isinstance(value, dict):
+        return set(value) == {"grid_search"}
+    return type(value).__module__.startswith("ray.tune.search")
+
+
 def algorithm_parameters(algo_class: type) -> dict[str, inspect.Parameter]:
     """All keyword parameters an algorithm accepts, following ``**kwargs`` up the MRO."""
     params: dict[str, inspect.Parameter] = {}
@@ -115,6 +127,7 @@ class AlgorithmConfig:
             **copy.copy(self.algo_kwargs),
             "evaluation_interval": self.evaluation_interval,
             "num_learners": self.num_learners,
+            "num_gpus_per_learner": self.num_gpus_per_learner,
             "trainer": dict(self.trainer_kwargs),
         }
 
@@ -126,6 +139,8 @@ class AlgorithmConfig:
                 self.trainer_kwargs.update(value)
             elif key == "num_learners":
                 self.num_learners = value
+            elif key == "num_gpus_per_learner":
+                self.num_gpus_per_learner = value
             elif key != "algorithm":
                 self._set("update_from_dict", **{key: value})
         return self
@@ -155,17 +170,24 @@ class AlgorithmConfig:
         num_env_runners: int = NotProvided,
         num_envs_per_env_runner: int = NotProvided,
         num_cpus_per_env_runner: float = NotProvided,
+        num_gpus_per_env_runner: float = NotProvided,
+        custom_resources_per_env_runner: dict | None = NotProvided,
         rollout_fragment_length: int | str = NotProvided,
         env_to_module_connector: Any = NotProvided,
         module_to_env_connector: Any = NotProvided,
         sample_timeout_s: float | None = NotProvided,
         **kwargs: Any,
     ) -> AlgorithmConfig:
+        """Runners and where they run (RLlib's names; also ``env_runner_scheduling_strategy``,
+        ``env_runner_label_selector``, ``min_healthy_env_runners``, ``address``,
+        ``ray_init_kwargs``, ``ray_resources_timeout_s``: see the algorithm's docstring)."""
         return self._set(
             "env_runners",
             num_env_runners=num_env_runners,
             num_envs_per_env_runner=num_envs_per_env_runner,
             num_cpus_per_env_runner=num_cpus_per_env_runner,
+            num_gpus_per_env_runner=num_gpus_per_env_runner,
+            custom_resources_per_env_runner=custom_resources_per_env_runner,
             rollout_fragment_length=rollout_fragment_length,
             env_to_module_connector=env_to_module_connector,
             module_to_env_connector=module_to_env_connector,
@@ -210,8 +232,10 @@ class AlgorithmConfig:
                 "counts whole episodes ('episodes')."
             )
         if evaluation_interval is not NotProvided:
-            if evaluation_interval is not None and (
-                not isinstance(evaluation_interval, int) or evaluation_interval < 0
+            if (
+                evaluation_interval is not None
+                and not is_search_space(evaluation_interval)
+                and (not isinstance(evaluation_interval, int) or evaluation_interval < 0)
             ):
                 raise ConfigError(
                     f"evaluation_interval must be a non-negative integer or None, got {evaluation_interval!r}"
@@ -311,6 +335,10 @@ class AlgorithmConfig:
             **kwargs,
         )
 
+    def resources(self, *, placement_strategy: str | None = NotProvided, **kwargs: Any) -> AlgorithmConfig:
+        """RLlib's ``resources(placement_strategy=...)``: the runners' Ray placement group."""
+        return self._set("resources", placement_strategy=placement_strategy, **kwargs)
+
     def learners(
         self,
         *,
@@ -321,7 +349,7 @@ class AlgorithmConfig:
         """Learners map onto Lightning: N > 1 learners is ``Trainer(strategy="ddp", devices=N)``."""
         self._set("learners", num_cpus_per_learner=num_cpus_per_learner)
         if num_learners is not NotProvided:
-            if not isinstance(num_learners, int) or num_learners < 0:
+            if not is_search_space(num_learners) and (not isinstance(num_learners, int) or num_learners < 0):
                 raise ConfigError(f"num_learners must be an integer >= 0, got {num_learners!r}")
             self.num_learners = num_learners
         if num_gpus_per_learner is not NotProvided:
