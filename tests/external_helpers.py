@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -18,6 +19,7 @@ from gymnasium import spaces
 from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.envs.external import ExternalEnvClient
 from lightning_rl.envs.external import protocol as proto
+from lightning_rl.errors import EnvError
 
 TOKEN = "test-token-0123456789"
 
@@ -220,3 +222,115 @@ def log_prob_of(runner: Any, batch: dict[str, Any], policy: Any = None) -> torch
     with torch.no_grad():
         params = policy.net(batch["observation"][0])
         return policy.net.distribution.log_prob(params, batch["action"][0])
+
+
+# -- hostile-input tests (tests/security/test_server_*.py) -------------------------------------------
+def rss_bytes() -> int:
+    """Resident memory of this process (the in-process server's), from /proc."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class LegitPlayer(threading.Thread):
+    """A well-behaved client that only ever stops between episodes, so every step it sent belongs
+    to a finished episode (``steps_sent``) and must reach the learner: the step accounting."""
+
+    def __init__(self, address: tuple[str, int], client_id: int, length: int = 5, max_episodes: int = 10**9):
+        super().__init__(daemon=True)
+        self.address = address
+        self.env = StepCountEnv({"client_id": client_id, "length": length})
+        self.max_episodes = max_episodes
+        self.stop_event = threading.Event()
+        self.steps_sent = 0
+        self.episodes = 0
+        self.latencies: list[float] = []
+        self.error: BaseException | None = None
+        self.connected = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with ExternalEnvClient(self.address, TOKEN, timeout_s=120) as client:
+                self.connected.set()
+                while not self.stop_event.is_set() and self.episodes < self.max_episodes:
+                    episode = client.start_episode()
+                    obs, _ = self.env.reset()
+                    done = False
+                    while not done:
+                        start = time.perf_counter()
+                        action = client.get_action(episode, obs)
+                        self.latencies.append(time.perf_counter() - start)
+                        obs, reward, terminated, truncated, _ = self.env.step(action)
+                        client.log_returns(episode, reward)
+                        done = terminated or truncated
+                    client.end_episode(episode, obs, terminated=terminated, truncated=truncated)
+                    self.steps_sent += self.env.length
+                    self.episodes += 1
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.connected.set()
+
+    def stop(self) -> None:
+        """Finish the running episode, then stop (the learner must keep sampling meanwhile)."""
+        self.stop_event.set()
+        self.join(timeout=60)
+
+
+class Learner(threading.Thread):
+    """Samples the runner back to back (a stand-in for training) and keeps every row by client id."""
+
+    def __init__(self, algo: PPO, runner: Any, steps: int = 20) -> None:
+        super().__init__(daemon=True)
+        self.algo = algo
+        self.runner = runner
+        self.steps = steps
+        self.stop_event = threading.Event()
+        self.rows: list[dict[str, Any]] = []
+        self.batches = 0
+        self.non_finite = 0
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        state = self.algo.policy_state()
+        while not self.stop_event.is_set():
+            try:
+                result = self.runner.sample(self.steps, True, state)
+            except EnvError:  # sample timeout: not enough steps yet; they are kept
+                continue
+            except BaseException as exc:
+                self.error = exc
+                return
+            self.non_finite += count_non_finite(result.data)
+            with self.lock:
+                self.rows += transitions(result.data)
+                self.batches += 1
+
+    def received(self, client_id: int) -> int:
+        with self.lock:
+            return sum(1 for r in self.rows if r["client"] == client_id)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=60)
+
+
+def count_non_finite(tree: Any) -> int:
+    """NaN/inf entries in a (nested) batch of tensors: the learner must never see one."""
+    if isinstance(tree, dict):
+        return sum(count_non_finite(v) for v in tree.values())
+    if isinstance(tree, tuple | list):
+        return sum(count_non_finite(v) for v in tree)
+    if isinstance(tree, torch.Tensor) and tree.is_floating_point():
+        return int((~torch.isfinite(tree)).sum())
+    return 0
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes (bounded waits, no wall-clock asserts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

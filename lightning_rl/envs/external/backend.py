@@ -144,13 +144,29 @@ class PolicyBackend:
         """Uploads must carry the network's own actions when connectors change them on the way."""
         return len(self.module_to_env) > 0
 
-    def decode_upload(self, data: Any, training: bool) -> UploadedEpisode:
-        """One uploaded episode from its wire form; ProtocolError naming what does not fit."""
+    def decode_upload(
+        self,
+        data: Any,
+        training: bool,
+        max_abs_reward: float | None = None,
+        max_abs_log_prob: float | None = None,
+    ) -> UploadedEpisode:
+        """One uploaded episode from its wire form; ProtocolError naming what does not fit.
+
+        Every number is checked as the learner will see it (float32) and against the bounds no
+        legitimate value exceeds, so one client cannot turn the learner's weights into NaN.
+        """
         if not isinstance(data, dict):
             raise ProtocolError(proto.BAD_REQUEST, "Each uploaded episode must be a map.")
         message = {"type": proto.UPLOAD_EPISODES, **data}
         rewards_value = proto.require(message, "rewards", (list, dict))
-        rewards = proto.numbers(rewards_value, _length_of(rewards_value), "rewards")
+        rewards = proto.numbers(
+            rewards_value,
+            _length_of(rewards_value),
+            "rewards",
+            low=-max_abs_reward if max_abs_reward is not None else None,
+            high=max_abs_reward,
+        )
         length = rewards.shape[0]
         if length == 0:
             raise ProtocolError(proto.BAD_REQUEST, "An uploaded episode needs at least one step.")
@@ -191,7 +207,12 @@ class PolicyBackend:
             )
         log_probs = None
         if message.get("action_log_probs") is not None:
-            log_probs = proto.numbers(message["action_log_probs"], length, "action_log_probs")
+            log_probs = proto.numbers(
+                message["action_log_probs"],
+                length,
+                "action_log_probs",
+                *self._log_prob_bounds(max_abs_log_prob),
+            )
         elif LOG_PROB_KEY in self.extra_keys and training:
             raise ProtocolError(
                 proto.BAD_REQUEST,
@@ -207,6 +228,17 @@ class PolicyBackend:
         return UploadedEpisode(
             observations, actions, module_actions, log_probs, rewards, terminated, truncated, training
         )
+
+    def _log_prob_bounds(self, max_abs: float | None) -> tuple[float | None, float | None]:
+        """What a model's log-probability can be: a probability (discrete actions) is at most 1,
+        so its log is <= 0 (a little slack for float32 rounding); any density is bounded by
+        ``max_abs`` in magnitude."""
+        low = -max_abs if max_abs is not None else None
+        discrete = isinstance(
+            self.module_to_env.module_action_space,
+            spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary,
+        )
+        return low, (1e-3 if discrete else max_abs)
 
     def upload_segment(self, episode: UploadedEpisode) -> dict[str, Any]:
         """An uploaded episode -> a segment ``[T]`` with module observations and stored extras."""
@@ -255,16 +287,38 @@ class PolicyBackend:
 
     def model(self, fmt: str) -> tuple[bytes, dict[str, Any]]:
         """The current policy as a self-contained artifact for client-side inference (cached per version)."""
-        from lightning_rl.envs.external.local_model import LocalModelExporter
+        cached = self.cached_model(fmt)
+        if cached is not None:
+            return cached
+        version = self.weights_version
+        data, metadata = self.model_job(fmt)()
+        self.store_model(fmt, version, data, metadata)
+        return data, metadata
 
+    def cached_model(self, fmt: str) -> tuple[bytes, dict[str, Any]] | None:
+        """The exported model of the current weights version, if one was made already."""
         cached = self._models.get(fmt)
         if cached is not None and cached[0] == self.weights_version:
             return cached[1], cached[2]
+        return None
+
+    def store_model(self, fmt: str, version: int, data: bytes, metadata: dict[str, Any]) -> None:
+        """Keep an export for its weights version (an export of an older version is not kept)."""
+        if version == self.weights_version:
+            self._models[fmt] = (version, data, metadata)
+
+    def model_job(self, fmt: str) -> Any:
+        """A callable exporting a snapshot of the current policy, safe to run on another thread.
+
+        The snapshot (weights, extra state, connector statistics) is taken now, on the server's
+        thread; the export builds its own copy of the policy from it, so inference and new
+        weights on the server's thread never race with it.
+        """
+        from lightning_rl.envs.external.local_model import LocalModelExporter
+
         if self._model_exporter is None:
             self._model_exporter = LocalModelExporter(self)
-        data, metadata = self._model_exporter.export(fmt)
-        self._models[fmt] = (self.weights_version, data, metadata)
-        return data, metadata
+        return self._model_exporter.job(fmt)
 
     def weights_message(self, binary: bool) -> dict[str, Any]:
         return {

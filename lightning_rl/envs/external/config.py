@@ -39,8 +39,26 @@ class ExternalEnvConfig:
         max_frame_bytes: largest frame body the server reads; bigger frames are refused.
         timeout_s: a connection that keeps the server waiting this long for its next complete
             frame is closed (time the server itself holds a request does not count).
-        handshake_timeout_s: time a new connection has to send a valid ``hello``.
-        max_clients: concurrent connections; more are refused with ``too_many_clients``.
+        handshake_timeout_s: time a new connection has to send a valid ``hello``; short, because
+            an unauthenticated socket is all an attacker without the token can hold.
+        max_clients: concurrent authenticated connections; more are refused with
+            ``too_many_clients``. Sockets still waiting for their ``hello`` do not count here.
+        max_unauthenticated: sockets that may wait for their ``hello`` at once; a new one beyond
+            this closes the one that has waited longest, so idle sockets reopened by someone
+            without the token cannot keep clients that say ``hello`` at once from connecting.
+            Before its ``hello`` is accepted a socket may send frames of at most 4 KiB.
+        max_outbound_bytes: replies the server buffers for one client that does not read them;
+            above this the server stops reading that client's requests, and a client that does
+            not read for ``timeout_s`` is dropped.
+        max_abs_reward: largest reward magnitude accepted from a client (one step's reward,
+            summed over ``log_returns``); bigger values are ``bad_request`` because squared in a
+            value loss they overflow float32. None: only float32 finiteness is checked.
+        max_abs_log_prob: largest action log-probability magnitude accepted in an upload
+            (log-probs of discrete actions must also be <= 0); a value a model cannot produce.
+        drain_timeout_s: ``complete_episodes`` mode: once enough steps arrived, how long a sample
+            waits for the running episodes to end. Episodes still running then are dropped from
+            training (their client keeps being served; that episode is not learned from), so one
+            client that never ends its episode cannot stop training.
         sample_timeout_s: how long one ``sample()`` waits for clients to deliver enough steps
             before raising EnvError; None: the algorithm's ``sample_timeout_s``; 0: forever.
         address_file: write ``{"host", "port", "pid"}`` as JSON here once listening (a
@@ -53,8 +71,13 @@ class ExternalEnvConfig:
     batch_mode: str = "truncate_episodes"
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     timeout_s: float = 60.0
-    handshake_timeout_s: float = 10.0
+    handshake_timeout_s: float = 5.0
     max_clients: int = 1024
+    max_unauthenticated: int = 64
+    max_outbound_bytes: int = 4 * 1024 * 1024
+    max_abs_reward: float | None = 1e9
+    max_abs_log_prob: float = 1e3
+    drain_timeout_s: float = 30.0
     sample_timeout_s: float | None = None
     address_file: str | None = None
 
@@ -103,14 +126,19 @@ def _validate(config: ExternalEnvConfig) -> None:
         raise ConfigError("external token must be a non-empty string.")
     if config.batch_mode not in BATCH_MODES:
         raise ConfigError(unknown_name_message("external batch_mode", str(config.batch_mode), BATCH_MODES))
-    for name in ("max_frame_bytes", "max_clients"):
+    for name in ("max_frame_bytes", "max_clients", "max_unauthenticated", "max_outbound_bytes"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"external {name} must be a positive integer, got {value!r}.")
-    for name in ("timeout_s", "handshake_timeout_s"):
+    for name in ("timeout_s", "handshake_timeout_s", "max_abs_log_prob", "drain_timeout_s"):
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ConfigError(f"external {name} must be a positive number, got {value!r}.")
+    reward = config.max_abs_reward
+    if reward is not None and (
+        isinstance(reward, bool) or not isinstance(reward, int | float) or not reward > 0
+    ):
+        raise ConfigError(f"external max_abs_reward must be a positive number or None, got {reward!r}.")
     timeout = config.sample_timeout_s
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0

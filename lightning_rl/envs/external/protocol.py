@@ -30,6 +30,15 @@ HEADER_SIZE = HEADER.size
 JSON, MSGPACK = 1, 2
 ENCODINGS = {JSON: "json", MSGPACK: "msgpack"}
 DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
+# Until a connection's ``hello`` is accepted its frames may be this large at most: a hello is
+# a few dozen bytes, so an unauthenticated peer can make the server buffer and decode only this.
+PRE_AUTH_MAX_FRAME_BYTES = 4 * 1024
+# Every number reaches the learner as float32: a value finite in float64 but above this
+# (1e39) would become inf there, so the door checks against the float32 range.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Packed arrays: more axes or a longer axis than this is no observation, whatever the byte count.
+MAX_ARRAY_NDIM = 32
+MAX_ARRAY_DIM = 2**31 - 1
 
 # Client -> server message types (each answered by exactly one frame).
 HELLO = "hello"
@@ -211,12 +220,18 @@ def pack_array(array: np.ndarray, binary: bool = True) -> dict[str, Any]:
 def unpack_array(value: dict[str, Any], what: str = "array") -> np.ndarray:
     """The inverse of :func:`pack_array`; checks dtype, shape and byte count."""
     dtype_name = value.get("dtype")
-    if dtype_name not in _DTYPES:
+    if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
         raise ProtocolError(BAD_REQUEST, f"{what}: dtype {dtype_name!r} is not one of {sorted(_DTYPES)}.")
     shape = value.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_ARRAY_NDIM
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_ARRAY_DIM for s in shape)
+    ):
         raise ProtocolError(
-            BAD_REQUEST, f"{what}: shape must be a list of non-negative integers, got {shape!r}."
+            BAD_REQUEST,
+            f"{what}: shape must be a list of at most {MAX_ARRAY_NDIM} integers in [0, {MAX_ARRAY_DIM}], "
+            f"got {_preview(shape)}.",
         )
     data = value.get("data")
     if isinstance(data, str):
@@ -237,8 +252,11 @@ def unpack_array(value: dict[str, Any], what: str = "array") -> np.ndarray:
             BAD_REQUEST,
             f"{what}: dtype {dtype_name} and shape {shape} need {expected} bytes, got {len(data)}.",
         )
-    # A copy: frombuffer's view is read-only and would pin the whole message body.
-    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    try:
+        # A copy: frombuffer's view is read-only and would pin the whole message body.
+        return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    except ValueError as exc:  # e.g. an empty array with an absurd axis ("array is too big")
+        raise ProtocolError(BAD_REQUEST, f"{what}: shape {shape} is not a usable array: {exc}") from None
 
 
 def _as_array(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
@@ -251,13 +269,29 @@ def _as_array(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
             raise ProtocolError(BAD_REQUEST, f"{what} is not an array: {exc}") from None
     if array.dtype == object or array.dtype.kind not in "biuf":
         raise ProtocolError(BAD_REQUEST, f"{what} must be numbers, got {_preview(value)}.")
-    if (
-        array.dtype.kind == "f"
-        and np.dtype(dtype).kind in "iub"
-        and not np.array_equal(array, np.round(array))
-    ):
+    target = np.dtype(dtype)
+    if array.dtype.kind == "f" and target.kind in "iub" and not np.array_equal(array, np.round(array)):
         raise ProtocolError(BAD_REQUEST, f"{what} must be whole numbers, got {_preview(value)}.")
-    return array.astype(dtype, copy=False)
+    if target.kind in "iu" and array.size:
+        # Converting would wrap around (300 -> 44 for uint8) or saturate: refuse instead.
+        info = np.iinfo(target)
+        with np.errstate(invalid="ignore"):
+            inside = np.all(array >= info.min) and np.all(array <= info.max)
+        if not inside:
+            raise ProtocolError(BAD_REQUEST, f"{what} has values outside the range of {target.name}.")
+    if target.kind == "f" and array.dtype.kind == "f" and array.size and not _float32_finite(array):
+        # Checked before the conversion too: float16 spaces would hide 1e39 as inf, not NaN.
+        raise ProtocolError(
+            BAD_REQUEST, f"{what} has non-finite values (NaN, inf, or beyond float32's range 3.4e38)."
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        return array.astype(target, copy=False)
+
+
+def _float32_finite(array: np.ndarray) -> bool:
+    """Every element is finite once converted to float32 (the training dtype)."""
+    with np.errstate(invalid="ignore"):
+        return bool(np.all(np.abs(array) <= FLOAT32_MAX))
 
 
 def _preview(value: Any, limit: int = 80) -> str:
@@ -320,8 +354,10 @@ def _check_range(array: np.ndarray, space: spaces.Space, what: str) -> None:
     """Reject what would poison a batched forward pass or the learner: NaN/inf floats and
     integers outside a discrete space (a one-hot of an out-of-range index raises)."""
     if array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)):
-            raise ProtocolError(BAD_REQUEST, f"{what} has non-finite values (NaN or inf).")
+        if not _float32_finite(array):
+            raise ProtocolError(
+                BAD_REQUEST, f"{what} has non-finite values (NaN, inf, or beyond float32's range 3.4e38)."
+            )
         return
     if isinstance(space, spaces.Discrete):
         low, high = int(space.start), int(space.start) + int(space.n) - 1
@@ -378,14 +414,23 @@ def _as_tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
     return kinds if isinstance(kinds, tuple) else (kinds,)
 
 
-def number(message: dict[str, Any], name: str, default: float = 0.0) -> float:
+def number(message: dict[str, Any], name: str, default: float = 0.0, limit: float | None = None) -> float:
+    """A finite number field (finite in float32, the training dtype); ``|value| <= limit`` if given."""
     value = require(message, name, (int, float), optional=True)
     if value is None:
         return default
-    value = float(value)
-    if not np.isfinite(value):
+    try:
+        value = float(value)
+    except OverflowError:  # a JSON integer of hundreds of digits
         raise ProtocolError(
-            BAD_REQUEST, f"Field {name!r} of {message['type']!r} must be finite, got {value}."
+            BAD_REQUEST, f"Field {name!r} of {message['type']!r} is too large: {_preview(value, 40)}."
+        ) from None
+    bound = FLOAT32_MAX if limit is None else min(limit, FLOAT32_MAX)
+    if not abs(value) <= bound:
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"Field {name!r} of {message['type']!r} must be a finite number with magnitude at most "
+            f"{bound:g}, got {value}.",
         )
     return value
 
@@ -395,13 +440,28 @@ def flag(message: dict[str, Any], name: str, default: bool) -> bool:
     return default if value is None else value
 
 
-def numbers(values: Any, length: int, what: str) -> np.ndarray:
-    """A list/array of ``length`` finite numbers (rewards, log-probs)."""
+def numbers(
+    values: Any, length: int, what: str, low: float | None = None, high: float | None = None
+) -> np.ndarray:
+    """A list/array of ``length`` numbers (rewards, log-probs), finite in float32 and inside
+    ``[low, high]`` where given (bounds beyond which a value cannot be legitimate)."""
     array = _as_array(values, np.dtype(np.float64), what).reshape(-1)
     if array.shape[0] != length:
         raise ProtocolError(BAD_REQUEST, f"{what} has {array.shape[0]} entries, expected {length}.")
-    if not np.all(np.isfinite(array)):
-        raise ProtocolError(BAD_REQUEST, f"{what} must be finite numbers.")
+    if not _float32_finite(array):
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"{what} must be finite numbers (in float32's range 3.4e38; NaN and inf are refused).",
+        )
+    low = -np.inf if low is None else low
+    high = np.inf if high is None else high
+    outside = (array < low) | (array > high)
+    if np.any(outside):
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"{what} must lie in [{low:g}, {high:g}] (no legitimate value is outside); "
+            f"got {float(array[np.argmax(outside)]):g}.",
+        )
     return array
 
 

@@ -17,6 +17,14 @@ Each connection has exactly one request in flight (frames that arrive meanwhile 
 reading pauses once more than one frame's worth is buffered), so replies come back in request
 order and a fast sender cannot make the server buffer without bound. Protocol violations get
 one error frame, then that connection is closed; the other connections never notice.
+
+Who may cost what (docs/security.md): a socket that has not said a valid ``hello`` may send
+frames of 4 KiB at most, lives ``handshake_timeout_s`` at most, and competes only with other
+such sockets (``max_unauthenticated``; the one that waited longest makes room), never with
+authenticated clients (``max_clients``). An authenticated client's unread replies are bounded
+by the transport's write-buffer limit: above it the server stops reading that client, and
+drops it when it has not read for ``timeout_s``. Model exports run on a worker thread, once per
+weights version and format.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from lightning_rl.envs.external import protocol as proto
 from lightning_rl.envs.external.backend import PolicyBackend, UploadedEpisode
 from lightning_rl.envs.external.config import ExternalEnvConfig
 from lightning_rl.envs.external.episodes import LiveEpisode, concat_segments, row, steps_to_segment
-from lightning_rl.envs.external.protocol import ProtocolError
+from lightning_rl.envs.external.protocol import PRE_AUTH_MAX_FRAME_BYTES, ProtocolError
 from lightning_rl.errors import ConfigError, EnvError
 from lightning_rl.version import __version__
 
@@ -83,6 +91,10 @@ class _ServerCounters:
     episodes_uploaded: int = 0
     lost_episodes: int = 0
     lost_steps: int = 0
+    abandoned_episodes: int = 0  # complete_episodes: still running after drain_timeout_s
+    evicted_handshakes: int = 0  # unauthenticated sockets closed to make room for new ones
+    internal_errors: int = 0  # exceptions on bad input (answered bad_request, logged)
+    peak_outbound_bytes: int = 0  # largest write buffer of any connection
     errors: Counter = field(default_factory=Counter)
 
 
@@ -94,12 +106,15 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: PolicyServer) -> None:
         self.server = server
         self.id = next(self._ids)
-        self.reader = proto.FrameReader(server.config.max_frame_bytes)
+        # Until hello is accepted only a few KiB per frame: checked from the header, before the body.
+        self.reader = proto.FrameReader(min(PRE_AUTH_MAX_FRAME_BYTES, server.config.max_frame_bytes))
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
         self.authenticated = False
         self.busy = False  # the server holds this connection's request
-        self.paused = False  # reading paused: the client sent far ahead of its replies
+        self.reading = True  # False while reading is paused (see _update_reading)
+        self.write_paused = False  # the client does not read its replies fast enough
+        self.write_paused_since = 0.0
         self.closed = False
         self.encoding = proto.JSON
         self.idle_since = time.monotonic()
@@ -109,22 +124,44 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
+        limit = self.server.config.max_outbound_bytes
+        self.transport.set_write_buffer_limits(high=limit, low=limit // 4)
         self.server._on_connect(self)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         self.reader.feed(data)
-        if self.busy:
-            # A client that sends ahead of its replies: buffer one frame's worth, then stop reading.
-            if (
-                self.reader.buffered > self.server.config.max_frame_bytes + proto.HEADER_SIZE
-                and not self.paused
-            ):
-                self.paused = True
-                self.transport.pause_reading()
+        if self.busy or self.write_paused:
+            self._update_reading()
             return
         self.drain()
+
+    def _update_reading(self) -> None:
+        """Read only while the request can be handled: pause while the server holds a request and
+        more than one frame's worth is buffered, and while the client leaves its replies unread."""
+        if self.closed:
+            return
+        ahead = self.busy and self.reader.buffered > self.reader.max_frame_bytes + proto.HEADER_SIZE
+        should_read = not (ahead or self.write_paused)
+        if should_read != self.reading:
+            self.reading = should_read
+            if should_read:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    # Write flow control: the transport calls these around its write-buffer limits.
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_paused_since = time.monotonic()
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._update_reading()
+        if not self.busy and self.reader.buffered and not self.closed:
+            self.server.loop.call_soon(self.drain)
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -137,7 +174,7 @@ class _Connection(asyncio.Protocol):
     # -- request handling -------------------------------------------------------------------------
     def drain(self) -> None:
         """Handle the complete frames buffered so far, one request at a time."""
-        while not self.busy and not self.closed:
+        while not self.busy and not self.closed and not self.write_paused:
             try:
                 item = self.reader.next_message()
             except ProtocolError as exc:
@@ -157,12 +194,14 @@ class _Connection(asyncio.Protocol):
             return
         self.transport.write(proto.encode_frame(message, self.encoding))
         self.idle_since = time.monotonic()
+        counters = self.server.counters
+        counters.peak_outbound_bytes = max(
+            counters.peak_outbound_bytes, self.transport.get_write_buffer_size()
+        )
         if self.busy:
             self.busy = False
-            if self.paused:
-                self.paused = False
-                self.transport.resume_reading()
-            if self.reader.buffered:
+            self._update_reading()
+            if self.reader.buffered and not self.write_paused:
                 self.server.loop.call_soon(self.drain)
 
     def fail(self, code: str, message: str) -> None:
@@ -175,9 +214,13 @@ class _Connection(asyncio.Protocol):
             self.server.counters.errors[code] += 1
             log.warning("External env client %s (%s): %s: %s; closing it.", self.id, self.peer, code, message)
         frame = {"type": proto.ERROR, "code": code, "message": message}
+        self.closed = True
+        if self.write_paused:
+            # It does not read: a graceful close would keep its unread replies buffered forever.
+            self.transport.abort()
+            return
         with contextlib.suppress(Exception):
             self.transport.write(proto.encode_frame(frame, proto.JSON))
-        self.closed = True
         self.transport.close()
 
 
@@ -193,7 +236,15 @@ class PolicyServer:
         self.worker_index = worker_index
         self.complete_episodes = config.batch_mode == "complete_episodes"
         self.counters = _ServerCounters()
-        self.connections: set[_Connection] = set()
+        self.connections: set[_Connection] = set()  # every open socket, authenticated or not
+        # Sockets still waiting for their hello, oldest first (a dict keeps insertion order).
+        self.unauthenticated: dict[_Connection, None] = {}
+        self.clients: set[_Connection] = set()  # authenticated connections (max_clients)
+        self._exports: dict[tuple[str, int], list[_Connection]] = {}
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"external-env-export-{worker_index}"
+        )
+        self._drain_since = 0.0
         self.loop = asyncio.new_event_loop()
         self.host: str = config.host
         self.port: int = 0
@@ -278,6 +329,7 @@ class PolicyServer:
             return
         self.loop.call_soon_threadsafe(self._shutdown)
         self._thread.join(timeout=10)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _shutdown(self) -> None:
         if self._server is not None:
@@ -305,9 +357,16 @@ class PolicyServer:
                 return future.result()
             raise EnvError(
                 f"External env server {self.host}:{self.port} waited {timeout_s:g} s for clients to deliver "
-                f"{target} steps; {stats['clients']} clients are connected and {stats['steps']} steps "
-                "arrived (kept for the next sample). Start more clients, or raise external sample_timeout_s "
-                "(0 waits forever)."
+                f"{target} steps; {stats['clients']} clients are connected, {stats['ready']} steps of ended "
+                f"episodes or cut pieces are ready and {stats['live']} more are in "
+                f"{stats['running']} running training episodes (all kept for the next sample). Start more "
+                "clients, or raise external sample_timeout_s (0 waits forever)"
+                + (
+                    "; in complete_episodes mode lower external drain_timeout_s below sample_timeout_s so "
+                    "episodes that do not end are dropped instead of holding the sample."
+                    if self.complete_episodes
+                    else "."
+                )
             ) from None
 
     def call(self, fn: Any, *args: Any) -> Any:
@@ -340,6 +399,11 @@ class PolicyServer:
             "episodes_uploaded": c.episodes_uploaded,
             "lost_episodes": c.lost_episodes,
             "lost_steps": c.lost_steps,
+            "abandoned_episodes": c.abandoned_episodes,
+            "unauthenticated": len(self.unauthenticated),
+            "evicted_handshakes": c.evicted_handshakes,
+            "internal_errors": c.internal_errors,
+            "peak_outbound_bytes": c.peak_outbound_bytes,
             "errors": dict(c.errors),
             "gate": self.gate,
             "buffered_steps": self._ready_steps + self._live_steps,
@@ -367,7 +431,14 @@ class PolicyServer:
             self.gate = CLOSED
             self._future = None
             future.cancel()
-        aborted.set_result({"clients": len(self.connections), "steps": self._ready_steps + self._live_steps})
+        aborted.set_result(
+            {
+                "clients": len(self.clients),
+                "ready": self._ready_steps,
+                "live": self._live_steps,
+                "running": self._live_training_episodes,
+            }
+        )
 
     def _release_held(self) -> None:
         held, self._held = self._held, deque()
@@ -389,6 +460,7 @@ class PolicyServer:
                 self._cut()
                 return
             self.gate = DRAINING  # no new episodes; wait for the running ones to end
+            self._drain_since = time.monotonic()
         if self.gate == DRAINING:
             if total < self.target:  # a client left and took its steps with it: collect more
                 self.gate = OPEN
@@ -427,16 +499,30 @@ class PolicyServer:
     # -- connections (loop thread) --------------------------------------------------------------------
     def _on_connect(self, connection: _Connection) -> None:
         self.counters.connections_total += 1
-        if len(self.connections) >= self.config.max_clients:
+        if len(self.clients) >= self.config.max_clients:
             connection.fail(
                 proto.TOO_MANY_CLIENTS,
                 f"The server serves at most {self.config.max_clients} clients at once.",
             )
             return
         self.connections.add(connection)
+        self.unauthenticated[connection] = None
+        if len(self.unauthenticated) > self.config.max_unauthenticated:
+            # Make room by closing the socket that has waited longest for its hello: a client that
+            # says hello at once is never the oldest, idle sockets reopened by an attacker are.
+            oldest = next(iter(self.unauthenticated))
+            self.counters.evicted_handshakes += 1
+            oldest.fail(
+                proto.TOO_MANY_CLIENTS,
+                f"More than {self.config.max_unauthenticated} connections are waiting for their hello; "
+                "the one that waited longest is closed. Send hello right after connecting.",
+            )
+            self.unauthenticated.pop(oldest, None)
 
     def _on_disconnect(self, connection: _Connection, truncated: bool) -> None:
         self.connections.discard(connection)
+        self.unauthenticated.pop(connection, None)
+        self.clients.discard(connection)
         if truncated:
             self.counters.errors["truncated_frame"] += 1
             log.warning(
@@ -452,10 +538,20 @@ class PolicyServer:
         self._check_target()
 
     def _sweep(self) -> None:
-        """Close connections that kept the server waiting for a frame too long."""
+        """Close connections that kept the server waiting for a frame (or for reading its replies)
+        too long; drop running episodes that hold a complete_episodes sample too long."""
         now = time.monotonic()
         for connection in list(self.connections):
-            if connection.busy or connection.closed:
+            if connection.closed:
+                continue
+            if connection.write_paused and now - connection.write_paused_since > self.config.timeout_s:
+                connection.fail(
+                    proto.TIMEOUT,
+                    f"The client left {connection.transport.get_write_buffer_size()} bytes of replies unread "
+                    f"for {self.config.timeout_s:g} s.",
+                )
+                continue
+            if connection.busy:
                 continue
             if connection.authenticated:
                 limit = self.config.timeout_s
@@ -465,8 +561,36 @@ class PolicyServer:
                 what = "a valid hello"
             if now - connection.idle_since > limit:
                 connection.fail(proto.TIMEOUT, f"No {what} within {limit:g} s.")
-        interval = min(1.0, self.config.timeout_s / 4, self.config.handshake_timeout_s / 4)
+        if self.gate == DRAINING and now - self._drain_since > self.config.drain_timeout_s:
+            self._abandon_running_episodes()
+        config = self.config
+        interval = min(1.0, config.timeout_s / 4, config.handshake_timeout_s / 4, config.drain_timeout_s / 4)
         self.loop.call_later(interval, self._sweep)
+
+    def _abandon_running_episodes(self) -> None:
+        """complete_episodes: the running episodes did not end within drain_timeout_s. They stop
+        being training episodes (their clients keep being served, nothing of them is learned
+        from), so the sample goes on with the episodes that did end."""
+        for connection in self.connections:
+            for episode in connection.episodes.values():
+                if not episode.training:
+                    continue
+                self._live_steps -= len(episode.steps)
+                self._live_training_episodes -= 1
+                self.counters.abandoned_episodes += 1
+                self.counters.lost_steps += len(episode.steps) + (episode.pending is not None)
+                log.warning(
+                    "External env client %s (%s): episode %r still running %g s after the sample had "
+                    "enough steps (%d so far); it is not learned from (drain_timeout_s).",
+                    connection.id,
+                    connection.peer,
+                    episode.episode_id,
+                    self.config.drain_timeout_s,
+                    episode.length,
+                )
+                episode.training = False
+                episode.steps = []
+        self._check_target()
 
     def _dispatch(self, connection: _Connection, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -488,14 +612,21 @@ class PolicyServer:
         except ConfigError as exc:
             connection.fail(proto.BAD_REQUEST, str(exc))
         except Exception as exc:
-            log.exception("External env server failed on a %r message", kind)
-            connection.fail(proto.SERVER_ERROR, f"{type(exc).__name__}: {exc}")
+            # Every check of a message runs before anything changes state, so an exception here was
+            # raised by the message's content (a value no check foresaw): the client's fault,
+            # answered bad_request. Logged with its traceback so a real server bug stays visible.
+            self.counters.internal_errors += 1
+            log.warning(
+                "External env server: a %r message raised; answered bad_request.", kind, exc_info=True
+            )
+            connection.fail(proto.BAD_REQUEST, f"Invalid {kind!r} message: {type(exc).__name__}: {exc}")
 
     # -- messages (loop thread) -----------------------------------------------------------------------
     def _hello(self, connection: _Connection, message: dict[str, Any]) -> None:
         token = message.get("token")
         # Constant-time comparison: the reply time must not reveal how much of a guess was right.
-        given = token.encode("utf-8") if isinstance(token, str) else b""
+        # surrogatepass: a JSON token may hold a lone UTF-16 surrogate, which strict UTF-8 refuses.
+        given = token.encode("utf-8", "surrogatepass") if isinstance(token, str) else b""
         if not hmac.compare_digest(given, self._token):
             raise ProtocolError(proto.UNAUTHORIZED, "Missing or wrong token.")
         version = message.get("protocol_version")
@@ -505,7 +636,15 @@ class PolicyServer:
                 f"Protocol version {version!r} is not supported; this server speaks "
                 f"{list(proto.SUPPORTED_VERSIONS)}.",
             )
+        if len(self.clients) >= self.config.max_clients:
+            raise ProtocolError(
+                proto.TOO_MANY_CLIENTS,
+                f"The server serves at most {self.config.max_clients} clients at once.",
+            )
         connection.authenticated = True
+        self.unauthenticated.pop(connection, None)
+        self.clients.add(connection)
+        connection.reader.max_frame_bytes = self.config.max_frame_bytes
         connection.reply(
             {
                 "type": proto.WELCOME,
@@ -567,7 +706,7 @@ class PolicyServer:
 
     def _get_action(self, connection: _Connection, message: dict[str, Any]) -> None:
         episode = self._episode(connection, message)
-        reward = proto.number(message, "reward")
+        reward = self._reward(message, episode)
         observation = self.backend.decode_observation(proto.require(message, "observation", object))
         episode.reward_since_action += reward
         episode.total_return += reward
@@ -638,18 +777,32 @@ class PolicyServer:
                 }
             )
 
+    def _reward(self, message: dict[str, Any], episode: LiveEpisode) -> float:
+        """The message's reward, checked alone and added to the step's reward so far: both must be
+        finite in float32 and within max_abs_reward (else bad_request; the episode is dropped)."""
+        limit = self.config.max_abs_reward
+        reward = proto.number(message, "reward", limit=limit)
+        bound = proto.FLOAT32_MAX if limit is None else min(limit, proto.FLOAT32_MAX)
+        if not abs(episode.reward_since_action + reward) <= bound:
+            raise ProtocolError(
+                proto.BAD_REQUEST,
+                f"The reward of one step (summed over log_returns) must stay within {bound:g}; "
+                f"it would be {episode.reward_since_action + reward:g}.",
+            )
+        return reward
+
     def _log_returns(self, connection: _Connection, message: dict[str, Any]) -> None:
         episode = self._episode(connection, message)
         if "reward" not in message:
             raise ProtocolError(proto.BAD_REQUEST, "log_returns needs the field 'reward'.")
-        reward = proto.number(message, "reward")
+        reward = self._reward(message, episode)
         episode.reward_since_action += reward
         episode.total_return += reward
         connection.reply({"type": proto.OK})
 
     def _end_episode(self, connection: _Connection, message: dict[str, Any]) -> None:
         episode = self._episode(connection, message)
-        reward = proto.number(message, "reward")
+        reward = self._reward(message, episode)
         observation = self.backend.decode_observation(proto.require(message, "observation", object))
         truncated = proto.flag(message, "truncated", False)
         terminated = proto.flag(message, "terminated", not truncated)
@@ -691,7 +844,12 @@ class PolicyServer:
                 f"An upload carries 1 to {MAX_EPISODES_PER_UPLOAD} episodes, got {len(episodes)}.",
             )
         training = proto.flag(message, "training_enabled", True)
-        decoded = [self.backend.decode_upload(episode, training) for episode in episodes]
+        decoded = [
+            self.backend.decode_upload(
+                episode, training, self.config.max_abs_reward, self.config.max_abs_log_prob
+            )
+            for episode in episodes
+        ]
         connection.defer()
         self._queue_upload(connection, decoded)
 
@@ -718,17 +876,54 @@ class PolicyServer:
         self._check_target()
 
     def _get_model(self, connection: _Connection, message: dict[str, Any]) -> None:
+        """Export on the worker thread (an ONNX export takes tens of milliseconds to seconds, which
+        would stall every client's actions on this thread); once per weights version and format:
+        concurrent requests for the same one wait for the same export."""
         fmt = proto.require(message, "format", str, optional=True) or "onnx"
-        data, metadata = self.backend.model(fmt)
-        connection.reply(
-            {
-                "type": proto.MODEL,
-                "format": fmt,
-                "weights_version": metadata["weights_version"],
-                "metadata": metadata,
-                "data": data,
-            }
-        )
+        cached = self.backend.cached_model(fmt)
+        if cached is not None:
+            connection.reply(_model_message(fmt, *cached))
+            return
+        key = (fmt, self.backend.weights_version)
+        job = None if key in self._exports else self.backend.model_job(fmt)  # may raise bad_request
+        connection.defer()
+        waiting = self._exports.setdefault(key, [])
+        waiting.append(connection)
+        if job is not None:
+            future = self._executor.submit(job)
+            future.add_done_callback(lambda done: self._call_from_worker(self._model_done, key, done))
+
+    def _call_from_worker(self, fn: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _model_done(self, key: tuple[str, int], done: concurrent.futures.Future) -> None:
+        waiting = self._exports.pop(key, [])
+        fmt, version = key
+        try:
+            data, metadata = done.result()
+        except ConfigError as exc:
+            for connection in waiting:
+                connection.fail(proto.BAD_REQUEST, str(exc))
+            return
+        except Exception as exc:
+            log.exception("External env server: exporting the %s model failed", fmt)
+            for connection in waiting:
+                connection.fail(proto.SERVER_ERROR, f"Model export failed: {type(exc).__name__}: {exc}")
+            return
+        self.backend.store_model(fmt, version, data, metadata)
+        for connection in waiting:
+            connection.reply(_model_message(fmt, data, metadata))
 
     def _get_weights(self, connection: _Connection, message: dict[str, Any]) -> None:
         connection.reply(self.backend.weights_message(binary=connection.encoding == proto.MSGPACK))
+
+
+def _model_message(fmt: str, data: bytes, metadata: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": proto.MODEL,
+        "format": fmt,
+        "weights_version": metadata["weights_version"],
+        "metadata": metadata,
+        "data": data,
+    }
