@@ -42,6 +42,10 @@ class CheckpointError(LightningRLError):
     """A checkpoint is missing, truncated, corrupt or from an incompatible format."""
 
 
+class NonFiniteError(LightningRLError, FloatingPointError):
+    """Training stopped: a policy's loss or gradients stayed non-finite (NaN/inf) update after update."""
+
+
 class MissingExtraError(LightningRLError, ImportError):
     """A feature needs a package of an optional extra that is not installed.
 

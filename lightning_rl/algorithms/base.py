@@ -39,6 +39,7 @@ from lightning_rl.algorithms.multi_agent import (
     policy_spaces_from_env,
     resolve_mapping_fn,
 )
+from lightning_rl.algorithms.non_finite import NonFiniteGuard
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.connectors.base import (
     EnvToModulePipeline,
@@ -56,6 +57,7 @@ from lightning_rl.env_runners.multi_agent_env_runner import MultiAgentEnvRunnerS
 from lightning_rl.envs.external.config import resolve_external_config
 from lightning_rl.envs.multi_agent import is_multi_agent
 from lightning_rl.envs.registration import EnvContext, EnvLike, env_name, resolve_env
+from lightning_rl.envs.vector import check_non_finite_mode
 from lightning_rl.errors import CheckpointError, ConfigError, EnvError
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
 from lightning_rl.modules.recurrent import is_recurrent, memory_switches
@@ -145,6 +147,13 @@ class Algorithm(pl.LightningModule, abc.ABC):
         restart_failed_env_runners, max_num_env_runner_restarts, sample_timeout_s,
         ignore_env_runner_failures, max_consecutive_env_runner_failures: fault tolerance of the
             runner group (see :class:`~lightning_rl.env_runners.FaultToleranceConfig`).
+            ``sample_timeout_s`` also bounds the in-process runner (``num_env_runners=0``).
+        restart_failed_sub_environments: an env copy that raises or hangs is rebuilt alone and
+            only its episode is dropped (RLlib's name); False: the runner fails as a whole.
+        on_non_finite_env_output: an env's NaN/inf reward or observation: ``"error"`` (stop,
+            naming the env) or ``"drop_episode"`` (drop that episode, keep training).
+        max_consecutive_non_finite_updates: updates skipped in a row for a non-finite loss or
+            gradient before training stops with a :class:`~lightning_rl.errors.NonFiniteError`.
         external: train from external simulators over TCP instead of local env copies: a dict
             of :class:`~lightning_rl.envs.external.ExternalEnvConfig` settings (``host``,
             ``port``, ``token``, ``batch_mode``, ...) or True for the defaults. ``env`` still
@@ -194,6 +203,9 @@ class Algorithm(pl.LightningModule, abc.ABC):
         sample_timeout_s: float | None = 60.0,
         ignore_env_runner_failures: bool = False,
         max_consecutive_env_runner_failures: int = 10,
+        restart_failed_sub_environments: bool = True,
+        on_non_finite_env_output: str = "error",
+        max_consecutive_non_finite_updates: int = 10,
         external: Any = None,
         output: str | None = None,
         output_config: dict | None = None,
@@ -268,6 +280,7 @@ class Algorithm(pl.LightningModule, abc.ABC):
             self.minibatch_generator.manual_seed(int(seed))
         self._optimizer_cache: Any = None
         self._learner_metrics: dict[str, dict[str, list[torch.Tensor]]] = {}
+        self._non_finite_guard = NonFiniteGuard(max_consecutive_non_finite_updates)
         self.last_evaluation_epoch: int | None = None
 
     def _setup_policy_spaces(
@@ -499,6 +512,10 @@ class Algorithm(pl.LightningModule, abc.ABC):
             )
         if h.num_cpus_per_env_runner <= 0:
             raise ConfigError(f"num_cpus_per_env_runner must be positive, got {h.num_cpus_per_env_runner!r}.")
+        check_non_finite_mode(h.on_non_finite_env_output)
+        limit = h.max_consecutive_non_finite_updates
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ConfigError(f"max_consecutive_non_finite_updates must be an integer >= 1, got {limit!r}.")
 
     @staticmethod
     def require_positive(**values: Any) -> None:
@@ -558,6 +575,7 @@ class Algorithm(pl.LightningModule, abc.ABC):
                 num_envs=num_envs,
                 seed=seed,
                 update_connectors=not evaluation,
+                **self._env_robustness_settings(),
             )
         if self._external is not None and not evaluation:
             from lightning_rl.envs.external.spec import external_runner_spec
@@ -575,7 +593,18 @@ class Algorithm(pl.LightningModule, abc.ABC):
             update_connectors=not evaluation,
             policy_id=policy_id,
             recorder=None if evaluation else self._recording_spec(),
+            **self._env_robustness_settings(),
         )
+
+    def _env_robustness_settings(self) -> dict[str, Any]:
+        """What runners do with crashing, hanging or NaN-producing env copies."""
+        h = self.hparams
+        return {
+            "restart_failed_sub_environments": bool(h.restart_failed_sub_environments),
+            "max_consecutive_sub_environment_failures": int(h.max_consecutive_env_runner_failures),
+            "on_non_finite_env_output": h.on_non_finite_env_output,
+            "sample_timeout_s": h.sample_timeout_s,
+        }
 
     def _recording_spec(self) -> Any:
         h = self.hparams
@@ -783,6 +812,17 @@ class Algorithm(pl.LightningModule, abc.ABC):
 
     def flush_learner_metrics(self) -> None:
         """Log the accumulated learner stats as ``learners/<policy>/<name>`` iteration means."""
+        # This iteration's count so far (flushed at its last batch and again at its end).
+        skipped = self._non_finite_guard.skipped_in(self.current_epoch, self.policies_to_train)
+        for policy_id, count in skipped.items():
+            self.log(
+                f"learners/{policy_id}/num_non_finite_updates_skipped",
+                float(count),
+                on_step=False,
+                on_epoch=True,
+                reduce_fx="max",
+                batch_size=1,
+            )
         for policy_id, bucket in self._learner_metrics.items():
             for name, values in bucket.items():
                 self.log(
@@ -803,6 +843,31 @@ class Algorithm(pl.LightningModule, abc.ABC):
 
     def on_train_epoch_end(self) -> None:
         self.flush_learner_metrics()
+
+    # -- non-finite guard (see algorithms/non_finite.py) ---------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self._trainer is not None and self.trainer.training:
+            self._non_finite_guard.start_batch(batch)
+        return batch
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        self._non_finite_guard.before_backward(loss)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        trainer = self.trainer
+        strategy = trainer.strategy
+        any_rank = (
+            (lambda bad: strategy.reduce_boolean_decision(bad, all=False)) if trainer.world_size > 1 else None
+        )
+        # fp16 mixed precision: the loss scaler handles inf gradients (skips, lowers the scale).
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        self._non_finite_guard.before_optimizer_step(
+            optimizer,
+            self.policies,
+            check_gradients=scaler is None,
+            any_rank=any_rank,
+            epoch=self.current_epoch,
+        )
 
     # -- optimisation ------------------------------------------------------------------------
     def build_optimizers(self) -> Any:

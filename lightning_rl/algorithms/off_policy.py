@@ -221,7 +221,8 @@ class OffPolicyAlgorithm(Algorithm):
         self.optimizer_step(self.policy_optimizer(policy_id), loss)
         module.after_update()
         experience = self.experience
-        if experience.prioritized:
+        # A skipped (non-finite) update's TD errors would write NaN priorities into the tree.
+        if experience.prioritized and not self._non_finite_guard.last_step_skipped:
             experience.update_priorities(policy_id, minibatch["index"], td_error)
         self.accumulate_learner_metrics(stats, policy_id)
 

@@ -80,6 +80,9 @@ class ExperienceDataModule(pl.LightningDataModule):
         self.num_env_steps_sampled_lifetime = 0
         self.num_episodes_lifetime = 0
         self.num_env_runner_restarts = 0
+        # Env copies rebuilt inside runners and episodes they dropped (crashes, NaN/inf outputs).
+        self.num_env_restarts_lifetime = 0
+        self.num_episodes_dropped_lifetime = 0
         # Wall time spent inside sample() (runner round trips included), for "where time goes".
         self.sampling_seconds_lifetime = 0.0
         self._episode_returns: deque[float] = deque(maxlen=100)
@@ -207,6 +210,8 @@ class ExperienceDataModule(pl.LightningDataModule):
         self._episode_lengths.extend(lengths)
         self.num_env_steps_sampled_lifetime += steps
         self.num_episodes_lifetime += len(returns)
+        self.num_env_restarts_lifetime += sum(r.stats.num_env_restarts for r in results)
+        self.num_episodes_dropped_lifetime += sum(r.stats.num_episodes_dropped for r in results)
         self.num_env_runner_restarts = self.train_group.num_restarts if self.train_group else 0
         metrics = {
             "env_runners/num_env_steps_sampled": float(steps),
@@ -214,6 +219,8 @@ class ExperienceDataModule(pl.LightningDataModule):
             "env_runners/sample_env_steps_per_s": steps / sample_seconds if sample_seconds > 0 else 0.0,
             "env_runners/num_healthy_env_runners": float(self.train_group.num_healthy_runners),
             "env_runners/num_env_runner_restarts": float(self.num_env_runner_restarts),
+            "env_runners/num_env_restarts": float(self.num_env_restarts_lifetime),
+            "env_runners/num_episodes_dropped": float(self.num_episodes_dropped_lifetime),
             "num_env_steps_sampled_lifetime": float(self.num_env_steps_sampled_lifetime),
             "num_episodes_lifetime": float(self.num_episodes_lifetime),
             "time_total_s": self.time_total_s,

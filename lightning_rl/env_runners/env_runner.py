@@ -22,7 +22,7 @@ from lightning_rl._tree import map_structure, stack_structures, to_torch
 from lightning_rl.connectors.base import ConnectorSpec, EnvToModulePipeline, ModuleToEnvPipeline
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.envs.registration import EnvContext, EnvCreator
-from lightning_rl.envs.vector import make_vector_env
+from lightning_rl.envs.vector import CallDeadline, EnvCallTimeout, make_vector_env
 from lightning_rl.errors import EnvError
 from lightning_rl.modules.policy import PolicySpec
 
@@ -48,6 +48,15 @@ class EnvRunnerSpec:
     # ``build(observation_space, action_space, num_envs, worker_index)`` returning the recorder
     # (lightning_rl.offline.RecordingSpec); None records nothing and costs nothing per step.
     recorder: Any = None
+    # Env copies that raise (or hang) are rebuilt alone, their episode dropped (RLlib's
+    # restart_failed_sub_environments); a copy failing this many times in a row is an error.
+    restart_failed_sub_environments: bool = True
+    max_consecutive_sub_environment_failures: int = 10
+    # Non-finite rewards/observations: "error" (naming the env) or "drop_episode".
+    on_non_finite_env_output: str = "error"
+    # Bounds each sample()/evaluate() of an in-process runner (num_workers == 0; Ray runners
+    # are bounded by their group): a copy that hangs is rebuilt like one that raised.
+    sample_timeout_s: float | None = None
 
     @staticmethod
     def runner_class() -> type:
@@ -66,6 +75,9 @@ class EpisodeStats:
     agent_returns: list[dict[str, float]] = field(default_factory=list)
     policy_returns: list[dict[str, float]] = field(default_factory=list)
     num_agent_steps: int = 0
+    # Env copies rebuilt after raising or hanging, and episodes dropped (crash or non-finite output).
+    num_env_restarts: int = 0
+    num_episodes_dropped: int = 0
 
 
 @dataclass
@@ -94,7 +106,15 @@ class EnvRunner:
             num_workers=spec.num_workers,
             recreated_worker=recreated,
         )
-        self.env = make_vector_env(spec.env_creator, context, spec.num_envs)
+        self.env = make_vector_env(
+            spec.env_creator,
+            context,
+            spec.num_envs,
+            restart_failed=spec.restart_failed_sub_environments,
+            max_consecutive_failures=spec.max_consecutive_sub_environment_failures,
+            on_non_finite=spec.on_non_finite_env_output,
+            where=f" on env runner {worker_index}",
+        )
         self.num_envs = spec.num_envs
         self.observation_space = self.env.single_observation_space
         self.action_space = self.env.single_action_space
@@ -146,9 +166,21 @@ class EnvRunner:
         return self.observation_space, self.action_space
 
     # -- env helpers -------------------------------------------------------------------------
+    def _deadline(self) -> CallDeadline:
+        """``sample_timeout_s`` for an in-process runner's call (Ray's group bounds actors)."""
+        deadline = CallDeadline(self.spec.sample_timeout_s if self.spec.num_workers == 0 else None)
+        self.env.deadline = deadline
+        return deadline
+
     def _call_env(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return getattr(self.env, method)(*args, **kwargs)
+        except EnvError:
+            raise
+        except EnvCallTimeout as exc:
+            raise EnvError(
+                f"Env {self.spec.env_creator.name!r} on env runner {self.worker_index}: {method}() {exc}."
+            ) from None
         except Exception as exc:
             raise EnvError(
                 f"Env {self.spec.env_creator.name!r} raised in {method}() on env runner {self.worker_index}: "
@@ -182,6 +214,15 @@ class EnvRunner:
     ) -> RunnerResult:
         """Step every env copy ``num_steps`` times; episodes carry over between calls."""
         self.set_state(state)
+        try:
+            with self._deadline():
+                return self._sample(num_steps, explore)
+        except EnvCallTimeout as exc:  # expired outside an env call: the whole call was too slow
+            raise EnvError(
+                f"sample() of env {self.spec.env_creator.name!r} on env runner {self.worker_index}: {exc}."
+            ) from None
+
+    def _sample(self, num_steps: int, explore: bool) -> RunnerResult:
         if self._obs is None:
             self._reset_all()
         start = time.perf_counter()
@@ -230,23 +271,40 @@ class EnvRunner:
                 self._episode_length += 1
                 any_done = bool(done.any())
                 if any_done:
-                    done_ids = np.flatnonzero(done)
-                    ids = torch.from_numpy(done_ids)
-                    final_raw = stack_structures([info["final_obs"][i] for i in done_ids])
-                    final_obs = self.env_to_module(to_torch(final_raw), env_ids=ids, update=update)
-                    self.env_to_module.episode_start(ids)
-                    start_policy_episodes(self.policy, ids)
-                    self._finish_episodes(done_ids, stats)
+                    aborted = self.env.aborted
+                    ended_ids = np.flatnonzero(done & ~aborted)
+                    ids = torch.from_numpy(ended_ids)
+                    if len(ended_ids):
+                        final_raw = stack_structures([info["final_obs"][i] for i in ended_ids])
+                        final_obs = self.env_to_module(to_torch(final_raw), env_ids=ids, update=update)
+                    all_ids = torch.from_numpy(np.flatnonzero(done))
+                    self.env_to_module.episode_start(all_ids)
+                    start_policy_episodes(self.policy, all_ids)
+                    self._finish_episodes(ended_ids, stats)
+                    # A dropped episode is not reported; its aborted step loops back to the
+                    # observation it acted on (finite), cut as truncated.
+                    dropped = np.flatnonzero(aborted)
+                    self._drop_episodes(dropped, stats)
+                obs_now = obs
                 obs = self.env_to_module(to_torch(raw), update=update)
                 if structured:
                     _write(next_buf, obs, t)
                     if any_done:
-                        _write_rows(next_buf, final_obs, ids, t)
+                        if len(ended_ids):
+                            _write_rows(next_buf, final_obs, ids, t)
+                        if len(dropped):
+                            rows = torch.from_numpy(dropped)
+                            _write_rows(next_buf, map_structure(lambda x, r=rows: x[r], obs_now), rows, t)
                 else:
                     next_buf[:, t] = obs
                     if any_done:
-                        next_buf[ids, t] = final_obs
+                        if len(ended_ids):
+                            next_buf[ids, t] = final_obs
+                        if len(dropped):
+                            rows = torch.from_numpy(dropped)
+                            next_buf[rows, t] = obs_now[rows]
         self._obs = obs
+        stats.num_env_restarts, _ = self.env.pop_counters()
         if recorder is not None:
             recorder.end_fragment()
         stats.num_env_steps = n * steps
@@ -268,6 +326,11 @@ class EnvRunner:
     def _pop_deltas(self) -> dict[str, list[dict[str, Any] | None]]:
         return {self.spec.policy_id: self.env_to_module.pop_deltas()}
 
+    def _drop_episodes(self, ids: np.ndarray, stats: EpisodeStats) -> None:
+        stats.num_episodes_dropped += len(ids)
+        self._episode_return[ids] = 0.0
+        self._episode_length[ids] = 0
+
     def _finish_episodes(self, done_ids: np.ndarray, stats: EpisodeStats) -> None:
         for i in done_ids:
             stats.returns.append(float(self._episode_return[i]))
@@ -281,9 +344,19 @@ class EnvRunner:
         """Run ``num_episodes`` fresh episodes, spread evenly over the env copies.
 
         Each env copy runs a fixed quota, so short episodes are not over-represented (the
-        first N episodes to finish would be biased towards failures).
+        first N episodes to finish would be biased towards failures). A dropped episode (its
+        copy crashed or gave a non-finite value) does not count towards the quota.
         """
         self.set_state(state)
+        try:
+            with self._deadline():
+                return self._evaluate(num_episodes, explore)
+        except EnvCallTimeout as exc:
+            raise EnvError(
+                f"evaluate() of env {self.spec.env_creator.name!r} on env runner {self.worker_index}: {exc}."
+            ) from None
+
+    def _evaluate(self, num_episodes: int, explore: bool) -> RunnerResult:
         start = time.perf_counter()
         self._reset_all()
         quota = np.full(self.num_envs, num_episodes // self.num_envs, dtype=np.int64)
@@ -305,7 +378,8 @@ class EnvRunner:
                 done = np.logical_or(terminated, truncated)
                 if done.any():
                     done_ids = np.flatnonzero(done)
-                    counted = done_ids[quota[done_ids] > 0]
+                    counted = done_ids[(quota[done_ids] > 0) & ~self.env.aborted[done_ids]]
+                    stats.num_episodes_dropped += int(self.env.aborted.sum())
                     for i in counted:
                         stats.returns.append(float(self._episode_return[i]))
                         stats.lengths.append(int(self._episode_length[i]))
@@ -317,6 +391,7 @@ class EnvRunner:
                 obs = self.env_to_module(to_torch(raw), update=update)
         # The next training-style sample() must not continue these evaluation episodes.
         self._obs = None
+        stats.num_env_restarts, _ = self.env.pop_counters()
         stats.seconds = time.perf_counter() - start
         return RunnerResult(None, stats, self._pop_deltas(), self.weights_version, self.worker_index)
 

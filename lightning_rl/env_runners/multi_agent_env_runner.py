@@ -10,8 +10,10 @@ segments end with ``("next", "done")`` set, which is exactly what GAE or n-step 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +27,15 @@ from lightning_rl.env_runners.agent_trajectories import AgentTrajectories, Compl
 from lightning_rl.env_runners.env_runner import EpisodeStats, RunnerResult, to_env_actions
 from lightning_rl.envs.multi_agent import ALL, MultiAgentEnv
 from lightning_rl.envs.registration import EnvContext, EnvCreator
+from lightning_rl.envs.vector import CallDeadline, EnvCallTimeout, all_finite, check_non_finite_mode
 from lightning_rl.errors import ConfigError, EnvError, SpaceError
 from lightning_rl.modules.policy import InferencePolicy, PolicySpec
+
+log = logging.getLogger(__name__)
+
+
+class _CopyFailed(Exception):
+    """An env copy raised, hung or gave a non-finite value; it was reset or rebuilt."""
 
 
 @dataclass
@@ -51,6 +60,13 @@ class MultiAgentEnvRunnerSpec:
     num_workers: int = 0
     torch_threads: int | None = None
     update_connectors: bool = True
+    # As in EnvRunnerSpec: a failing env copy is rebuilt and only its episode dropped; NaN/inf
+    # rewards or observations raise (naming the env) or drop the episode; sample_timeout_s
+    # bounds an in-process runner's calls.
+    restart_failed_sub_environments: bool = True
+    max_consecutive_sub_environment_failures: int = 10
+    on_non_finite_env_output: str = "error"
+    sample_timeout_s: float | None = None
 
     @staticmethod
     def runner_class() -> type:
@@ -59,13 +75,18 @@ class MultiAgentEnvRunnerSpec:
 
 @dataclass
 class Episode:
-    """One env copy's running episode, as mapping functions see it (``episode.id``)."""
+    """One env copy's running episode, as mapping functions see it (``episode.id_``, RLlib's
+    name; ``episode.id`` is an alias), so RLlib's ``hash(episode.id_) % 2`` seat mapping works."""
 
-    id: int = 0
+    id_: int = 0
     env_index: int = 0
     mapping: dict[Hashable, str] = field(default_factory=dict)
     agent_returns: dict[Hashable, float] = field(default_factory=dict)
     length: int = 0
+
+    @property
+    def id(self) -> int:
+        return self.id_
 
 
 class MultiAgentEnvRunner:
@@ -82,16 +103,13 @@ class MultiAgentEnvRunner:
             num_workers=spec.num_workers,
             recreated_worker=recreated,
         )
-        self.envs: list[MultiAgentEnv] = []
-        for i in range(spec.num_envs):
-            env = spec.env_creator(context.copy_with(vector_index=i))
-            if not isinstance(env, MultiAgentEnv):
-                raise EnvError(
-                    f"Env {spec.env_creator.name!r} is a {type(env).__name__}, not a lightning_rl "
-                    "MultiAgentEnv; "
-                    "wrap PettingZoo envs with PettingZooEnv / ParallelPettingZooEnv."
-                )
-            self.envs.append(env)
+        self._context = context
+        check_non_finite_mode(spec.on_non_finite_env_output)
+        self.envs: list[MultiAgentEnv] = [self._make_env(i) for i in range(spec.num_envs)]
+        self._failures = [0] * spec.num_envs  # consecutive failures per env copy
+        self._num_restarts = 0
+        self._num_dropped = 0
+        self._deadline: CallDeadline | None = None
         self.policies: dict[str, InferencePolicy] = {}
         self.env_to_module: dict[str, EnvToModulePipeline] = {}
         self.module_to_env: dict[str, ModuleToEnvPipeline] = {}
@@ -108,6 +126,16 @@ class MultiAgentEnvRunner:
         self._episode_counter = 0
         self._acting: list[dict[Hashable, Any]] | None = None  # module obs of agents to act, per env copy
         self._seeded = False
+
+    def _make_env(self, index: int) -> MultiAgentEnv:
+        env = self.spec.env_creator(self._context.copy_with(vector_index=index))
+        if not isinstance(env, MultiAgentEnv):
+            raise EnvError(
+                f"Env {self.spec.env_creator.name!r} is a {type(env).__name__}, not a lightning_rl "
+                "MultiAgentEnv; "
+                "wrap PettingZoo envs with PettingZooEnv / ParallelPettingZooEnv."
+            )
+        return env
 
     def _add_policy(self, policy_id: str, setup: MultiAgentPolicySetup) -> None:
         self.policies[policy_id] = setup.policy_spec.build()
@@ -150,16 +178,58 @@ class MultiAgentEnvRunner:
         return dict(env.observation_spaces), dict(env.action_spaces)
 
     # -- helpers -------------------------------------------------------------------------------
+    def _label(self, index: int) -> str:
+        return f"env {self.spec.env_creator.name!r} (copy {index} on env runner {self.worker_index})"
+
     def _call_env(self, index: int, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the env copy; a failure rebuilds it (raising :class:`_CopyFailed`) or is an EnvError."""
         try:
             return getattr(self.envs[index], method)(*args, **kwargs)
         except (EnvError, ConfigError):
             raise
-        except Exception as exc:
+        except (Exception, EnvCallTimeout) as exc:
+            if isinstance(exc, EnvCallTimeout):
+                reason = f"hung in {method}(): {exc}"
+            else:
+                reason = f"raised in {method}(): {type(exc).__name__}: {exc}"
+            self._failures[index] += 1
+            if not self.spec.restart_failed_sub_environments:
+                raise EnvError(
+                    f"{self._label(index)} {reason} (restart_failed_sub_environments is off)."
+                ) from exc
+            if self._failures[index] > self.spec.max_consecutive_sub_environment_failures:
+                raise EnvError(
+                    f"{self._label(index)} failed {self._failures[index]} times in a row without one good "
+                    f"step; giving up. Last failure: {reason}"
+                ) from exc
+            log.warning("%s %s; rebuilding this copy.", self._label(index), reason)
+            if self._deadline is not None:
+                self._deadline.rearm()
+            if not isinstance(exc, EnvCallTimeout):
+                try:
+                    self.envs[index].close()
+                except Exception:
+                    log.debug("closing the failed copy raised", exc_info=True)
+            self.envs[index] = self._make_env(index)
+            self._num_restarts += 1
+            raise _CopyFailed from exc
+
+    def _check_finite(self, index: int, what: str, values: Any) -> None:
+        """Raise (mode "error") or :class:`_CopyFailed` (mode "drop_episode") on a NaN/inf."""
+        if all_finite(values):
+            return
+        if self.spec.on_non_finite_env_output == "error":
             raise EnvError(
-                f"Env {self.spec.env_creator.name!r} raised in {method}() on env runner {self.worker_index}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+                f"{self._label(index)} returned a non-finite {what} (NaN, inf or beyond float32's range). "
+                "Fix the env, or set on_non_finite_env_output='drop_episode' to drop such episodes."
+            )
+        self._failures[index] += 1
+        if self._failures[index] > self.spec.max_consecutive_sub_environment_failures:
+            raise EnvError(
+                f"{self._label(index)} returned a non-finite {what} {self._failures[index]} times in a row."
+            )
+        log.warning("%s returned a non-finite %s; dropping its episode.", self._label(index), what)
+        raise _CopyFailed
 
     def _policy_for(self, index: int, agent_id: Hashable) -> str:
         episode = self._episodes[index]
@@ -198,11 +268,17 @@ class MultiAgentEnvRunner:
         seed = None
         if not self._seeded and self.spec.seed is not None:
             seed = int(self.spec.seed) + index
-        raw, _ = self._call_env(index, "reset", seed=seed)
+        while True:
+            try:
+                raw, _ = self._call_env(index, "reset", seed=seed)
+                self._check_finite(index, "observation from reset()", [np.asarray(o) for o in _leaves(raw)])
+                break
+            except _CopyFailed:
+                continue
         # Unique per runner and reproducible: mapping functions may use it to pick seats/opponents.
         self._episode_counter += 1
         self._episodes[index] = Episode(
-            id=self.worker_index * 1_000_000_000 + self._episode_counter, env_index=index
+            id_=self.worker_index * 1_000_000_000 + self._episode_counter, env_index=index
         )
         items = [(index, agent_id, obs) for agent_id, obs in raw.items()]
         self._acting[index] = dict(zip(raw, self._to_module(items, update), strict=True))
@@ -240,8 +316,18 @@ class MultiAgentEnvRunner:
         finals: list[tuple[int, Hashable, Any, bool, bool]] = []  # (env, agent, raw, terminated, truncated)
         next_items: list[tuple[int, Hashable, Any]] = []
         ended: list[tuple[int, bool]] = []
+        aborted: list[int] = []
         for index, action_dict in enumerate(actions):
-            obs, rewards, terminateds, truncateds, _ = self._call_env(index, "step", action_dict)
+            try:
+                obs, rewards, terminateds, truncateds, _ = self._call_env(index, "step", action_dict)
+                self._check_finite(
+                    index, "reward", [np.asarray(r, dtype=np.float64) for r in rewards.values()]
+                )
+                self._check_finite(index, "observation", [np.asarray(o) for o in _leaves(obs)])
+            except _CopyFailed:
+                aborted.append(index)  # its episode ends here, dropped: not reported, cut as truncated
+                continue
+            self._failures[index] = 0
             episode = self._episodes[index]
             episode.length += 1
             for agent_id, reward in rewards.items():
@@ -284,6 +370,11 @@ class MultiAgentEnvRunner:
             self._acting[index][agent_id] = module_obs
         for index, _ in ended:
             self._record_episode(index, stats)
+        for index in aborted:
+            if record:
+                self.trajectories.end_episode(index, False, {})
+            self._num_dropped += 1
+            self._reset(index, update)
         return [index for index, _ in ended]
 
     def _record_episode(self, index: int, stats: EpisodeStats) -> None:
@@ -302,6 +393,29 @@ class MultiAgentEnvRunner:
     ) -> RunnerResult:
         """Step every env copy ``num_steps`` times; return the closed transitions per policy."""
         self.set_state(state)
+        with self._bounded("sample"):
+            return self._sample(num_steps, explore)
+
+    @contextlib.contextmanager
+    def _bounded(self, method: str) -> Iterator[None]:
+        """``sample_timeout_s`` for an in-process runner's call (Ray's group bounds actors)."""
+        seconds = self.spec.sample_timeout_s if self.spec.num_workers == 0 else None
+        try:
+            with CallDeadline(seconds) as deadline:
+                self._deadline = deadline
+                yield
+        except EnvCallTimeout as exc:  # expired outside an env call: the whole call was too slow
+            raise EnvError(
+                f"{method}() of env {self.spec.env_creator.name!r} on env runner {self.worker_index}: {exc}."
+            ) from None
+        finally:
+            self._deadline = None
+
+    def _pop_counters(self, stats: EpisodeStats) -> None:
+        stats.num_env_restarts, stats.num_episodes_dropped = self._num_restarts, self._num_dropped
+        self._num_restarts = self._num_dropped = 0
+
+    def _sample(self, num_steps: int, explore: bool) -> RunnerResult:
         update = self.spec.update_connectors
         if self._acting is None:
             self._reset_all(update)
@@ -316,13 +430,19 @@ class MultiAgentEnvRunner:
         data, agent_steps = _segments_to_batches(self.trajectories.pop_completed())
         stats.num_agent_steps = agent_steps
         stats.seconds = time.perf_counter() - start
+        self._pop_counters(stats)
         return RunnerResult(data, stats, self._pop_deltas(), self.weights_version, self.worker_index)
 
     def evaluate(
         self, num_episodes: int, explore: bool = False, state: dict[str, Any] | None = None
     ) -> RunnerResult:
-        """``num_episodes`` fresh episodes, a fixed quota per env copy; no transitions kept."""
+        """``num_episodes`` fresh episodes, a fixed quota per env copy; no transitions kept
+        (a dropped episode does not count towards the quota)."""
         self.set_state(state)
+        with self._bounded("evaluate"):
+            return self._evaluate(num_episodes, explore)
+
+    def _evaluate(self, num_episodes: int, explore: bool) -> RunnerResult:
         update = self.spec.update_connectors
         start = time.perf_counter()
         self._reset_all(update)
@@ -345,6 +465,7 @@ class MultiAgentEnvRunner:
                     self._reset(index, update)
         self._acting = None  # training must not continue evaluation episodes
         stats.seconds = time.perf_counter() - start
+        self._pop_counters(stats)
         return RunnerResult(None, stats, self._pop_deltas(), self.weights_version, self.worker_index)
 
     def _pop_deltas(self) -> dict[str, list[dict[str, Any] | None]]:
@@ -353,6 +474,15 @@ class MultiAgentEnvRunner:
     def stop(self) -> None:
         for env in self.envs:
             env.close()
+
+
+def _leaves(tree: Any) -> list[Any]:
+    """The arrays of an agent-keyed observation dict (nested dicts/tuples flattened)."""
+    if isinstance(tree, dict):
+        return [leaf for value in tree.values() for leaf in _leaves(value)]
+    if isinstance(tree, tuple | list):
+        return [leaf for value in tree for leaf in _leaves(value)]
+    return [tree]
 
 
 def _stack(rows: list[Any]) -> Any:
