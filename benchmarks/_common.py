@@ -10,20 +10,34 @@ Every benchmark reports two criteria the same way:
 
 Seconds are process wall time since the process started (imports and start-up included),
 taken from the OS's process start time, so nothing before ``main()`` is hidden.
+
+:func:`emit` also appends the result, with the command, the date, the machine (CPU model,
+cores, torch) and the load on it, as one line of ``benchmarks/results/<script>.json``:
+``benchmarks/report.py`` builds the README's table from those files only, so a figure there
+always names its run. ``LIGHTNING_RL_BENCHMARK_RESULTS`` moves that folder (empty: save nothing).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import platform
 import resource
+import shlex
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import psutil
+import torch
 
 PROCESS_START = psutil.Process().create_time()
+LOAD_AT_START = os.getloadavg()[0]
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def seconds_since_start() -> float:
@@ -35,8 +49,81 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """What a figure depends on besides the code: CPU, cores, accelerator, library versions."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=RESULTS_DIR.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def record(result: dict[str, Any]) -> dict[str, Any]:
+    """The result with what it was measured on, when, and by which command."""
+    script = Path(sys.argv[0])
+    return {
+        "benchmark": script.name,
+        "command": shlex.join(["python", f"benchmarks/{script.name}", *sys.argv[1:]]),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_commit": git_commit(),
+        "machine": machine(),
+        # 1-minute load averages: above the core count, other work shared the cores and
+        # the figure is a bound (slower than the machine alone would be).
+        "load_1m_start": round(LOAD_AT_START, 2),
+        "load_1m_end": round(os.getloadavg()[0], 2),
+        "result": result,
+    }
+
+
+def save(result: dict[str, Any]) -> Path | None:
+    """Append the result's :func:`record` to ``results/<script>.json`` (one JSON object a line)."""
+    folder = os.environ.get("LIGHTNING_RL_BENCHMARK_RESULTS", str(RESULTS_DIR))
+    if not folder:
+        return None
+    path = Path(folder) / f"{Path(sys.argv[0]).stem}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as file:
+        file.write(json.dumps(record(result), sort_keys=True) + "\n")
+    return path
+
+
 def emit(result: dict[str, Any]) -> None:
-    """The last line of stdout is the benchmark's one JSON object."""
+    """Save the result (see :func:`save`); the last line of stdout is its one JSON object."""
+    save(result)
     sys.stdout.flush()
     print(json.dumps(result, sort_keys=True), flush=True)
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 import warnings
 
 import gymnasium as gym
 import torch
+from _common import emit
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torch import nn
@@ -298,7 +298,7 @@ def main() -> None:
     }
     for costs in result.values():
         costs["speedup"] = round(costs["torchrl_ms"] / costs["lightning_rl_ms"], 2)
-    print(json.dumps(result, sort_keys=True), flush=True)
+    emit(result)
 
 
 if __name__ == "__main__":
