@@ -14,6 +14,7 @@ each trial's latest checkpoint (``Tuner.restore``). Prints the best trial and it
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -85,7 +86,10 @@ if __name__ == "__main__":
     parser.add_argument("--resume", action="store_true", help="continue the sweep in --storage-path")
     args = parser.parse_args()
     storage = args.storage_path or tempfile.mkdtemp(prefix="tune_ppo_")
-    ray.init(num_cpus=2, include_dashboard=False)
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()  # join that cluster
+    else:  # a fresh local Ray (never a stray `ray start` cluster that happens to run here)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
     results = main(args.max_iterations, str(Path(storage).resolve()), args.stop_return, resume=args.resume)
     best = results.get_best_result()
     print("trials:", len(results), "errors:", results.num_errors)
