@@ -9,11 +9,12 @@ does. A guarded name resolves only when it is
 * on the caller's allow-list (the user opted in to that exact class or function),
 * the exact target of a registry entry (an entry point of an installed plugin, or an object
   registered in this process), or
-* found in a module that is part of lightning-rl or already imported (so importing it runs
-  nothing new), *and* accepted by the caller's check of what is expected there (a subclass of
-  ``Connector``, ``InferencePolicy``, ``Algorithm``, an env class ...). Where the caller
-  expects something with no such base (a plain function, an arbitrary ``nn.Module``), only the
-  first two rules apply.
+* found in a module that is part of lightning-rl, holds a registry entry (an installed
+  plugin's module) or is already imported (so importing it runs nothing new), *and* accepted
+  by the caller's check of what is expected there (a subclass of ``Connector``,
+  ``InferencePolicy``, ``Algorithm``, an env class ...). Where the caller expects something
+  with no such base (a plain function, an arbitrary ``nn.Module``), only the first two rules
+  apply.
 
 Anything else is a :class:`~lightning_rl.errors.CheckpointError` naming the entry and how to
 opt in. Outside a guard (names the user typed into their own code or config) nothing changes.
@@ -64,6 +65,10 @@ class NameGuard:
     source: str  # "Checkpoint '/runs/a.ckpt'": who asks, for the error message
     allowed: frozenset[str]  # canonical paths the user opted in to
     registered: frozenset[str]  # canonical paths of registry entries (entry-point targets ...)
+
+    @property
+    def registered_modules(self) -> frozenset[str]:
+        return frozenset(path.partition(":")[0] for path in self.registered)
 
     def refuse(self, path: str, kind: str, why: str) -> CheckpointError:
         return CheckpointError(
@@ -132,16 +137,19 @@ def import_object(path: str, *, kind: str = "object", accept: Callable[[Any], bo
         return _resolve(module_name, attr)
     if accept is None:
         raise guard.refuse(path, kind, "it is neither registered nor on the allow-list")
-    if not _is_trusted_module(module_name) and module_name not in sys.modules:
+    importable = _is_trusted_module(module_name) or module_name in guard.registered_modules
+    if not importable and module_name not in sys.modules:
         raise guard.refuse(
-            path, kind, f"module {module_name!r} is not part of lightning-rl and not imported yet"
+            path,
+            kind,
+            f"module {module_name!r} is not part of lightning-rl or a plugin, and not imported yet",
         )
     try:
         obj = _resolve(module_name, attr, through_modules=False)
     except (ImportError, AttributeError) as exc:
         raise guard.refuse(path, kind, f"it cannot be resolved ({exc})") from exc
     if not accept(obj):
-        raise guard.refuse(path, kind, f"{obj!r} is not an accepted {kind}")
+        raise guard.refuse(path, kind, f"{obj!r} is not of the type expected there")
     return obj
 
 

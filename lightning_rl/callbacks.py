@@ -57,12 +57,36 @@ class CheckpointOnInterrupt(pl.Callback):
     ``on_exception``. The checkpoint goes to ``dirpath`` (default: the ModelCheckpoint's
     directory, else ``<default_root_dir>/checkpoints``) as ``interrupted.ckpt``; resume with
     ``fit(ckpt_path=...)``.
+
+    A resumed run redoes the interrupted iteration, sample included (the sample itself is not
+    saved), so the checkpoint carries the sampling counters as they were when that iteration
+    began: every env step is counted once, and N iterations after a resume mean N samples.
     """
+
+    #: Counters of the experience DataModule that one iteration's sample advances.
+    SAMPLE_COUNTERS = ("num_env_steps_sampled_lifetime", "num_episodes_lifetime")
 
     def __init__(self, dirpath: str | None = None, filename: str = "interrupted.ckpt") -> None:
         self.dirpath = dirpath
         self.filename = filename
         self.saved_path: str | None = None
+        self._counters_at_iteration_start: dict[str, int] = {}
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        experience = getattr(pl_module, "experience", None)
+        self._counters_at_iteration_start = {
+            name: getattr(experience, name) for name in self.SAMPLE_COUNTERS if hasattr(experience, name)
+        }
+
+    def _rewind_unfinished_iteration(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        """Before an interrupted save: if the iteration's training did not finish, resuming will
+        sample it again, so its first sample must not be in the saved counters."""
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if epoch_loop.batch_progress.current.completed >= trainer.num_training_batches:
+            return  # training of this iteration is done (interrupted in evaluation): kept
+        experience = getattr(pl_module, "experience", None)
+        for name, value in self._counters_at_iteration_start.items():
+            setattr(experience, name, value)
 
     def _path(self, trainer: pl.Trainer) -> Path:
         dirpath = self.dirpath
@@ -78,6 +102,7 @@ class CheckpointOnInterrupt(pl.Callback):
         if not isinstance(exception, KeyboardInterrupt | SIGTERMException) or trainer.state.fn != "fit":
             return
         path = self._path(trainer)
+        self._rewind_unfinished_iteration(trainer, pl_module)  # the run stops: nothing else reads them
         trainer.save_checkpoint(path)
         self.saved_path = str(path)
         if trainer.is_global_zero:
