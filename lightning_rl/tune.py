@@ -26,9 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 from ray import tune
 from ray.tune import PlacementGroupFactory
 
+from lightning_rl import checkpoint as ckpt
 from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.config.algorithm_config import AlgorithmConfig, algorithm_parameters
 from lightning_rl.errors import ConfigError
@@ -36,6 +38,31 @@ from lightning_rl.registry import algorithms, get_algorithm_class
 from lightning_rl.training_run import TrainingRun
 
 CHECKPOINT_FILE = "algorithm.ckpt"
+
+
+class _ApplyTrialLearningRate(pl.Callback):
+    """PBT restores a trial from another trial's checkpoint and mutates its config: Lightning
+    then restores the optimizer (and lr scheduler) state saved under the old ``lr``, which would
+    silently undo the mutation. Rescale it to the trial's ``lr`` once, after that restore.
+
+    Only the ``lr`` hyperparameter is followed (algorithms with several, e.g. SAC's per-network
+    rates, keep the checkpoint's)."""
+
+    def __init__(self) -> None:
+        self.scale: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        scale, self.scale = self.scale, None
+        if scale is None or scale == 1.0:
+            return
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                for key in ("lr", "initial_lr"):
+                    if key in group:
+                        group[key] = group[key] * scale
+        for config in trainer.lr_scheduler_configs:
+            if hasattr(config.scheduler, "base_lrs"):
+                config.scheduler.base_lrs = [lr * scale for lr in config.scheduler.base_lrs]
 
 
 def config_from_dict(algorithm: str | type[Algorithm] | None, settings: dict[str, Any]) -> AlgorithmConfig:
@@ -69,6 +96,10 @@ class AlgorithmTrainable(tune.Trainable):
         algo_config = factory(config) if factory is not None else config_from_dict(self.algorithm, config)
         # Lightning's logs go into the trial's own folder, next to Tune's.
         algo_config.trainer_kwargs.setdefault("default_root_dir", self.logdir)
+        callbacks = algo_config.trainer_kwargs.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
+        self._trial_lr = _ApplyTrialLearningRate()
+        algo_config.trainer_kwargs["callbacks"] = [*callbacks, self._trial_lr]
         self.run: TrainingRun = algo_config.build_algo()
         self._last_evaluation: dict[str, Any] | None = None
 
@@ -88,7 +119,12 @@ class AlgorithmTrainable(tune.Trainable):
     def load_checkpoint(self, checkpoint: str | dict | None) -> None:
         if not isinstance(checkpoint, str):
             raise ConfigError(f"{type(self).__name__} restores from a checkpoint folder, got {checkpoint!r}.")
-        self.run.restore(Path(checkpoint) / CHECKPOINT_FILE)
+        path = Path(checkpoint) / CHECKPOINT_FILE
+        self.run.restore(path)
+        saved_lr = ckpt.algorithm_init_kwargs(ckpt.load_checkpoint(path)).get("lr")
+        lr = getattr(self.run.algorithm.hparams, "lr", None)
+        if isinstance(saved_lr, int | float) and isinstance(lr, int | float) and saved_lr > 0:
+            self._trial_lr.scale = float(lr) / float(saved_lr)
         # The restored run continues from the checkpoint's iteration; evaluations after it
         # are not in it.
         self._last_evaluation = None

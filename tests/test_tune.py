@@ -95,9 +95,10 @@ def test_two_trial_tune_run_reports_rllib_keys_and_checkpoints_that_restore(ray_
         assert len(result.best_checkpoints) == 2
         assert (Path(result.checkpoint.path) / "algorithm.ckpt").is_file()
 
-    # Restoring a trial from its checkpoint (what Tuner.restore and PBT do) continues its counters.
+    # Restoring a trial from its checkpoint (what Tuner.restore and PBT do) continues its counters;
+    # PBT's exploit step also mutates the config: the restored optimizer follows the new lr.
     result = results[0]
-    restored = trainable("PPO")(config=result.config)
+    restored = trainable("PPO")(config={**result.config, "lr": 2 * result.config["lr"]})
     try:
         restored.restore(result.checkpoint)
         saved = ckpt.load_checkpoint(Path(result.checkpoint.path) / "algorithm.ckpt")["state_dict"]
@@ -106,6 +107,8 @@ def test_two_trial_tune_run_reports_rllib_keys_and_checkpoints_that_restore(ray_
         report = restored.train()
         assert report["training_iteration"] == 3
         assert report["num_env_steps_sampled_lifetime"] == 3 * BATCH
+        (optimizer,) = restored.run.trainer.optimizers
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(2 * result.config["lr"])
     finally:
         restored.stop()
         shutil.rmtree(restored.logdir, ignore_errors=True)
