@@ -183,7 +183,10 @@ class MultiAgentEnvRunner:
 
     def _call_env(self, index: int, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call the env copy; a failure rebuilds it (raising :class:`_CopyFailed`) or is an EnvError."""
+        deadline = self._deadline
         try:
+            if deadline is not None:
+                deadline.call_started = time.monotonic()
             return getattr(self.envs[index], method)(*args, **kwargs)
         except (EnvError, ConfigError):
             raise
@@ -213,6 +216,9 @@ class MultiAgentEnvRunner:
             self.envs[index] = self._make_env(index)
             self._num_restarts += 1
             raise _CopyFailed from exc
+        finally:
+            if deadline is not None:
+                deadline.call_started = None
 
     def _check_finite(self, index: int, what: str, values: Any) -> None:
         """Raise (mode "error") or :class:`_CopyFailed` (mode "drop_episode") on a NaN/inf."""

@@ -55,7 +55,13 @@ class EnvCallTimeout(BaseException):
 
 
 class CallDeadline:
-    """Bounds a block of env calls in the main thread with ``SIGALRM`` (``setitimer``).
+    """Bounds each env call of a block in the main thread to ``seconds`` with ``SIGALRM``.
+
+    A call that takes longer is hung: :class:`EnvCallTimeout` is raised inside it. Time spent
+    outside env calls (policy forward, a slow but progressing episode) never counts: one timer
+    covers the whole block, and when it fires between calls, or during a call that started
+    less than ``seconds`` ago, it is simply re-armed for the rest. Callers mark each env call
+    by setting ``call_started`` (``time.monotonic()``) before it and ``None`` after.
 
     Why a signal and not a thread: a watchdog thread cannot stop a ``reset`` that sleeps or
     blocks on a socket in the main thread, and running every env call on a worker thread costs
@@ -72,6 +78,7 @@ class CallDeadline:
     def __init__(self, seconds: float | None) -> None:
         self.seconds = float(seconds) if seconds else None
         self.armed = False
+        self.call_started: float | None = None  # when the running env call began (None: none runs)
         self._previous_handler: Any = None
         self._previous_timer: tuple[float, float] = (0.0, 0.0)
         self._start = 0.0
@@ -111,6 +118,12 @@ class CallDeadline:
             signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), interval)
 
     def _expire(self, signum: int, frame: Any) -> None:
+        started = self.call_started
+        left = self.seconds if started is None else self.seconds - (time.monotonic() - started)
+        if left > 0:  # between env calls, or within a call's allowance: keep watching
+            signal.setitimer(signal.ITIMER_REAL, left)
+            return
+        self.call_started = None
         raise EnvCallTimeout(f"no answer within sample_timeout_s={self.seconds:g} s")
 
 
@@ -226,6 +239,7 @@ class ResilientVectorEnv(SyncVectorEnv):
             except Exception:  # a broken env may fail to close; it is replaced either way
                 log.debug("closing the failed copy raised", exc_info=True)
         try:
+            self._mark_call()
             self.envs[index] = self.env_fns[index]()
         except EnvError:
             raise
@@ -253,6 +267,7 @@ class ResilientVectorEnv(SyncVectorEnv):
         """Reset one copy, rebuilding it while it fails (within the failure limits)."""
         while True:
             try:
+                self._mark_call()
                 obs, info = self.envs[index].reset(seed=seed, options=options)
             except (Exception, EnvCallTimeout) as exc:
                 if isinstance(exc, EnvError):
@@ -293,6 +308,7 @@ class ResilientVectorEnv(SyncVectorEnv):
         for i in range(self.num_envs):
             self._env_obs[i], info = self._reset_copy(i, seeds[i], options)
             infos = self._add_info(infos, info, i)
+        self._end_call()
         self._terminations[:] = False
         self._truncations[:] = False
         self._autoreset_envs[:] = False
@@ -308,6 +324,7 @@ class ResilientVectorEnv(SyncVectorEnv):
         infos: dict[str, Any] = {}
         for i, action in enumerate(actions):
             try:
+                self._mark_call()
                 obs, reward, terminated, truncated, info = self.envs[i].step(action)
             except (Exception, EnvCallTimeout) as exc:
                 if isinstance(exc, EnvError):
@@ -349,6 +366,7 @@ class ResilientVectorEnv(SyncVectorEnv):
         if self._failures.any():
             self._failures[~self.aborted] = 0
         self._autoreset_envs = np.logical_or(self._terminations, self._truncations)
+        self._end_call()
         return (
             self._copy_obs(),
             np.copy(self._rewards),
@@ -356,6 +374,14 @@ class ResilientVectorEnv(SyncVectorEnv):
             np.copy(self._truncations),
             infos,
         )
+
+    def _mark_call(self) -> None:
+        if self.deadline is not None:
+            self.deadline.call_started = time.monotonic()
+
+    def _end_call(self) -> None:
+        if self.deadline is not None:
+            self.deadline.call_started = None
 
     def _copy_obs(self) -> Any:
         return deepcopy(self._observations) if self.copy else self._observations
