@@ -54,8 +54,9 @@ class EnvRunnerSpec:
     max_consecutive_sub_environment_failures: int = 10
     # Non-finite rewards/observations: "error" (naming the env) or "drop_episode".
     on_non_finite_env_output: str = "error"
-    # Bounds each sample()/evaluate() of an in-process runner (num_workers == 0; Ray runners
-    # are bounded by their group): a copy that hangs is rebuilt like one that raised.
+    # The longest one env call (reset, step, rebuild) of an in-process runner may take
+    # (num_workers == 0; Ray runners are bounded by their group): a copy whose call hangs
+    # longer is rebuilt like one that raised.
     sample_timeout_s: float | None = None
 
     @staticmethod
@@ -167,7 +168,7 @@ class EnvRunner:
 
     # -- env helpers -------------------------------------------------------------------------
     def _deadline(self) -> CallDeadline:
-        """``sample_timeout_s`` for an in-process runner's call (Ray's group bounds actors)."""
+        """``sample_timeout_s`` per env call of an in-process runner (Ray's group bounds actors)."""
         deadline = CallDeadline(self.spec.sample_timeout_s if self.spec.num_workers == 0 else None)
         self.env.deadline = deadline
         return deadline
@@ -217,7 +218,7 @@ class EnvRunner:
         try:
             with self._deadline():
                 return self._sample(num_steps, explore)
-        except EnvCallTimeout as exc:  # expired outside an env call: the whole call was too slow
+        except EnvCallTimeout as exc:  # a hung env call the vector env could not absorb
             raise EnvError(
                 f"sample() of env {self.spec.env_creator.name!r} on env runner {self.worker_index}: {exc}."
             ) from None

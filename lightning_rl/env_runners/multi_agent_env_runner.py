@@ -62,7 +62,7 @@ class MultiAgentEnvRunnerSpec:
     update_connectors: bool = True
     # As in EnvRunnerSpec: a failing env copy is rebuilt and only its episode dropped; NaN/inf
     # rewards or observations raise (naming the env) or drop the episode; sample_timeout_s
-    # bounds an in-process runner's calls.
+    # bounds each env call of an in-process runner.
     restart_failed_sub_environments: bool = True
     max_consecutive_sub_environment_failures: int = 10
     on_non_finite_env_output: str = "error"
@@ -404,13 +404,13 @@ class MultiAgentEnvRunner:
 
     @contextlib.contextmanager
     def _bounded(self, method: str) -> Iterator[None]:
-        """``sample_timeout_s`` for an in-process runner's call (Ray's group bounds actors)."""
+        """``sample_timeout_s`` per env call of an in-process runner (Ray's group bounds actors)."""
         seconds = self.spec.sample_timeout_s if self.spec.num_workers == 0 else None
         try:
             with CallDeadline(seconds) as deadline:
                 self._deadline = deadline
                 yield
-        except EnvCallTimeout as exc:  # expired outside an env call: the whole call was too slow
+        except EnvCallTimeout as exc:  # a hung env call that could not be absorbed
             raise EnvError(
                 f"{method}() of env {self.spec.env_creator.name!r} on env runner {self.worker_index}: {exc}."
             ) from None
