@@ -212,7 +212,12 @@ class _Connection(asyncio.Protocol):
             log.info("Closing external env client %s (%s): the server shuts down.", self.id, self.peer)
         else:
             self.server.counters.errors[code] += 1
-            log.warning("External env client %s (%s): %s: %s; closing it.", self.id, self.peer, code, message)
+            # Unauthenticated sockets are anyone's: logging each at warning level would let a flood
+            # of them fill the logs. They are counted in stats() by code.
+            level = logging.WARNING if self.authenticated else logging.DEBUG
+            log.log(
+                level, "External env client %s (%s): %s: %s; closing it.", self.id, self.peer, code, message
+            )
         frame = {"type": proto.ERROR, "code": code, "message": message}
         self.closed = True
         if self.write_paused:
