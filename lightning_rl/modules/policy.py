@@ -25,20 +25,46 @@ MASK_KEY = "action_mask"
 MASKED_LOGIT = -1e9  # exp() underflows to exactly 0, while log-probs and entropy stay finite
 
 
+OBSERVATION_KEYS = ("observation", "observations")  # lightning-rl/PettingZoo's, RLlib's examples'
+
+
+def observation_key(observation_space: gym.Space) -> str | None:
+    """The key of the observation next to an ``action_mask`` (None: no mask in this space).
+
+    PettingZoo's classic games use ``"observation"``, RLlib's action-masking examples
+    ``"observations"``; both work unchanged.
+    """
+    if not (isinstance(observation_space, spaces.Dict) and MASK_KEY in observation_space.spaces):
+        return None
+    for key in OBSERVATION_KEYS:
+        if key in observation_space.spaces:
+            return key
+    raise SpaceError(
+        f"An observation space with an {MASK_KEY!r} needs an 'observation' (or RLlib's 'observations') "
+        f"key too, got {list(observation_space.spaces)}."
+    )
+
+
 def split_action_mask(observation_space: gym.Space) -> tuple[gym.Space, bool]:
     """``Dict(observation=..., action_mask=...)`` -> (the observation part, True); else (space, False).
 
     PettingZoo's classic games (and lightning-rl's TicTacToe) put the legal actions next to
     the observation; the networks encode ``observation`` and mask their logits with the rest.
     """
-    if isinstance(observation_space, spaces.Dict) and MASK_KEY in observation_space.spaces:
-        if "observation" not in observation_space.spaces:
-            raise SpaceError(
-                f"An observation space with an {MASK_KEY!r} needs an 'observation' key too, got "
-                f"{list(observation_space.spaces)}."
-            )
-        return observation_space["observation"], True
-    return observation_space, False
+    key = observation_key(observation_space)
+    if key is None:
+        return observation_space, False
+    return observation_space[key], True
+
+
+def apply_action_mask(values: torch.Tensor, obs: Any) -> torch.Tensor:
+    """Logits or Q-values ``[..., A]`` with illegal actions (``obs["action_mask"] == 0``) pushed to
+    :data:`MASKED_LOGIT`: never sampled, never the argmax, yet finite (no NaN in losses).
+
+    One implementation for every policy that reads masks (policy nets, Q-networks, random
+    opponents, memory models), single- and multi-agent alike.
+    """
+    return values.masked_fill(obs[MASK_KEY] == 0, MASKED_LOGIT)
 
 
 class PolicyNet(nn.Module):
@@ -53,6 +79,7 @@ class PolicyNet(nn.Module):
         super().__init__()
         config = resolve_model_config(model_config)
         self.distribution: ActionDistribution = distribution_for(action_space)
+        self.obs_key = observation_key(observation_space)
         observation_space, self.masked = split_action_mask(observation_space)
         if self.masked and not isinstance(action_space, spaces.Discrete):
             raise SpaceError(f"Action masks need a Discrete action space, got {action_space}.")
@@ -71,8 +98,8 @@ class PolicyNet(nn.Module):
 
     def forward(self, obs: Any) -> tuple[torch.Tensor, ...]:
         if self.masked:
-            out = self.head(self.head_hiddens(self.encoder(obs["observation"])))
-            return (out.masked_fill(obs[MASK_KEY] == 0, MASKED_LOGIT),)
+            out = self.head(self.head_hiddens(self.encoder(obs[self.obs_key])))
+            return (apply_action_mask(out, obs),)
         out = self.head(self.head_hiddens(self.encoder(obs)))
         if not self.continuous:
             return (out,)
@@ -94,6 +121,14 @@ class ValueNet(nn.Module):
     ) -> None:
         super().__init__()
         config = resolve_model_config(model_config)
+        # Keys of a (one-level) Dict observation, for callers that pass it leaf by leaf.
+        self.leaf_keys = (
+            list(observation_space.spaces)
+            if isinstance(observation_space, spaces.Dict)
+            and not any(isinstance(sub, spaces.Dict) for sub in observation_space.spaces.values())
+            else None
+        )
+        self.obs_key = observation_key(observation_space)
         observation_space, self.masked = split_action_mask(observation_space)
         self.encoder = (
             shared_encoder if shared_encoder is not None else build_encoder(observation_space, config)
@@ -108,8 +143,10 @@ class ValueNet(nn.Module):
             ),
         )
 
-    def forward(self, obs: Any) -> torch.Tensor:
-        return self.head(self.encoder(obs["observation"] if self.masked else obs))
+    def forward(self, obs: Any, *more_leaves: torch.Tensor) -> torch.Tensor:
+        if self.leaf_keys is not None and isinstance(obs, torch.Tensor):
+            obs = dict(zip(self.leaf_keys, (obs, *more_leaves), strict=True))
+        return self.head(self.encoder(obs[self.obs_key] if self.masked else obs))
 
 
 class InferencePolicy(nn.Module, abc.ABC):
@@ -186,7 +223,10 @@ class PolicySpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> InferencePolicy:
-        policy = self.policy_class(**self.kwargs)
+        # Built outside inference mode even when first needed inside Lightning's validate():
+        # inference-mode parameters could never take new weights in a later train().
+        with torch.inference_mode(False):
+            policy = self.policy_class(**self.kwargs)
         policy.eval()
         for parameter in policy.parameters():
             parameter.requires_grad_(False)

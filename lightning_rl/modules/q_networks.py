@@ -20,9 +20,10 @@ from torch import nn
 from torchrl.modules import NoisyLinear
 
 from lightning_rl.errors import SpaceError
+from lightning_rl.modules.distributions import CategoricalDistribution
 from lightning_rl.modules.encoders import activation, build_encoder, init_linear
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
-from lightning_rl.modules.policy import InferencePolicy
+from lightning_rl.modules.policy import InferencePolicy, apply_action_mask, observation_key, split_action_mask
 
 
 def _layer(in_dim: int, out_dim: int, noisy: bool, sigma0: float, gain: float, orthogonal: bool) -> nn.Module:
@@ -75,6 +76,9 @@ class QNetwork(nn.Module):
         self.num_actions = int(action_space.n)
         self.num_atoms = int(num_atoms)
         self.dueling = bool(dueling)
+        # Dict(observation, action_mask) observations: encode the observation, mask the Q-values.
+        self.obs_key = observation_key(observation_space)
+        observation_space, self.masked = split_action_mask(observation_space)
         self.encoder = build_encoder(observation_space, config)
         width = self.encoder.out_dim
         head = dict(noisy=noisy, sigma0=sigma0, orthogonal=config.orthogonal_init)
@@ -87,7 +91,7 @@ class QNetwork(nn.Module):
 
     def logits(self, obs: torch.Tensor) -> torch.Tensor:
         """Q-values ``[..., A]``; with C51, per-atom logits ``[..., A, atoms]``."""
-        features = self.encoder(obs)
+        features = self.encoder(obs[self.obs_key] if self.masked else obs)
         advantage = self.advantage(features)
         if self.num_atoms > 1:
             advantage = advantage.unflatten(-1, (self.num_actions, self.num_atoms))
@@ -105,8 +109,13 @@ class QNetwork(nn.Module):
             return logits
         return (logits.softmax(-1) * self.support).sum(-1)
 
+    def mask_illegal(self, q_values: torch.Tensor, obs: Any) -> torch.Tensor:
+        """Q-values ``[..., A]`` with illegal actions far below every legal one (masked obs only)."""
+        return apply_action_mask(q_values, obs) if self.masked else q_values
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.q_values(self.logits(obs))
+        """Expected Q-values ``[..., A]``; illegal actions (action masks) masked out."""
+        return self.mask_illegal(self.q_values(self.logits(obs)), obs)
 
     def reset_noise(self) -> None:
         for layer in self.noisy_layers:
@@ -126,6 +135,7 @@ class EpsilonGreedyQPolicy(InferencePolicy):
         super().__init__()
         self.q_net = QNetwork(observation_space, action_space, model_config, **q_network_kwargs)
         self.num_actions = self.q_net.num_actions
+        self.uniform = CategoricalDistribution(self.num_actions)
         self.epsilon = 0.0
         self._noisy = bool(self.q_net.noisy_layers)
 
@@ -140,10 +150,15 @@ class EpsilonGreedyQPolicy(InferencePolicy):
             # Exploring acts with the noise sample the learner last drew (it ships with the
             # weights); evaluation acts on the mean weights.
             self.q_net.train(explore)
-        action = self.q_net(obs).argmax(dim=-1)
+        q_values = self.q_net(obs)
+        action = q_values.argmax(dim=-1)
         if explore and self.epsilon > 0.0:
             size = action.shape
-            random_actions = torch.randint(self.num_actions, size, generator=generator)
+            if self.q_net.masked:  # uniform over the legal actions only
+                uniform = self.q_net.mask_illegal(torch.zeros_like(q_values), obs)
+                random_actions, _ = self.uniform.sample((uniform,), generator)
+            else:
+                random_actions = torch.randint(self.num_actions, size, generator=generator)
             take_random = torch.rand(size, generator=generator) < self.epsilon
             action = torch.where(take_random, random_actions, action)
         return {"action": action}

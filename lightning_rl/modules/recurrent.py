@@ -23,7 +23,7 @@ from torch import nn
 
 from lightning_rl.modules.encoders import build_encoder, init_linear
 from lightning_rl.modules.model_config import DefaultModelConfig
-from lightning_rl.modules.policy import PolicySpec
+from lightning_rl.modules.policy import PolicySpec, apply_action_mask, observation_key, split_action_mask
 
 
 class RecurrentCore(nn.Module, abc.ABC):
@@ -242,8 +242,8 @@ class RecurrentActorCritic(nn.Module):
     ) -> None:
         super().__init__()
         from lightning_rl.modules.distributions import DiagGaussianDistribution, distribution_for
-        from lightning_rl.modules.policy import split_action_mask
 
+        self.obs_key = observation_key(observation_space)
         observation_space, self.masked = split_action_mask(observation_space)
         self.distribution = distribution_for(action_space)
         self.encoder = build_encoder(observation_space, config)
@@ -262,7 +262,7 @@ class RecurrentActorCritic(nn.Module):
         return self.core.state_size
 
     def _encode(self, obs):
-        return self.encoder(obs["observation"] if self.masked else obs)
+        return self.encoder(obs[self.obs_key] if self.masked else obs)
 
     def step(self, obs, state):
         """One env step: (features ``[B, H]``, new state)."""
@@ -311,7 +311,7 @@ class RecurrentActorCritic(nn.Module):
     def policy_params(self, features: torch.Tensor, obs=None) -> tuple[torch.Tensor, ...]:
         out = self.pi_head(features)
         if self.masked:
-            return (out.masked_fill(obs["action_mask"] == 0, -1e9),)
+            return (apply_action_mask(out, obs),)
         if self.continuous:
             return out, self.log_std.clamp(-20.0, 2.0).exp().expand_as(out)
         return (out,)

@@ -95,7 +95,11 @@ def distributional_loss(
     log_probs = q_net.logits(obs).log_softmax(-1)[rows, action]
     with torch.no_grad():
         next_probs = target_net.logits(next_obs).softmax(-1)
-        next_q = q_net(next_obs) if double_q else (next_probs * target_net.support).sum(-1)
+        next_q = (
+            q_net(next_obs)
+            if double_q
+            else target_net.mask_illegal((next_probs * target_net.support).sum(-1), next_obs)
+        )
         next_action = next_q.argmax(-1)
         target = project_distribution(
             next_probs[rows, next_action],

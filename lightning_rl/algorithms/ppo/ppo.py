@@ -61,7 +61,11 @@ class PPOModule(PolicyModule):
             distribution_kwargs=distribution.torch_distribution_kwargs(),
             return_log_prob=True,
         )
-        self.critic = ValueOperator(self.value_net, in_keys=["observation"])
+        # A Dict observation (observation + action_mask) goes to the critic leaf by leaf: torchrl's
+        # GAE scans its inputs with torch.isnan, which fails on a whole (all-float) TensorDict.
+        leaves = self.value_net.leaf_keys
+        in_keys = [("observation", key) for key in leaves] if leaves else ["observation"]
+        self.critic = ValueOperator(self.value_net, in_keys=in_keys)
         self.loss = ClipPPOLoss(
             self.actor,
             self.critic,
