@@ -9,13 +9,20 @@ import lightning.pytorch as pl
 
 
 class StopOnEnvSteps(pl.Callback):
-    """Stop after the iteration in which ``max_env_steps`` env steps were sampled in total."""
+    """Stop after the iteration in which ``max_env_steps`` env steps were sampled in total.
+
+    That iteration is kept in ``reached_at`` as ``(iteration, env_steps)``.
+    """
 
     def __init__(self, max_env_steps: int) -> None:
         self.max_env_steps = int(max_env_steps)
+        self.reached_at: tuple[int, int] | None = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        if pl_module.num_env_steps_sampled_lifetime >= self.max_env_steps:
+        steps = pl_module.num_env_steps_sampled_lifetime
+        if steps >= self.max_env_steps:
+            if self.reached_at is None:
+                self.reached_at = (trainer.current_epoch, steps)
             trainer.should_stop = True
 
 

@@ -1,24 +1,73 @@
-"""The ``lightning-rl`` command: LightningCLI's ``fit``/``validate`` plus ``list``, ``export``,
-``evaluate`` and ``plot`` (see :mod:`lightning_rl.commands`).
+"""The ``lightning-rl`` command: LightningCLI's ``fit``/``validate``/``test`` plus ``list``,
+``export``, ``evaluate`` and ``plot`` (see :mod:`lightning_rl.commands`).
 
 ``lightning-rl fit --config configs/ppo/cartpole.yaml --model.lr 1e-3`` is plain LightningCLI:
 every Trainer flag and every algorithm ``__init__`` argument is a flag, ``--print_config``
 prints the merged YAML. Algorithms may be named by registry name (case-insensitive,
 ``--model ppo``) or class path; registered plugins are imported before parsing so
-LightningCLI's subclass resolution sees them.
+LightningCLI's subclass resolution sees them. ``lightning-rl --help`` lists the commands;
+argument and config-file mistakes get one short message (:mod:`lightning_rl.cli_errors`);
+``fit`` ends with why it stopped and where its logs, config and checkpoints are.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning_rl import registry
+from lightning_rl.cli_errors import check_yaml_files, explain_parse_error, flag_values
 from lightning_rl.commands import cmd_evaluate, cmd_export, cmd_plot
+
+# Torch, Lightning and the algorithms are imported where they are used (as in commands.py), so
+# `lightning-rl --help`, `list` and argument mistakes answer at once.
 from lightning_rl.errors import LightningRLError, PluginError, unknown_name_message
+
+# Where the CLI's CSV logs go: one folder per run, lightning_logs/version_N.
+LOG_DIR = "lightning_logs"
+
+# Commands run by LightningCLI (the Trainer method of the same name) and their one-line help.
+LIGHTNING_COMMANDS = {
+    "fit": "train an algorithm: --config FILE.yaml, --model NAME, --model.ARG, --trainer.FLAG",
+    "validate": "run evaluation episodes of a config or a checkpoint (--ckpt_path), print the return",
+    "test": "the same evaluation episodes as validate, run through Lightning's test loop",
+}
+OTHER_COMMANDS = {
+    "evaluate": "evaluate a checkpoint without a config: N episodes, return mean and std",
+    "export": "write a checkpoint's policy (connectors included) as an ONNX or TorchScript file",
+    "plot": "draw learning curves (return vs env steps and wall time) from CSV logs",
+    "list": "show the registered algorithms, envs and connectors and their packages",
+}
+NOT_OFFERED = {
+    "predict": (
+        "'predict' is not offered: an RL policy acts in an environment, not on a fixed dataset. "
+        "Use 'lightning-rl evaluate --ckpt_path PATH' for episodes and their return, or "
+        "Policy.from_checkpoint(PATH).compute_single_action(obs) in Python (docs/inference.md)."
+    )
+}
+
+
+def overview() -> str:
+    """What ``lightning-rl`` and ``lightning-rl --help`` print: every command, one line each."""
+    commands = {**LIGHTNING_COMMANDS, **OTHER_COMMANDS}
+    width = max(map(len, commands))
+    lines = [
+        "usage: lightning-rl COMMAND [options]",
+        "",
+        "Reinforcement learning the Lightning way. Commands:",
+        *(f"  {name.ljust(width)}  {text}" for name, text in commands.items()),
+        "",
+        "'lightning-rl COMMAND --help' shows a command's options, e.g.",
+        "  lightning-rl fit --config configs/ppo/cartpole.yaml",
+        "  lightning-rl fit --model ppo --model.env CartPole-v1 --trainer.max_epochs 50",
+        "  lightning-rl evaluate --ckpt_path lightning_logs/version_0/checkpoints",
+    ]
+    return "\n".join(lines)
 
 
 def _preload_algorithms() -> dict[str, BaseException]:
@@ -59,6 +108,18 @@ def _resolve_model_argument(argv: list[str], failures: dict[str, BaseException])
     return out
 
 
+def _model_from_checkpoint(argv: list[str]) -> list[str]:
+    """``validate``/``test --ckpt_path X`` alone: the algorithm is the one the checkpoint names
+    (LightningCLI needs a model class before it reads the checkpoint's hyperparameters)."""
+    given = dict(flag_values(argv[1:]))
+    if argv[0] == "fit" or "--ckpt_path" not in given or given.keys() & {"--config", "-c", "--model"}:
+        return argv
+    from lightning_rl.checkpoint import checkpoint_algorithm, load_checkpoint  # torch: only when needed
+
+    name = checkpoint_algorithm(load_checkpoint(given["--ckpt_path"]))
+    return [argv[0], "--model", name, *argv[1:]] if name else argv  # before any --model.ARG
+
+
 def _cli_class() -> type:
     from jsonargparse import lazy_instance
     from lightning.pytorch.cli import LightningCLI
@@ -72,20 +133,36 @@ def _cli_class() -> type:
         def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> None:
             trainer_defaults = {
                 "num_sanity_val_steps": 0,
-                "logger": lazy_instance(CSVLogger, save_dir="lightning_logs"),
+                # One predictable folder per run: ./lightning_logs/version_N (save_dir moves it).
+                "logger": lazy_instance(CSVLogger, save_dir=".", name=LOG_DIR),
                 "log_every_n_steps": 1,
             }
             trainer_defaults.update(kwargs.pop("trainer_defaults", {}))
+            # Parse errors raise (and main() explains them in one line) instead of printing
+            # the whole usage text; each subcommand has its own parser.
+            parser_kwargs = {
+                "exit_on_error": False,
+                **{c: {"exit_on_error": False} for c in LIGHTNING_COMMANDS},
+            }
+            parser_kwargs.update(kwargs.pop("parser_kwargs", {}))
             super().__init__(
                 Algorithm,
                 subclass_mode_model=True,
                 auto_configure_optimizers=False,
                 trainer_defaults=trainer_defaults,
                 save_config_kwargs={"overwrite": True},
+                parser_kwargs=parser_kwargs,
                 args=args,
                 run=run,
                 **kwargs,
             )
+
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:
+            # No ``predict``: see NOT_OFFERED.
+            return {name: {"model", "dataloaders", "datamodule"} for name in ("validate", "test")} | {
+                "fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"}
+            }
 
         def before_instantiate_classes(self) -> None:
             # The run's seed also seeds the env copies, unless the model sets its own.
@@ -97,19 +174,42 @@ def _cli_class() -> type:
 
         def _parse_ckpt_path(self) -> None:
             # LightningCLI reads the checkpoint's hyperparameters with a raw torch.load; read it
-            # through lightning-rl first so a missing, truncated or foreign file is one clear error.
+            # through lightning-rl first so a missing, truncated or foreign file, or one of another
+            # algorithm than the config's, is one clear error.
             subcommand = self.config.get("subcommand")
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
             if ckpt_path:
-                from lightning_rl.checkpoint import load_checkpoint
+                from lightning_rl.checkpoint import check_algorithm, load_checkpoint
 
-                load_checkpoint(ckpt_path)
+                checkpoint = load_checkpoint(ckpt_path)
+                model = self.config[subcommand].get("model")
+                class_path = model.get("class_path") if model is not None and hasattr(model, "get") else None
+                if class_path:
+                    check_algorithm(
+                        checkpoint,
+                        registry.get_algorithm_class(class_path),
+                        source=f"Checkpoint {ckpt_path!r}",
+                    )
             super()._parse_ckpt_path()
+
+        def fit(self, model: Any, **kwargs: Any) -> None:
+            # Also say where things are when the run is interrupted (Ctrl+C, SIGTERM).
+            try:
+                self.trainer.fit(model, **kwargs)
+            except BaseException as exc:
+                if self.trainer.is_global_zero:
+                    print("\n".join(fit_summary(self.trainer, interrupted=exc)), flush=True)
+                raise
 
         def after_fit(self) -> None:
             _print_summary(self.trainer)
+            if self.trainer.is_global_zero:
+                print("\n".join(fit_summary(self.trainer)), flush=True)
 
         def after_validate(self) -> None:
+            _print_summary(self.trainer)
+
+        def after_test(self) -> None:
             _print_summary(self.trainer)
 
         def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
@@ -144,6 +244,81 @@ def _print_summary(trainer: Any) -> None:
     parts = [f"{k}={float(metrics[k]):.2f}" for k in keys if k in metrics]
     if parts and trainer.is_global_zero:
         print(f"[lightning-rl] iterations={trainer.current_epoch} " + " ".join(parts), flush=True)
+
+
+def stop_reason(trainer: Any, interrupted: BaseException | None = None) -> str:
+    """Why a ``fit`` ended, in words: target return, env-step cap, max_epochs, interruption ..."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from lightning_rl.callbacks import StopOnEnvSteps, StopOnReturn
+
+    module = trainer.lightning_module
+    steps = getattr(module, "num_env_steps_sampled_lifetime", None) if module is not None else None
+    at_steps = f" ({steps:,} env steps)" if isinstance(steps, int) else ""
+    if interrupted is not None:
+        kind = (
+            "Ctrl+C"
+            if isinstance(interrupted, KeyboardInterrupt | SystemExit)
+            else type(interrupted).__name__
+        )
+        return f"interrupted ({kind}) in iteration {trainer.current_epoch + 1}{at_steps}"
+    for callback in trainer.callbacks:
+        if isinstance(callback, StopOnReturn) and callback.reached_at is not None:
+            iteration, reached = callback.reached_at
+            return (
+                f"target return {callback.threshold:g} ({callback.metric}) reached at {reached:,} env steps "
+                f"(iteration {iteration + 1})"
+            )
+        if isinstance(callback, StopOnEnvSteps) and callback.reached_at is not None:
+            iteration, reached = callback.reached_at
+            return (
+                f"env-step cap {callback.max_env_steps:,} reached: {reached:,} env steps "
+                f"(iteration {iteration + 1})"
+            )
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch:
+            return f"EarlyStopping on {callback.monitor} in iteration {callback.stopped_epoch + 1}{at_steps}"
+    if (
+        trainer.max_epochs is not None
+        and trainer.max_epochs >= 0
+        and trainer.current_epoch >= trainer.max_epochs
+    ):
+        return f"max_epochs={trainer.max_epochs} iterations reached{at_steps}"
+    if trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step:
+        return f"max_steps={trainer.max_steps} optimizer steps reached{at_steps}"
+    return f"stopped by a callback (trainer.should_stop) after {trainer.current_epoch} iterations{at_steps}"
+
+
+def fit_summary(trainer: Any, interrupted: BaseException | None = None) -> list[str]:
+    """The closing lines of ``lightning-rl fit``: why it stopped and where its files are."""
+    from lightning_rl.callbacks import CheckpointOnInterrupt
+
+    lines = [f"[lightning-rl] stopped: {stop_reason(trainer, interrupted)}"]
+    log_dir = trainer.log_dir if trainer.loggers else None
+    if log_dir:
+        lines.append(f"[lightning-rl] logs: {Path(log_dir)}")
+        config = Path(log_dir) / "config.yaml"
+        if config.is_file():
+            lines.append(f"[lightning-rl] config: {config}")
+    checkpointing = trainer.checkpoint_callback
+    if checkpointing is not None:
+        last = (
+            str(Path(checkpointing.last_model_path)) if getattr(checkpointing, "last_model_path", "") else ""
+        )
+        best = (
+            str(Path(checkpointing.best_model_path)) if getattr(checkpointing, "best_model_path", "") else ""
+        )
+        if best:
+            monitor = getattr(checkpointing, "monitor", None)
+            label = f"best checkpoint ({monitor})" if monitor else "checkpoint"
+            lines.append(f"[lightning-rl] {label}: {best}")
+        if last and last != best:
+            lines.append(f"[lightning-rl] last checkpoint: {last}")
+    for callback in trainer.callbacks:
+        if isinstance(callback, CheckpointOnInterrupt) and callback.saved_path:
+            lines.append(
+                f"[lightning-rl] interrupted checkpoint: {callback.saved_path} (resume: --ckpt_path)"
+            )
+    return lines
 
 
 def cmd_list(argv: Sequence[str]) -> int:
@@ -185,30 +360,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lightning-rl`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
-    if argv and argv[0] in COMMANDS:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(overview())
+        return 0
+    command = argv[0]
+    if command in NOT_OFFERED:
+        print(f"lightning-rl: error: {NOT_OFFERED[command]}", file=sys.stderr)
+        return 2
+    if command in COMMANDS:
         try:
-            return COMMANDS[argv[0]](argv[1:])
+            return COMMANDS[command](argv[1:])
         except LightningRLError as exc:
-            print(f"lightning-rl {argv[0]}: error: {exc}", file=sys.stderr)
+            print(f"lightning-rl {command}: error: {exc}", file=sys.stderr)
             return 2
+    if command not in LIGHTNING_COMMANDS and not command.startswith("-"):
+        known = [*LIGHTNING_COMMANDS, *COMMANDS]
+        close = difflib.get_close_matches(command, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        print(
+            f"lightning-rl: error: unknown command {command!r}.{hint} Commands: {', '.join(known)} "
+            "(lightning-rl --help).",
+            file=sys.stderr,
+        )
+        return 2
     try:
+        check_yaml_files(argv[1:])
+        argv = _model_from_checkpoint(argv)
         failures = _preload_algorithms()
         argv = _resolve_model_argument(argv, failures)
     except LightningRLError as exc:
-        print(f"lightning-rl: error: {exc}", file=sys.stderr)
+        print(f"lightning-rl {command}: error: {exc}", file=sys.stderr)
         return 2
     try:
         # Pass the (name-resolved) arguments through sys.argv: DDP re-executes sys.argv for
         # its other ranks, and LightningCLI warns when given both.
         sys.argv = [sys.argv[0], *argv]
         _cli_class()()
+    except argparse.ArgumentError as exc:
+        message = explain_parse_error(exc, argv[1:])
+        print(
+            f"lightning-rl {command}: error: {message}\n(all options: lightning-rl {command} --help)",
+            file=sys.stderr,
+        )
+        return 2
     except Exception as exc:
         # jsonargparse wraps errors raised in an algorithm's __init__ into a long "does not
         # validate against any of the Union subtypes" report; show the user's own error.
         cause = _lightning_rl_error(exc)
         if cause is None:
             raise
-        print(f"lightning-rl: error: {cause}", file=sys.stderr)
+        print(f"lightning-rl {command}: error: {cause}", file=sys.stderr)
         return 2
     return 0
 

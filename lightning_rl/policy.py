@@ -408,6 +408,6 @@ def _rebuild_algorithm(checkpoint: dict[str, Any]) -> Algorithm:
     name = checkpoint[ckpt.KEY].get("algorithm")
     if not name:
         raise CheckpointError("The checkpoint names no algorithm, so its policy cannot be rebuilt.")
-    algorithm = get_algorithm_class(name)(**checkpoint.get("hyper_parameters", {}))
+    algorithm = get_algorithm_class(name)(**ckpt.algorithm_init_kwargs(checkpoint))
     _load_into(algorithm, checkpoint)
     return algorithm

@@ -52,6 +52,9 @@ class TrainingRun:
             "enable_model_summary": False,
             "enable_checkpointing": False,
             "log_every_n_steps": 1,
+            # evaluate() may run before or between train() calls: tensors made under
+            # inference mode could not be updated by the next train() (no_grad suffices).
+            "inference_mode": False,
         }
         kwargs.update(trainer_kwargs or {})
         if "logger" not in kwargs:
@@ -100,10 +103,19 @@ class TrainingRun:
         return self._results(time.perf_counter() - start, evaluated_since=first)
 
     def evaluate(self) -> dict[str, Any]:
-        """Run ``evaluation_duration`` episodes now; RLlib's ``algo.evaluate()``."""
+        """Run ``evaluation_duration`` episodes now; RLlib's ``algo.evaluate()``.
+
+        As in RLlib, this evaluates even when no ``evaluation_interval`` is configured (the
+        evaluation settings' defaults apply), and training may continue afterwards.
+        """
         self._check_running()
-        metrics = self.trainer.validate(self.algorithm, datamodule=self.datamodule, verbose=False)[0]
-        evaluation = nest_metrics(metrics).get("evaluation", {})
+        limit = self.trainer.limit_val_batches
+        self.trainer.limit_val_batches = 1.0  # evaluation_interval=None turns periodic runs off only
+        try:
+            results = self.trainer.validate(self.algorithm, datamodule=self.datamodule, verbose=False)
+        finally:
+            self.trainer.limit_val_batches = limit
+        evaluation = nest_metrics(results[0] if results else {}).get("evaluation", {})
         return {"env_runners": dict(evaluation), **evaluation}
 
     def save(self, path: str | Path | None = None) -> str:
@@ -120,7 +132,7 @@ class TrainingRun:
                 "Call train() at least once before save(): there is nothing trained to save yet."
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.trainer.save_checkpoint(str(path))
+        self.trainer.save_checkpoint(str(path), weights_only=False)  # all of it, said out loud
         return str(path)
 
     save_to_path = save

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CARTPOLE = str(REPO / "configs" / "ppo" / "cartpole.yaml")
@@ -145,3 +148,115 @@ def test_multi_agent_configs_train_from_the_cli(config, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "iterations=1" in proc.stdout
+
+
+# -- a checkpoint written by `lightning-rl fit`, used everywhere ------------------------------
+@pytest.fixture(scope="module")
+def cli_fit(tmp_path_factory):
+    """One real ``lightning-rl fit`` (in-process sampling, 2 iterations) and what it wrote."""
+    root = tmp_path_factory.mktemp("cli_fit")
+    proc = run_cli(
+        [
+            "fit",
+            "--config",
+            CARTPOLE,
+            "--model.num_env_runners",
+            "0",
+            "--trainer.max_epochs",
+            "2",
+            *quiet(root),
+        ],
+        root,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checkpoint = next(root.glob("lightning_logs/version_*/checkpoints/*.ckpt"))
+    return {"root": root, "stdout": proc.stdout, "checkpoint": checkpoint}
+
+
+def test_fit_ends_with_why_it_stopped_and_where_its_files_are(cli_fit):
+    lines = cli_fit["stdout"].strip().splitlines()
+    summary = {
+        line.split(":", 1)[0].removeprefix("[lightning-rl] "): line.split(":", 1)[1].strip()
+        for line in lines[-4:]
+    }
+    assert summary["stopped"] == "max_epochs=2 iterations reached (512 env steps)", lines[-4:]
+    run_dir = Path(summary["logs"])
+    assert run_dir == cli_fit["root"] / "lightning_logs" / "version_0", "one predictable folder per run"
+    assert (run_dir / "metrics.csv").is_file()
+    assert Path(summary["config"]) == run_dir / "config.yaml" and Path(summary["config"]).is_file()
+    assert Path(summary["checkpoint"]) == cli_fit["checkpoint"]
+
+
+def test_a_cli_checkpoint_loads_through_every_entry_point(cli_fit):
+    from lightning_rl import Policy, TrainingRun
+    from lightning_rl.algorithms.dqn import DQN
+    from lightning_rl.algorithms.ppo import PPO
+    from lightning_rl.checkpoint import load_checkpoint
+    from lightning_rl.errors import CheckpointError
+
+    path = cli_fit["checkpoint"]
+    saved = load_checkpoint(path)
+    assert "_class_path" in saved["hyper_parameters"], "LightningCLI's bookkeeping keys are in the file"
+    algo = PPO.load_from_checkpoint(path)
+    assert algo.hparams.lr == 0.001 and "_class_path" not in algo.hparams
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in algo.state_dict().items())
+    with TrainingRun.from_checkpoint(path, evaluation_duration=2) as run:
+        assert run.evaluate()["num_episodes"] == 2
+    policy = Policy.from_checkpoint(path)
+    assert policy.compute_single_action(np.zeros(4, dtype=np.float32)) in (0, 1)
+    with pytest.raises(CheckpointError, match="is a PPO checkpoint, not DQN"):
+        DQN.load_from_checkpoint(path)
+
+
+def test_evaluate_and_test_run_episodes_of_a_cli_checkpoint(cli_fit, tmp_path):
+    proc = run_cli(
+        ["evaluate", "--ckpt_path", str(cli_fit["checkpoint"]), "--episodes", "2", "--json"], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["num_episodes"] == 2
+    # `test` alone: the checkpoint names its algorithm; the episodes are the evaluation's.
+    proc = run_cli(
+        [
+            "test",
+            "--ckpt_path",
+            str(cli_fit["checkpoint"]),
+            *quiet(tmp_path),
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "evaluation/episode_return_mean=" in proc.stdout
+
+
+def test_validating_a_checkpoint_with_another_algorithms_config_names_both(cli_fit, capsys, monkeypatch):
+    from lightning_rl.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lightning-rl"])
+    dqn = str(REPO / "configs" / "dqn" / "cartpole.yaml")
+    assert main(["validate", "--config", dqn, "--ckpt_path", str(cli_fit["checkpoint"])]) == 2
+    assert "is a PPO checkpoint, not DQN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop", ["return", "env_steps"])
+def test_the_summary_names_the_stopping_rule(stop, quiet_trainer_kwargs):
+    import lightning.pytorch as pl
+
+    from lightning_rl.algorithms.ppo import PPO
+    from lightning_rl.callbacks import StopOnEnvSteps, StopOnReturn
+    from lightning_rl.cli import stop_reason
+
+    callback = (
+        StopOnReturn(1.0, metric="env_runners/episode_return_mean")
+        if stop == "return"
+        else StopOnEnvSteps(128)
+    )
+    algo = PPO("CartPole-v1", train_batch_size=64, minibatch_size=64, num_epochs=1)
+    trainer = pl.Trainer(
+        **{**quiet_trainer_kwargs, "max_epochs": 5, "limit_val_batches": 0}, callbacks=[callback]
+    )
+    trainer.fit(algo)
+    if stop == "return":
+        expected = "target return 1 (env_runners/episode_return_mean) reached at 64 env steps (iteration 1)"
+    else:
+        expected = "env-step cap 128 reached: 128 env steps (iteration 2)"
+    assert stop_reason(trainer) == expected

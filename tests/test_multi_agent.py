@@ -300,14 +300,25 @@ def test_league_snapshots_reach_the_runners_and_survive_checkpoints(tmp_path):
 
 # -- bad input ---------------------------------------------------------------------------------
 def test_mapping_to_an_unknown_policy_names_agent_and_policy():
+    # Agents with equal spaces: as in RLlib, the mapping first runs with a real episode.
+    algo = PPO(
+        MultiAgentCartPole,
+        policies={"p0", "p1"},
+        policy_mapping_fn=lambda a, e, **k: "p0" if a == 0 else "p9",
+    )
+    with pytest.raises(ConfigError, match=r"mapped agent 1 to policy 'p9', which is not one of the policies"):
+        runner_for(algo).sample(2, state=algo.policy_state())
+
+    class Mixed(MultiAgentCartPole):
+        def __init__(self, config=None):
+            super().__init__(config)
+            self.observation_spaces[1] = gym.spaces.Box(-1, 1, (7,), np.float32)
+
+    # Agents with different spaces: the mapping (episode=None) decides the spaces at build time.
     with pytest.raises(
         ConfigError, match=r"maps agent 1 to 'p9', which is not one of the policies \['p0', 'p1'\]"
     ):
-        PPO(
-            MultiAgentCartPole,
-            policies={"p0", "p1"},
-            policy_mapping_fn=lambda a, e, **k: "p0" if a == 0 else "p9",
-        )
+        PPO(Mixed, policies={"p0", "p1"}, policy_mapping_fn=lambda a, e, **k: "p0" if a == 0 else "p9")
 
 
 def test_a_mapping_that_goes_wrong_during_an_episode_names_agent_and_policy():

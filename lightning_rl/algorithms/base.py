@@ -27,6 +27,7 @@ import lightning.pytorch as pl
 import torch
 from gymnasium import spaces
 from lightning.pytorch.core.saving import load_hparams_from_yaml
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from lightning_rl import checkpoint as ckpt
@@ -45,6 +46,8 @@ from lightning_rl.connectors.base import (
     EnvToModulePipeline,
     ModuleToEnvPipeline,
     build_connector,
+    env_connector_factory_args,
+    learner_connector_factory_args,
     normalize_connector_specs,
 )
 from lightning_rl.connectors.module_to_env import default_module_to_env
@@ -214,9 +217,14 @@ class Algorithm(pl.LightningModule, abc.ABC):
         self.save_hyperparameters()
         self.env_creator = resolve_env(env)
         self._probe_spaces(env_config)
-        e2m_specs = normalize_connector_specs(env_to_module_connector, self._probe_env_for_connectors)
-        m2e_specs = normalize_connector_specs(module_to_env_connector, self._probe_env_for_connectors)
-        learner_specs = normalize_connector_specs(learner_connector, self._probe_env_for_connectors)
+        # Factories get what RLlib passes them: (env, spaces, device) or (obs_space, act_space).
+        env_args = env_connector_factory_args(self._probe_env_for_connectors)
+        e2m_specs = normalize_connector_specs(env_to_module_connector, factory_args=env_args)
+        m2e_specs = normalize_connector_specs(module_to_env_connector, factory_args=env_args)
+        learner_args = learner_connector_factory_args(
+            e2m_specs, self.env_observation_space, self.env_action_space
+        )
+        learner_specs = normalize_connector_specs(learner_connector, factory_args=learner_args)
         e2m_specs = self._with_prev_action_reward(e2m_specs, model_config)
         if isinstance(model_config, DefaultModelConfig):
             model_config = model_config.to_dict()
@@ -763,7 +771,24 @@ class Algorithm(pl.LightningModule, abc.ABC):
         if batch_idx == 0:
             self.log_sampling_metrics()
 
+    def log_env_step_axis(self) -> None:
+        """Log ``step`` (env steps sampled so far) and ``epoch`` (the iteration) with the metrics.
+
+        Lightning hands a logged ``step`` to every logger as the x value of the row, so
+        TensorBoard (``global_step``), wandb (``trainer/global_step``, its x axis) and the CSV
+        ``step`` column count env steps sampled (what RL runs are compared by) instead of
+        optimizer steps, for training and evaluation rows alike; ``epoch`` keeps the iteration,
+        which Lightning adds only when no ``step`` is logged. (Logged values are float32: exact
+        up to 16.7M env steps, within a few steps beyond.)
+        """
+        axis = {"step": self.num_env_steps_sampled_lifetime}
+        if self.trainer.state.fn == "fit":  # a standalone validate/test has no iteration of its own
+            axis["epoch"] = self.current_epoch
+        for name, value in axis.items():
+            self.log(name, float(value), on_step=False, on_epoch=True, batch_size=1)
+
     def log_sampling_metrics(self) -> None:
+        self.log_env_step_axis()
         for key, value in self.experience.last_metrics.items():
             self.log(
                 key,
@@ -780,6 +805,7 @@ class Algorithm(pl.LightningModule, abc.ABC):
         if returns.numel() == 0:
             return
         n = int(returns.numel())
+        self.log_env_step_axis()
         self.log("evaluation/episode_return_mean", returns.mean(), prog_bar=True, batch_size=n)
         self.log(
             "evaluation/episode_return_std", returns.std() if n > 1 else returns.new_zeros(()), batch_size=n
@@ -794,6 +820,13 @@ class Algorithm(pl.LightningModule, abc.ABC):
                 self.log(
                     f"evaluation/module_episode_returns_mean/{policy_id}", policy_returns.mean(), batch_size=n
                 )
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """``trainer.test`` (``lightning-rl test``) runs the evaluation episodes of ``validate``."""
+        self.validation_step(batch, batch_idx)
+
+    def test_dataloader(self):
+        return self.experience.val_dataloader()
 
     def accumulate_learner_metrics(self, metrics: dict[str, Any], policy_id: str = DEFAULT_POLICY_ID) -> None:
         """Collect per-minibatch learner stats; they are logged once per iteration, averaged.
@@ -874,11 +907,18 @@ class Algorithm(pl.LightningModule, abc.ABC):
         """Build optimizers (and schedulers) in the form ``configure_optimizers`` returns."""
         return self.adam(self.parameters(), lr=self.hparams.lr)
 
-    @staticmethod
-    def adam(params: Any, **kwargs: Any) -> torch.optim.Adam:
+    def adam(self, params: Any, **kwargs: Any) -> torch.optim.Adam:
         """Adam with the fused kernel where the parameters allow it: one kernel for all
-        parameters instead of a Python loop over them (~0.2 ms per PPO update on CartPole)."""
+        parameters instead of a Python loop over them (~0.2 ms per PPO update on CartPole).
+
+        Under a mixed-precision Trainer (``precision="bf16-mixed"`` or ``"16-mixed"``) it is the
+        multi-tensor ``foreach`` kernel instead: Lightning refuses to clip the gradients of an
+        optimizer that unscales them itself, as the fused one does, and most algorithms clip.
+        """
         params = list(params)
+        trainer = self._trainer
+        if trainer is not None and isinstance(trainer.precision_plugin, MixedPrecision):
+            return torch.optim.Adam(params, foreach=True, **kwargs)
         try:
             return torch.optim.Adam(params, fused=True, **kwargs)
         except (RuntimeError, ValueError):

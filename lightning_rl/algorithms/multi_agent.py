@@ -6,7 +6,9 @@ RLlib's ``config.multi_agent(policies=..., policy_mapping_fn=..., policies_to_tr
   ``"random"`` is a built-in frozen policy acting uniformly over the legal actions, and a
   dict may give ``observation_space``/``action_space`` for a policy no agent maps to yet;
 * ``policy_mapping_fn(agent_id, episode, **kwargs) -> policy_id``: called once per agent per
-  episode (a dict ``{agent_id: policy_id}`` or an import path also works);
+  episode (a dict ``{agent_id: policy_id}`` or an import path also works); ``episode.id_``
+  is the episode's id (RLlib's name; ``episode.id`` is an alias). Only when the agents'
+  spaces differ is it also called at build time, with ``episode=None``, as in RLlib;
 * ``policies_to_train``: the policies whose losses are optimised (default: all but frozen).
 """
 
@@ -23,7 +25,13 @@ from lightning_rl._imports import import_object, object_path
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.errors import ConfigError, SpaceError
-from lightning_rl.modules.policy import MASK_KEY, InferencePolicy, PolicySpec, split_action_mask
+from lightning_rl.modules.policy import (
+    InferencePolicy,
+    PolicySpec,
+    apply_action_mask,
+    observation_key,
+    split_action_mask,
+)
 
 RANDOM_POLICY = "random"
 
@@ -126,46 +134,53 @@ def resolve_mapping_fn(value: Any, policy_ids: list[str]) -> tuple[Callable[...,
 def policy_spaces_from_env(
     env: Any, policies: dict[str, Any], mapping_fn: Callable[..., str]
 ) -> tuple[dict[str, tuple[gym.Space, gym.Space]], dict[Hashable, str]]:
-    """Env-side (observation, action) spaces per policy, from the agents mapped to it."""
+    """Env-side (observation, action) spaces per policy, and the build-time agent -> policy map.
+
+    As in RLlib, the mapping function is called here (with ``episode=None``) only when the
+    agents' spaces differ: when every agent has the same spaces, every policy gets them and
+    the mapping function first runs with a real episode in the EnvRunners (so mappings that
+    read ``episode.id_``, like RLlib's self-play examples, work). The map is then empty.
+    """
+    agent_spaces = {
+        agent_id: (env.get_observation_space(agent_id), env.get_action_space(agent_id))
+        for agent_id in env.possible_agents
+    }
+    shared: list[tuple[gym.Space, gym.Space]] = []
+    for pair in agent_spaces.values():
+        if pair not in shared:
+            shared.append(pair)
     agent_policy: dict[Hashable, str] = {}
     found: dict[str, tuple[gym.Space, gym.Space, Hashable]] = {}
-    for agent_id in env.possible_agents:
-        policy_id = mapping_fn(agent_id, None)
-        if policy_id not in policies:
-            raise ConfigError(
-                f"policy_mapping_fn maps agent {agent_id!r} to {policy_id!r}, which is not one of the "
-                "policies "
-                f"{sorted(policies)}."
-            )
-        agent_policy[agent_id] = policy_id
-        obs_space, act_space = env.get_observation_space(agent_id), env.get_action_space(agent_id)
-        if policy_id in found:
-            first_obs, first_act, first_agent = found[policy_id]
-            if first_obs != obs_space or first_act != act_space:
-                raise SpaceError(
-                    f"Agents {first_agent!r} and {agent_id!r} both map to policy {policy_id!r} but have "
-                    "different "
-                    f"spaces ({first_obs}, {first_act}) and ({obs_space}, {act_space})."
+    if len(shared) > 1:
+        for agent_id, (obs_space, act_space) in agent_spaces.items():
+            policy_id = mapping_fn(agent_id, None, worker=None)
+            if policy_id not in policies:
+                raise ConfigError(
+                    f"policy_mapping_fn maps agent {agent_id!r} to {policy_id!r}, which is not one of the "
+                    f"policies {sorted(policies)}."
                 )
-        else:
-            found[policy_id] = (obs_space, act_space, agent_id)
+            agent_policy[agent_id] = policy_id
+            if policy_id in found:
+                first_obs, first_act, first_agent = found[policy_id]
+                if first_obs != obs_space or first_act != act_space:
+                    raise SpaceError(
+                        f"Agents {first_agent!r} and {agent_id!r} both map to policy {policy_id!r} but "
+                        f"have different spaces ({first_obs}, {first_act}) and ({obs_space}, {act_space})."
+                    )
+            else:
+                found[policy_id] = (obs_space, act_space, agent_id)
     result: dict[str, tuple[gym.Space, gym.Space]] = {}
-    shared: list[tuple[gym.Space, gym.Space]] = []
-    for o, a, _ in found.values():
-        if (o, a) not in shared:
-            shared.append((o, a))
     for policy_id, setting in policies.items():
         if isinstance(setting, dict) and "observation_space" in setting:
             result[policy_id] = (setting["observation_space"], setting["action_space"])
         elif policy_id in found:
             result[policy_id] = found[policy_id][:2]
         elif len(shared) == 1:
-            result[policy_id] = shared[0]  # a symmetric game: an opponent-to-be
+            result[policy_id] = shared[0]  # every agent has these spaces (a symmetric game)
         else:
             raise ConfigError(
                 f"No agent maps to policy {policy_id!r} at the start, and the agents' spaces differ; "
-                "give its "
-                "spaces: policies={..., "
+                "give its spaces: policies={..., "
                 + repr(policy_id)
                 + ": {'observation_space': ..., 'action_space': ...}}."
             )
@@ -177,16 +192,17 @@ class RandomPolicy(InferencePolicy):
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         super().__init__()
+        self.obs_key = observation_key(observation_space)
         _, self.masked = split_action_mask(observation_space)
         self.action_space = action_space
 
     def forward(self, obs, explore=True, generator=None):
-        batch = (obs["observation"] if self.masked else obs).shape[0]
+        batch = (obs[self.obs_key] if self.masked else obs).shape[0]
         space = self.action_space
         if isinstance(space, spaces.Discrete):
             logits = torch.zeros(batch, int(space.n))
             if self.masked:
-                logits = logits.masked_fill(obs[MASK_KEY] == 0, -1e9)
+                logits = apply_action_mask(logits, obs)
             probs = torch.softmax(logits, -1)
             action = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
             return {

@@ -150,16 +150,78 @@ def build_connector(spec: ConnectorSpec) -> Connector:
     return cls(**spec.get("config", {}))
 
 
-def normalize_connector_specs(value: Any, env: Any = None) -> list[ConnectorSpec]:
-    """Accept what users write (instance, name, dict, class, ``lambda env: ...``, list) -> specs.
+def call_connector_factory(factory: Callable[..., Any], args: Sequence[Any]) -> Any:
+    """Call a connector factory with as many of ``args`` as its signature asks for.
 
-    A callable is called once with ``env`` (RLlib passes the env to its connector lambdas);
-    everything ends up as plain data so it can be saved in hyperparameters and sent to actors.
+    RLlib's factories come in several shapes: ``lambda env: ...`` (older), ``lambda env,
+    spaces, device: ...`` (2.4x env-to-module), ``lambda obs_space, act_space: ...`` (learner),
+    ``lambda *args, **kwargs: ...``. The signature decides, so a ``TypeError`` raised inside
+    the factory is reported as itself, not mistaken for a signature mismatch.
     """
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: give it the first argument
+        return factory(*args[:1])
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return factory(*args)
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    required = [p for p in positional if p.default is inspect.Parameter.empty]
+    if len(required) > len(args):
+        raise ConfigError(
+            f"Connector factory {factory!r} needs {len(required)} arguments "
+            f"({', '.join(p.name for p in required)}); connector factories are called with at most "
+            f"{len(args)}: {_FACTORY_ARGUMENT_NAMES.get(len(args), 'env')}."
+        )
+    return factory(*args[: len(positional)])
+
+
+_FACTORY_ARGUMENT_NAMES = {
+    1: "(env)",
+    2: "(input_observation_space, input_action_space)",
+    3: "(env, spaces, device)",
+}
+
+
+def env_connector_factory_args(env: Any) -> tuple[Any, dict[str, tuple[Any, Any]], torch.device]:
+    """What RLlib passes to env-to-module/module-to-env factories: ``(env, spaces, device)``.
+
+    ``spaces`` holds ``"__env__"`` and ``"__env_single__"`` (the env's observation and action
+    spaces; one env here, so both are the same), as in RLlib's EnvRunners.
+    """
+    pair = (getattr(env, "observation_space", None), getattr(env, "action_space", None))
+    return env, {"__env__": pair, "__env_single__": pair}, torch.device("cpu")
+
+
+def learner_connector_factory_args(
+    env_to_module_specs: Sequence[ConnectorSpec], observation_space: Any, action_space: Any
+) -> tuple[Any, Any]:
+    """What RLlib passes to learner-connector factories: ``(input_observation_space,
+    input_action_space)``, the module-side spaces (after the env-to-module connectors); both
+    None for multi-agent envs, whose spaces are per policy."""
+    if not isinstance(observation_space, gym.Space):
+        return None, None
+    pipeline = EnvToModulePipeline.from_specs(env_to_module_specs, observation_space, action_space)
+    return pipeline.output_space, action_space
+
+
+def normalize_connector_specs(
+    value: Any, env: Any = None, *, factory_args: Sequence[Any] | None = None
+) -> list[ConnectorSpec]:
+    """Accept what users write (instance, name, dict, class, factory, list) -> specs.
+
+    A factory (any other callable) is called once, with as many of ``factory_args`` (default
+    ``(env,)``) as its signature takes (see :func:`call_connector_factory`); everything ends
+    up as plain data so it can be saved in hyperparameters and sent to actors.
+    """
+    args = tuple(factory_args) if factory_args is not None else (env,)
     if value is None:
         return []
     if isinstance(value, list | tuple):
-        return [spec for item in value for spec in normalize_connector_specs(item, env)]
+        return [spec for item in value for spec in normalize_connector_specs(item, factory_args=args)]
     if isinstance(value, Connector):
         return [connector_spec(value)]
     if isinstance(value, str):
@@ -173,11 +235,7 @@ def normalize_connector_specs(value: Any, env: Any = None) -> list[ConnectorSpec
     if isinstance(value, type) and issubclass(value, Connector):
         return [connector_spec(value())]
     if callable(value):
-        try:
-            produced = value(env)
-        except TypeError:
-            produced = value()
-        return normalize_connector_specs(produced, env)
+        return normalize_connector_specs(call_connector_factory(value, args), factory_args=args)
     raise ConfigError(f"Cannot use {value!r} as a connector; pass a Connector, a name, or a list of them.")
 
 

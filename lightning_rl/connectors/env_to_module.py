@@ -170,9 +170,15 @@ class MeanStdFilter(EnvToModule):
     since the last sync (a delta); the driver merges all deltas into one global state,
     which is broadcast back with the weights, kept in checkpoints and used frozen in
     evaluation and inference.
+
+    ``multi_agent`` is RLlib's constructor argument, accepted so ported configs run: here every
+    policy has its own env-to-module pipeline, so statistics are per policy either way.
     """
 
-    def __init__(self, clip: float | None = 10.0, epsilon: float = 1e-8) -> None:
+    def __init__(
+        self, clip: float | None = 10.0, epsilon: float = 1e-8, *, multi_agent: bool = False
+    ) -> None:
+        self.multi_agent = bool(multi_agent)
         self.clip = clip
         self.epsilon = epsilon
         self._stats: RunningMeanStd | None = None

@@ -38,9 +38,12 @@ class FrameStack(EnvToModule):
 
     Args:
         num_frames: how many consecutive observations the network sees (4 for Atari).
+        multi_agent: RLlib's constructor argument, accepted so ported configs run; every
+            policy has its own env-to-module pipeline here, so stacks are per policy either way.
     """
 
-    def __init__(self, num_frames: int = 4) -> None:
+    def __init__(self, num_frames: int = 4, *, multi_agent: bool = False) -> None:
+        self.multi_agent = bool(multi_agent)
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
             raise ConfigError(f"FrameStack num_frames must be a positive integer, got {num_frames!r}.")
         self.num_frames = num_frames

@@ -334,6 +334,8 @@ class ExperienceDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_EvaluationDataset(self), batch_size=None, collate_fn=identity_collate)
 
+    test_dataloader = val_dataloader  # trainer.test runs the same evaluation episodes
+
     # -- checkpointing -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -69,16 +69,22 @@ def mlp(
 
 
 class MLPEncoder(nn.Module):
-    """An MLP over a 1-D Box observation."""
+    """An MLP over a 1-D Box observation, or over a flattened N-D one (``obs_shape``)."""
 
-    def __init__(self, obs_dim: int, config: DefaultModelConfig) -> None:
+    def __init__(
+        self, obs_dim: int, config: DefaultModelConfig, obs_shape: Sequence[int] | None = None
+    ) -> None:
         super().__init__()
         self.net = mlp(
             obs_dim, config.fcnet_hiddens, config.fcnet_activation, orthogonal=config.orthogonal_init
         )
         self.out_dim = int(config.fcnet_hiddens[-1]) if config.fcnet_hiddens else obs_dim
+        # Trailing dims to flatten (small boards, grids); None: the observation is already a vector.
+        self.obs_ndim = len(obs_shape) if obs_shape is not None and len(obs_shape) != 1 else None
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.obs_ndim is not None:
+            obs = obs.flatten(-self.obs_ndim).float()
         return self.net(obs)
 
 
@@ -193,10 +199,32 @@ def build_encoder(observation_space: gym.Space, config: DefaultModelConfig) -> n
             "env_to_module_connector=lambda env: FlattenObservations())."
         )
     shape = observation_space.shape
-    if len(shape) == 3:
+    if len(shape) == 3 and (config.conv_filters is not None or is_image_like(shape)):
         return CNNEncoder(shape, config, uint8=observation_space.dtype == np.uint8)
-    if len(shape) != 1:
-        raise SpaceError(
-            f"Observation shape {shape} is neither a vector nor an image (C, H, W); add FlattenObservations."
-        )
-    return MLPEncoder(int(shape[0]), config)
+    if len(shape) == 1:
+        return MLPEncoder(int(shape[0]), config)
+    # A small board or grid ((3, 3, 2) tic-tac-toe, (6, 7, 2) connect four) or a 2-D array:
+    # too small for the default conv stack, so it is flattened into the MLP.
+    return MLPEncoder(int(np.prod(shape)), config, obs_shape=shape)
+
+
+def image_hw(shape: Sequence[int]) -> tuple[int, int]:
+    """(height, width) of a 3-D observation, channel-last ``(H, W, C<=4)`` or channel-first."""
+    shape = tuple(int(s) for s in shape)
+    return (shape[0], shape[1]) if shape[-1] <= 4 < shape[0] else (shape[1], shape[2])
+
+
+def is_image_like(shape: Sequence[int], filters: Sequence[Sequence[int]] = NATURE_CNN_FILTERS) -> bool:
+    """A 3-D observation the default conv stack can read: every layer still has an output.
+
+    RLlib only builds its default CNN for 3-D observations of the sizes its filter presets fit;
+    a 3-D array smaller than that (a board game's planes) is a vector in disguise. With an
+    explicit ``conv_filters`` the user's stack is used for any 3-D observation.
+    """
+    height, width = image_hw(shape)
+    for _, kernel, stride in filters:
+        height = (height - int(kernel)) // int(stride) + 1
+        width = (width - int(kernel)) // int(stride) + 1
+        if height < 1 or width < 1:
+            return False
+    return True
