@@ -107,12 +107,17 @@ def wrap_atari(
     return env
 
 
-class _ChannelFirst(gym.ObservationWrapper):
+class _ChannelFirst(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """``(H, W)`` -> ``(1, H, W)``; ``(H, W, C)`` -> ``(C, H, W)`` (what the CNN encoder and
-    FrameStack expect), no copy for grayscale frames."""
+    FrameStack expect), no copy for grayscale frames.
+
+    It records its (empty) constructor arguments like gymnasium's own wrappers, so the env's
+    ``spec`` can rebuild it and gymnasium's ``check_env`` accepts the whole stack.
+    """
 
     def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
         space = env.observation_space
         self._grayscale = len(space.shape) == 2
         if self._grayscale:
