@@ -242,7 +242,17 @@ _CONNECTOR_KEYS = frozenset(
 )
 
 accept_connector = subclass_named(CONNECTOR_BASE)
-accept_inference_policy = subclass_named(INFERENCE_POLICY_BASE)
+_is_inference_policy = subclass_named(INFERENCE_POLICY_BASE)
+_is_module = subclass_named("torch.nn.modules.module:Module")
+
+
+def accept_inference_policy(obj: Any) -> bool:
+    """An ``InferencePolicy`` subclass, or one of lightning-rl's own runner networks (the
+    recurrent ones are plain ``nn.Module`` s that follow the same contract)."""
+    own = str(getattr(obj, "__module__", "")).startswith("lightning_rl.")
+    return _is_inference_policy(obj) or (own and _is_module(obj))
+
+
 accept_algorithm = subclass_named(ALGORITHM_BASE)
 accept_env = subclass_named(*ENV_BASES)
 
@@ -250,9 +260,7 @@ accept_env = subclass_named(*ENV_BASES)
 def accept_custom_model(obj: Any) -> bool:
     """Only lightning-rl's own network classes; a user's model must be allowed explicitly (any
     ``nn.Module`` would admit classes that do far more than compute, such as torchrl's envs)."""
-    return subclass_named("torch.nn.modules.module:Module")(obj) and str(obj.__module__).startswith(
-        "lightning_rl."
-    )
+    return _is_module(obj) and str(obj.__module__).startswith("lightning_rl.")
 
 
 def accept_mapping_class(obj: Any) -> bool:
@@ -294,13 +302,21 @@ def name_guard(source: str, trusted_classes: TrustedClasses = ()) -> Iterator[Na
         yield guard
 
 
-def check_names(checkpoint: dict[str, Any], source: str, trusted_classes: TrustedClasses = ()) -> None:
+def check_names(
+    checkpoint: dict[str, Any],
+    source: str,
+    trusted_classes: TrustedClasses = (),
+    *,
+    hyperparameters: bool = True,
+) -> None:
     """Refuse a checkpoint that names anything a loader would import or call outside the rules.
 
     Runs before anything is built: the algorithm, the inference recipes (policy class,
-    connectors, model config) and every name-bearing hyperparameter (env, connectors,
-    ``custom_model``, ``policy_mapping_fn``, ``class_path`` entries, LightningCLI's
-    ``_class_path``/``_instantiator``). Registry names pass; import paths must pass the guard.
+    connectors, model config) and, unless the loader will not build from them
+    (``hyperparameters=False``: a policy served from its recipe), every name-bearing
+    hyperparameter (env, connectors, ``custom_model``, ``policy_mapping_fn``, ``class_path``
+    entries, LightningCLI's ``_class_path``/``_instantiator``). Registry names pass; import
+    paths must pass the guard.
     """
     with name_guard(source, trusted_classes):
         section = checkpoint.get(KEY) or {}
@@ -314,7 +330,7 @@ def check_names(checkpoint: dict[str, Any], source: str, trusted_classes: Truste
             policy_class = recipe.get("policy_class")
             _check_path(policy_class, f"inference policy class ({where})", accept_inference_policy)
             _check_tree(recipe, where)
-        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+        for key in ("hyper_parameters", "datamodule_hyper_parameters") if hyperparameters else ():
             _check_tree(checkpoint.get(key), key)
 
 
@@ -396,11 +412,13 @@ def load_checkpoint(
     *,
     trusted_classes: TrustedClasses = (),
     algorithm_class: type | None = None,
+    check_hyperparameters: bool = True,
 ) -> dict[str, Any]:
     """Load a checkpoint file with ``weights_only=True``; a missing, truncated, corrupt (checksum)
     or foreign file, a name outside the rules of :func:`check_names` (``trusted_classes`` opts in
     to more) or, with ``algorithm_class``, another algorithm's checkpoint gives one
-    :class:`CheckpointError` naming it."""
+    :class:`CheckpointError` naming it. ``check_hyperparameters=False`` is for loaders that
+    build nothing from the hyperparameters (they must call :func:`check_names` before they do)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {str(path)!r} does not exist.")
@@ -429,5 +447,5 @@ def load_checkpoint(
     check_and_migrate(checkpoint, source=source)
     if algorithm_class is not None:
         check_algorithm(checkpoint, algorithm_class, source)
-    check_names(checkpoint, source, trusted_classes)
+    check_names(checkpoint, source, trusted_classes, hyperparameters=check_hyperparameters)
     return checkpoint

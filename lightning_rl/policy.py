@@ -32,7 +32,7 @@ import torch
 from gymnasium import spaces
 
 from lightning_rl import checkpoint as ckpt
-from lightning_rl._imports import import_object, object_path, subclass_of
+from lightning_rl._imports import import_object, object_path
 from lightning_rl._tree import batch_size_of, map_structure, stack_structures, to_torch
 from lightning_rl.connectors.base import (
     ConnectorSpec,
@@ -135,7 +135,7 @@ class PolicyRecipe:
             weights[name] = state_dict[key]
         try:
             policy_class = import_object(
-                data["policy_class"], kind="inference policy class", accept=subclass_of(InferencePolicy)
+                data["policy_class"], kind="inference policy class", accept=ckpt.accept_inference_policy
             )
         except (ImportError, AttributeError) as exc:
             raise CheckpointError(
@@ -246,7 +246,9 @@ class Policy:
         more, such as a custom model (see ``docs/security.md``).
         """
         path = ckpt.resolve_checkpoint_path(path)
-        checkpoint = ckpt.load_checkpoint(path, trusted_classes=trusted_classes)
+        # The recipe needs no hyperparameters (no env, no training settings): only the policy's
+        # own names are checked, unless the algorithm has to be rebuilt (below).
+        checkpoint = ckpt.load_checkpoint(path, trusted_classes=trusted_classes, check_hyperparameters=False)
         section = checkpoint[ckpt.KEY]
         recipes = section.get("inference") or {}
         available = list(section.get("policy_ids") or recipes)
@@ -262,6 +264,7 @@ class Policy:
                     section.get("algorithm"),
                 )
                 return cls(recipe, seed=seed)
+            ckpt.check_names(checkpoint, f"Checkpoint {str(path)!r}", trusted_classes)
             return cls.from_algorithm(_rebuild_algorithm(checkpoint), policy_id, seed=seed)
 
     @classmethod

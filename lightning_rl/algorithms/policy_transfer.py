@@ -117,7 +117,9 @@ def _transferable(source: Any, policy_id: str | None) -> TransferablePolicy:
 
 def _from_checkpoint(path: str | os.PathLike, policy_id: str | None) -> TransferablePolicy:
     path = ckpt.resolve_checkpoint_path(path)
-    checkpoint = ckpt.load_checkpoint(path)  # its names checked; trusted_classes via the env var
+    # Only the policy's own names are checked (its recipe needs no hyperparameters); allow-list
+    # through LIGHTNING_RL_TRUSTED_CLASSES.
+    checkpoint = ckpt.load_checkpoint(path, check_hyperparameters=False)
     section = checkpoint[ckpt.KEY]
     recipes = section.get("inference") or {}
     name = f"checkpoint {str(path)!r}"

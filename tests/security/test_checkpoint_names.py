@@ -145,6 +145,10 @@ def reaching_through_a_trusted_module(marker):
     return edit, "lightning_rl.policy:os.system"
 
 
+# Edits of the hyperparameters only: a policy served from its stored recipe never builds from
+# them, so Policy.from_checkpoint loads (and runs nothing); every builder refuses.
+HYPERPARAMETERS_ONLY = {"popen_hparam_connector", "popen_env", "system_mapping_fn", "mapping_class_path"}
+
 EDITS = [
     popen_policy_class,
     popen_recipe_connector,
@@ -178,6 +182,10 @@ def test_a_checkpoint_naming_code_is_refused_and_runs_nothing(good_checkpoint, t
     marker = tmp_path / "ran.marker"
     edit, name = make_edit(marker)
     path = edited(good_checkpoint, tmp_path, edit)
+    if load is load_policy and make_edit.__name__ in HYPERPARAMETERS_ONLY:
+        assert load(path).compute_single_action([0.0, 0.0, 0.0, 0.0]) in (0, 1)
+        assert not marker.exists(), "the payload ran"
+        return
     with pytest.raises(CheckpointError) as info:
         load(path)
     assert name in str(info.value), str(info.value)
@@ -198,17 +206,21 @@ def test_the_cli_export_and_evaluate_commands_refuse_it_too(good_checkpoint, tmp
 
 def test_a_module_named_by_the_file_is_not_even_imported(good_checkpoint, tmp_path, evil_module):
     module, imported = evil_module
+    hparams = "hyper_parameters"
     edits = {
         "algorithm": lambda raw: raw["lightning_rl"].update(algorithm=f"{module}.Anything"),
         "policy class": lambda raw: recipe(raw).update(policy_class=f"{module}:Anything"),
         "connector": lambda raw: recipe(raw).update(env_to_module=[{"name": f"{module}:Anything"}]),
-        "env": lambda raw: raw["hyper_parameters"].update(env=f"{module}:Anything"),
-        "gym id prefix": lambda raw: raw["hyper_parameters"].update(env=f"{module}:Evil-v0"),
-        "instantiator": lambda raw: raw["hyper_parameters"].update(_instantiator=f"{module}.Anything"),
+        "env": lambda raw: raw[hparams].update(env=f"{module}:Anything"),
+        "gym id prefix": lambda raw: raw[hparams].update(env=f"{module}:Evil-v0"),
+        "instantiator": lambda raw: raw[hparams].update(_instantiator=f"{module}.Anything"),
     }
     for what, edit in edits.items():
         path = edited(good_checkpoint, tmp_path, edit)
         for load in LOADERS:
+            if load is load_policy and what in {"env", "gym id prefix", "instantiator"}:
+                load(path)  # served from the recipe: the hyperparameters are never used
+                continue
             with pytest.raises(CheckpointError, match=module):
                 load(path)
         assert not imported.exists(), f"{what}: the module was imported"
