@@ -81,9 +81,10 @@ def still_serving(runner, players, learner) -> None:
 
 
 def msgpack_bomb() -> bytes:
-    """A hello with a wrong token and an 8 MiB list of nils: ~64 MB of Python objects if decoded."""
+    """A hello with a wrong token and a list of nils just under 8 MiB (the authenticated frame limit):
+    ~64 MB of Python objects if decoded."""
     body = msgpack.packb(
-        {"type": "hello", "protocol_version": 1, "token": "wrong", "pad": [None] * (8 << 20)}
+        {"type": "hello", "protocol_version": 1, "token": "wrong", "pad": [None] * ((8 << 20) - 100)}
     )
     return struct.pack(">IB", len(body), proto.MSGPACK) + body
 

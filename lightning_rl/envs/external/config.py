@@ -73,7 +73,7 @@ class ExternalEnvConfig:
     timeout_s: float = 60.0
     handshake_timeout_s: float = 5.0
     max_clients: int = 1024
-    max_unauthenticated: int = 64
+    max_unauthenticated: int = 256
     max_outbound_bytes: int = 4 * 1024 * 1024
     max_abs_reward: float | None = 1e9
     max_abs_log_prob: float = 1e3
