@@ -55,7 +55,7 @@ from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.data.experience import ExperienceDataModule
 from lightning_rl.data.on_policy import OnPolicyDataModule
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec
-from lightning_rl.env_runners.env_runner_group import FaultToleranceConfig
+from lightning_rl.env_runners.env_runner_group import EnvRunnerPlacement, FaultToleranceConfig
 from lightning_rl.env_runners.multi_agent_env_runner import MultiAgentEnvRunnerSpec, MultiAgentPolicySetup
 from lightning_rl.envs.external.config import resolve_external_config
 from lightning_rl.envs.multi_agent import is_multi_agent
@@ -157,6 +157,28 @@ class Algorithm(pl.LightningModule, abc.ABC):
             naming the env) or ``"drop_episode"`` (drop that episode, keep training).
         max_consecutive_non_finite_updates: updates skipped in a row for a non-finite loss or
             gradient before training stops with a :class:`~lightning_rl.errors.NonFiniteError`.
+        min_healthy_env_runners: start sampling once this many runners answer (None: all); the
+            rest join as they start.
+        env_runner_health_probe_timeout_s: how long a runner Ray reports unavailable may take to
+            answer a probe before it is replaced.
+        env_runner_hung_timeout_s: a call still running this long marks a hung runner, which is
+            replaced (None: 3 x ``sample_timeout_s``); a slower-than-``sample_timeout_s`` call
+            short of it only has its late result dropped.
+        num_gpus_per_env_runner, custom_resources_per_env_runner: Ray GPUs and custom resources
+            (``{"sim_node": 1}``) per runner: where runners may run (RLlib's names).
+        evaluation_num_cpus_per_env_runner, evaluation_num_gpus_per_env_runner,
+        evaluation_custom_resources_per_env_runner: the same for evaluation runners (None: as
+            training runners).
+        env_runner_scheduling_strategy: ``"DEFAULT"``, ``"SPREAD"`` or node affinity
+            ``{"node_id": hex, "soft": bool}``; env_runner_label_selector: ``{label: value}``
+            node labels the runners need.
+        placement_strategy: reserve the runners' resources together in a Ray placement group
+            (``"PACK"``, ``"SPREAD"``, ``"STRICT_PACK"``, ``"STRICT_SPREAD"``; None: none).
+        address: the Ray cluster to join (None: ``RAY_ADDRESS``, else an initialised Ray, else a
+            local start); ray_init_kwargs: more ``ray.init`` kwargs (``namespace``,
+            ``runtime_env``, ``logging_level`` ...).
+        ray_resources_timeout_s: how long to wait for an autoscaler to add the resources the
+            runners need before one error names what is missing (None: forever).
         external: train from external simulators over TCP instead of local env copies: a dict
             of :class:`~lightning_rl.envs.external.ExternalEnvConfig` settings (``host``,
             ``port``, ``token``, ``batch_mode``, ...) or True for the defaults. ``env`` still
@@ -206,6 +228,20 @@ class Algorithm(pl.LightningModule, abc.ABC):
         sample_timeout_s: float | None = 60.0,
         ignore_env_runner_failures: bool = False,
         max_consecutive_env_runner_failures: int = 10,
+        min_healthy_env_runners: int | None = None,
+        env_runner_health_probe_timeout_s: float = 30.0,
+        env_runner_hung_timeout_s: float | None = None,
+        num_gpus_per_env_runner: float = 0.0,
+        custom_resources_per_env_runner: dict[str, float] | None = None,
+        evaluation_num_cpus_per_env_runner: float | None = None,
+        evaluation_num_gpus_per_env_runner: float | None = None,
+        evaluation_custom_resources_per_env_runner: dict[str, float] | None = None,
+        env_runner_scheduling_strategy: str | dict[str, Any] | None = None,
+        env_runner_label_selector: dict[str, str] | None = None,
+        placement_strategy: str | None = None,
+        address: str | None = None,
+        ray_init_kwargs: dict[str, Any] | None = None,
+        ray_resources_timeout_s: float | None = 600.0,
         restart_failed_sub_environments: bool = True,
         on_non_finite_env_output: str = "error",
         max_consecutive_non_finite_updates: int = 10,
@@ -524,6 +560,59 @@ class Algorithm(pl.LightningModule, abc.ABC):
         limit = h.max_consecutive_non_finite_updates
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ConfigError(f"max_consecutive_non_finite_updates must be an integer >= 1, got {limit!r}.")
+        self._validate_cluster_settings()
+
+    def _validate_cluster_settings(self) -> None:
+        """Placement, Ray connection and runner-health settings (one clear error each)."""
+        h = self.hparams
+        for evaluation in (False, True):
+            EnvRunnerPlacement(**self.env_runner_placement_kwargs(evaluation))  # checks itself
+        minimum = h.min_healthy_env_runners
+        if minimum is not None and (
+            not isinstance(minimum, int)
+            or isinstance(minimum, bool)
+            or not 1 <= minimum <= max(1, h.num_env_runners)
+        ):
+            raise ConfigError(
+                "min_healthy_env_runners must be None or an integer in [1, num_env_runners="
+                f"{h.num_env_runners}], got {minimum!r}."
+            )
+        for name in (
+            "env_runner_health_probe_timeout_s",
+            "env_runner_hung_timeout_s",
+            "ray_resources_timeout_s",
+        ):
+            value = h[name]
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
+                raise ConfigError(f"{name} must be a positive number of seconds or None, got {value!r}.")
+        if h.address is not None and not isinstance(h.address, str):
+            raise ConfigError(
+                f"address must be a Ray address string (e.g. 'ray://head:10001', 'auto'), got {h.address!r}."
+            )
+        if h.ray_init_kwargs is not None and not isinstance(h.ray_init_kwargs, dict):
+            raise ConfigError(
+                f"ray_init_kwargs must be a dict of ray.init keyword arguments, got {h.ray_init_kwargs!r}."
+            )
+
+    def env_runner_placement_kwargs(self, evaluation: bool = False) -> dict[str, Any]:
+        """:class:`~lightning_rl.env_runners.env_runner_group.EnvRunnerPlacement` kwargs of the
+        training (or evaluation) runners from the settings."""
+        h = self.hparams
+
+        def pick(name: str) -> Any:
+            own = h.get(f"evaluation_{name}") if evaluation else None
+            return own if own is not None else h.get(name)
+
+        return {
+            "num_cpus": pick("num_cpus_per_env_runner"),
+            "num_gpus": pick("num_gpus_per_env_runner") or 0.0,
+            "custom_resources": dict(pick("custom_resources_per_env_runner") or {}),
+            "scheduling_strategy": h.get("env_runner_scheduling_strategy"),
+            "label_selector": h.get("env_runner_label_selector"),
+            "placement_strategy": h.get("placement_strategy"),
+        }
 
     @staticmethod
     def require_positive(**values: Any) -> None:
@@ -652,6 +741,9 @@ class Algorithm(pl.LightningModule, abc.ABC):
             sample_timeout_s=h.sample_timeout_s,
             ignore_env_runner_failures=h.ignore_env_runner_failures,
             max_consecutive_env_runner_failures=h.max_consecutive_env_runner_failures,
+            min_healthy_env_runners=h.get("min_healthy_env_runners"),
+            env_runner_health_probe_timeout_s=h.get("env_runner_health_probe_timeout_s", 30.0),
+            env_runner_hung_timeout_s=h.get("env_runner_hung_timeout_s"),
         )
 
     # -- learner connector -------------------------------------------------------------------

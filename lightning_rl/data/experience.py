@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from lightning_rl.distributed import all_gather_object, broadcast_object
 from lightning_rl.distributed import rank as dist_rank
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
-from lightning_rl.env_runners.env_runner_group import EnvRunnerGroup
+from lightning_rl.env_runners.env_runner_group import EnvRunnerGroup, EnvRunnerPlacement, RayConnection
 from lightning_rl.env_runners.ray_utils import ensure_ray
 from lightning_rl.errors import ConfigError
 
@@ -134,22 +134,50 @@ class ExperienceDataModule(pl.LightningDataModule):
         self._episode_lengths = deque(
             self._episode_lengths, maxlen=self.setting("metrics_num_episodes_for_smoothing")
         )
-        cpus = 0.0
+        # Ray starts (or is joined) once, for the training and evaluation runners together.
+        bundles: list[dict[str, float]] = []
         if stage == "fit" and self.train_group is None:
-            cpus += self.setting("num_env_runners") * self.setting("num_cpus_per_env_runner")
+            bundles += [self.runner_placement().bundle()] * self.setting("num_env_runners")
         if self.eval_group is None:
-            cpus += self.setting("evaluation_num_env_runners") * self.setting("num_cpus_per_env_runner")
-        if cpus > 0:
-            ensure_ray(cpus)
+            bundles += [self.runner_placement(evaluation=True).bundle()] * self.setting(
+                "evaluation_num_env_runners"
+            )
+        if bundles:
+            self._ensure_ray(bundles)
         if stage == "fit" and self.train_group is None:
             self.train_group = EnvRunnerGroup(
                 algorithm.env_runner_spec(
                     num_envs=self.setting("num_envs_per_env_runner"), seed_offset=self._rank_seed_offset()
                 ),
                 num_env_runners=self.setting("num_env_runners"),
-                num_cpus_per_env_runner=self.setting("num_cpus_per_env_runner"),
                 fault_tolerance=algorithm.fault_tolerance_config(),
+                placement=self.runner_placement(),
+                connection=self.ray_connection(),
             )
+
+    def runner_placement(self, evaluation: bool = False) -> EnvRunnerPlacement:
+        """Where the training (or evaluation) runners run, from the settings (overrides first)."""
+        kwargs = self.algorithm.env_runner_placement_kwargs(evaluation)
+        if "num_cpus_per_env_runner" in self.overrides:
+            kwargs["num_cpus"] = self.overrides["num_cpus_per_env_runner"]
+        return EnvRunnerPlacement(**kwargs)
+
+    def ray_connection(self) -> RayConnection:
+        """Which Ray cluster to use (``address``/``RAY_ADDRESS``) and how long to wait for it."""
+        return RayConnection(
+            address=self.setting("address"),
+            init_kwargs=dict(self.setting("ray_init_kwargs") or {}),
+            resources_timeout_s=self.setting("ray_resources_timeout_s"),
+        )
+
+    def _ensure_ray(self, bundles: list[dict[str, float]]) -> None:
+        connection = self.ray_connection()
+        ensure_ray(
+            bundles=bundles,
+            address=connection.address,
+            init_kwargs=connection.init_kwargs,
+            timeout_s=connection.resources_timeout_s,
+        )
 
     def _rank_seed_offset(self) -> int:
         """Each DDP rank samples different episodes."""
@@ -217,8 +245,7 @@ class ExperienceDataModule(pl.LightningDataModule):
             "env_runners/num_env_steps_sampled": float(steps),
             "env_runners/num_episodes": float(len(returns)),
             "env_runners/sample_env_steps_per_s": steps / sample_seconds if sample_seconds > 0 else 0.0,
-            "env_runners/num_healthy_env_runners": float(self.train_group.num_healthy_runners),
-            "env_runners/num_env_runner_restarts": float(self.num_env_runner_restarts),
+            **self.train_group.metrics(),  # healthy runners, restarts, pending replacements ...
             "env_runners/num_env_restarts": float(self.num_env_restarts_lifetime),
             "env_runners/num_episodes_dropped": float(self.num_episodes_dropped_lifetime),
             "num_env_steps_sampled_lifetime": float(self.num_env_steps_sampled_lifetime),
@@ -291,8 +318,9 @@ class ExperienceDataModule(pl.LightningDataModule):
             envs = self.setting("evaluation_num_envs_per_env_runner") or min(
                 64, max(1, math.ceil(duration / max(1, runners)))
             )
+            placement = self.runner_placement(evaluation=True)
             if runners:
-                ensure_ray(runners * self.setting("num_cpus_per_env_runner"))
+                self._ensure_ray([placement.bundle()] * runners)
             spec = algorithm.env_runner_spec(
                 num_envs=envs, evaluation=True, seed_offset=self._rank_seed_offset()
             )
@@ -301,9 +329,10 @@ class ExperienceDataModule(pl.LightningDataModule):
             self.eval_group = EnvRunnerGroup(
                 spec,
                 num_env_runners=runners,
-                num_cpus_per_env_runner=self.setting("num_cpus_per_env_runner"),
                 fault_tolerance=algorithm.fault_tolerance_config(),
                 worker_index_offset=10_000,
+                placement=placement,
+                connection=self.ray_connection(),
             )
         results = self.eval_group.evaluate(
             int(self.setting("evaluation_duration")),

@@ -7,10 +7,12 @@ it has. The learner takes whichever fragments are ready (``ray.wait``) and hands
 and only when its version is behind (the weights are not re-sent with every call).
 
 Fault tolerance stays the group's: a call that raises, or that is the head of its runner's
-queue for longer than ``sample_timeout_s``, is reported with
-:meth:`EnvRunnerGroup.record_failure`, which drops the runner and starts a replacement in the
-background; the sampler keeps serving the other runners' fragments and gives the replacement
-work as soon as :meth:`EnvRunnerGroup.poll_replacements` has put it into service. So a killed
+queue for longer than the hung timeout (``env_runner_hung_timeout_s``, 3 x ``sample_timeout_s``
+by default), is reported with :meth:`EnvRunnerGroup.record_failure`, which probes an
+unavailable runner, else drops it and starts a replacement in the background; a call that took
+longer than ``sample_timeout_s`` but finished is a slow runner's late result: dropped, counted,
+and the runner keeps sampling. The sampler keeps serving the other runners' fragments and gives
+the replacement work as soon as :meth:`EnvRunnerGroup.poll_replacements` has put it into service. So a killed
 runner never stalls the learner while another runner is alive.
 
 With ``num_env_runners=0`` the group's in-process runner samples synchronously, one fragment
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_rl.env_runners.env_runner import RunnerResult
-from lightning_rl.env_runners.env_runner_group import EnvRunnerFailure, EnvRunnerGroup
+from lightning_rl.env_runners.env_runner_group import EnvRunnerFailure, EnvRunnerGroup, torch_result
 from lightning_rl.errors import ConfigError
 
 # How long one ray.wait blocks before the sampler checks for stalled calls and replacements.
@@ -143,21 +145,26 @@ class AsyncSampler:
 
         results = []
         now = time.monotonic()
+        late_after = self.group.fault_tolerance.sample_timeout_s
         # Oldest first per runner, so results keep each runner's order.
         for index, queue in list(self._queues.items()):
             while queue.refs and queue.refs[0] in ready:
                 ref = queue.refs.popleft()
                 try:
-                    results.append(ray.get(ref))
+                    result = torch_result(ray.get(ref))
                 except Exception as exc:
                     self._fail(index, exc)
                     break
                 self.group.record_success(index)
+                if late_after and now - queue.head_started > late_after + _POLL_S:
+                    self.group.record_late_result()  # a slow runner's late result: dropped
+                else:
+                    results.append(result)
                 queue.head_started = now
         return results
 
     def _check_stalls(self) -> None:
-        timeout = self.group.fault_tolerance.sample_timeout_s
+        timeout = self.group.fault_tolerance.hung_timeout_s
         if not timeout:
             return
         now = time.monotonic()
@@ -166,9 +173,11 @@ class AsyncSampler:
                 self._fail(index, None)
 
     def _fail(self, index: int, error: BaseException | None) -> None:
-        """Forget the runner's calls; the group kills it and starts a replacement (or raises)."""
+        """Forget the runner's calls; the group probes or replaces it (or raises)."""
         self._queues.pop(index, None)
-        self.group.record_failure(index, error)
+        hung = self.group.fault_tolerance.hung_timeout_s
+        reason = None if error is not None else f"hung for more than {hung:g} s"
+        self.group.record_failure(index, error, reason)
 
     # -- keeping runners busy ----------------------------------------------------------------
     def _fill(self) -> None:

@@ -1,9 +1,31 @@
 """A group of EnvRunners: Ray actors, or one in-process runner when ``num_env_runners=0``.
 
 Weights travel once per iteration (one ``ray.put``, every actor gets the reference with its
-``sample`` call). Fault tolerance lives here: a runner whose env raises, whose actor dies or
-that stalls past ``sample_timeout_s`` is dropped from this iteration, replaced by a fresh
-actor that gets the current weights and connector state, and counted in the metrics.
+``sample`` call). Where the actors run is :class:`EnvRunnerPlacement`'s business (CPUs, GPUs,
+custom resources, a scheduling strategy or label selector, an optional placement group); where
+Ray comes from is :mod:`~lightning_rl.env_runners.ray_utils`'s (join the cluster that exists,
+wait for its autoscaler).
+
+Sampling is a small work queue: an iteration needs one fragment per configured runner
+(``train_batch_size`` stays what the config says), each healthy runner takes one at a time,
+and results are fetched with ``ray.wait`` as they arrive. Fault tolerance, for clusters where
+nodes come and go:
+
+* a call that raises in the env, or an actor that Ray reports dead, is a failure: the runner is
+  replaced by a fresh actor (in the background) and its fragment is sampled by another runner;
+* an actor Ray reports *unavailable* (its node lost contact, Ray is restarting it under the
+  actor's own ``max_restarts``) is probed first, and kept if it answers;
+* a call slower than ``sample_timeout_s`` does not hold up the iteration: another runner samples
+  that fragment, the slow runner is left alone, and its late result is dropped (counted) when it
+  arrives; only a call still running after ``env_runner_hung_timeout_s`` marks a hung runner,
+  which is replaced;
+* training starts once ``min_healthy_env_runners`` runners answer; the rest join as they start,
+  and replacements waiting for a node are reported as ``num_pending_replacements``.
+
+No sample is ever used twice: a lost fragment is sampled again, never padded from another.
+Results travel as numpy arrays (Ray passes them out of band, zero-copy from the object store)
+and become writable torch tensors at this boundary; pickled torch tensors cost ~3x more per
+fetch (``benchmarks/scaling.py``).
 """
 
 from __future__ import annotations
@@ -11,23 +33,32 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
+
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
-from lightning_rl.env_runners.ray_utils import ensure_ray
+from lightning_rl.env_runners.ray_utils import ensure_ray, request_resources
 from lightning_rl.errors import ConfigError, EnvError, LightningRLError
 
 log = logging.getLogger(__name__)
 
 SEED_STRIDE = 1000  # runner i's envs use seeds seed + i * SEED_STRIDE + vector index
 STOP_TIMEOUT_S = 10.0  # how long stop() lets actors close their envs before killing them
+PROBE_GROUP = "probe"  # a concurrency group of its own, so a ping answers while a sample runs
+_POLL_S = 1.0  # longest ray.wait before deadlines and replacements are checked again
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+SCHEDULING_STRATEGIES = ("DEFAULT", "SPREAD")
 
 
 @dataclass
 class FaultToleranceConfig:
-    """RLlib's ``config.fault_tolerance(...)`` settings."""
+    """RLlib's ``config.fault_tolerance(...)`` settings, plus the cluster ones."""
 
     restart_failed_env_runners: bool = True
     max_num_env_runner_restarts: int = 1000
@@ -38,12 +69,150 @@ class FaultToleranceConfig:
     # 10: a runner whose env crashes in 0.2% of steps fails ~23% of its 128-step calls, so
     # 3 in a row happens by chance; 10 in a row has a chance of ~4e-7.
     max_consecutive_env_runner_failures: int = 10
-    # How long a fresh actor may take to start (imports, env creation) before it counts as failed.
+    # How long a fresh actor may take to start (imports, env creation) when nothing else can
+    # sample; replacements started while other runners work may wait for a node indefinitely.
     env_runner_startup_timeout_s: float = 120.0
+    # Start sampling once this many runners answer (None: all of them).
+    min_healthy_env_runners: int | None = None
+    # How long an actor Ray reports unavailable may take to answer a ping before it is replaced.
+    env_runner_health_probe_timeout_s: float = 30.0
+    # A call still running this long is hung (None: 3 x sample_timeout_s; both None: never).
+    env_runner_hung_timeout_s: float | None = None
+    # Ray's own actor restarts (the process is restarted in place, e.g. after its node died);
+    # 0 when restart_failed_env_runners is off.
+    max_actor_restarts: int = 3
+
+    @property
+    def hung_timeout_s(self) -> float | None:
+        if self.env_runner_hung_timeout_s is not None:
+            return self.env_runner_hung_timeout_s
+        return None if not self.sample_timeout_s else 3.0 * self.sample_timeout_s
+
+
+@dataclass
+class EnvRunnerPlacement:
+    """Where a group's actors run (RLlib's resource names, Ray's scheduling vocabulary).
+
+    Args:
+        num_cpus: Ray CPUs per runner (also its torch threads).
+        num_gpus: Ray GPUs per runner (fractions share a GPU).
+        custom_resources: ``{resource: amount}`` per runner, e.g. ``{"sim_node": 1}`` to run
+            only on nodes started with ``--resources='{"sim_node": 8}'``.
+        scheduling_strategy: ``"DEFAULT"``, ``"SPREAD"`` or ``{"node_id": hex, "soft": bool}``
+            (node affinity).
+        label_selector: ``{label: value}`` the node must carry (Ray node labels, e.g.
+            ``{"ray.io/accelerator-type": "A100"}``; ``"!v"``, ``"in(a,b)"`` as Ray spells them).
+        placement_strategy: reserve all runners' resources at once in a placement group with
+            this strategy (``PACK``, ``SPREAD``, ``STRICT_PACK``, ``STRICT_SPREAD``); None: none.
+    """
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    custom_resources: dict[str, float] = field(default_factory=dict)
+    scheduling_strategy: str | dict[str, Any] | None = None
+    label_selector: dict[str, str] | None = None
+    placement_strategy: str | None = None
+
+    def __post_init__(self) -> None:
+        check_placement(self)
+
+    def bundle(self) -> dict[str, float]:
+        """One runner's resource demand."""
+        bundle = {"CPU": float(self.num_cpus), **{k: float(v) for k, v in self.custom_resources.items()}}
+        if self.num_gpus:
+            bundle["GPU"] = float(self.num_gpus)
+        return bundle
+
+
+def check_placement(p: EnvRunnerPlacement) -> None:
+    """One clear error for the first bad placement value."""
+    if not isinstance(p.num_cpus, int | float) or isinstance(p.num_cpus, bool) or p.num_cpus < 0:
+        raise ConfigError(f"num_cpus_per_env_runner must be a number >= 0, got {p.num_cpus!r}.")
+    if not isinstance(p.num_gpus, int | float) or isinstance(p.num_gpus, bool) or p.num_gpus < 0:
+        raise ConfigError(f"num_gpus_per_env_runner must be a number >= 0, got {p.num_gpus!r}.")
+    if not isinstance(p.custom_resources, Mapping):
+        raise ConfigError(
+            "custom_resources_per_env_runner must be a dict {resource: amount}, got "
+            f"{p.custom_resources!r}."
+        )
+    for name, amount in p.custom_resources.items():
+        if not isinstance(name, str) or name in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ConfigError(
+                f"custom_resources_per_env_runner key {name!r} must be a custom resource name; CPUs and "
+                "GPUs have their own settings (num_cpus_per_env_runner, num_gpus_per_env_runner)."
+            )
+        if not isinstance(amount, int | float) or isinstance(amount, bool) or amount <= 0:
+            raise ConfigError(
+                f"custom_resources_per_env_runner[{name!r}] must be a positive number, got {amount!r}."
+            )
+    strategy = p.scheduling_strategy
+    if isinstance(strategy, str):
+        if strategy.upper() not in SCHEDULING_STRATEGIES:
+            raise ConfigError(
+                f"env_runner_scheduling_strategy {strategy!r} is unknown; the choices are "
+                f"{list(SCHEDULING_STRATEGIES)} or {{'node_id': ..., 'soft': bool}}."
+            )
+    elif isinstance(strategy, Mapping):
+        unknown = set(strategy) - {"node_id", "soft"}
+        if unknown or not isinstance(strategy.get("node_id"), str):
+            raise ConfigError(
+                "env_runner_scheduling_strategy as a dict is node affinity: {'node_id': <hex id>, 'soft': "
+                f"bool}}; got {dict(strategy)!r}."
+            )
+    elif strategy is not None:
+        raise ConfigError(
+            f"env_runner_scheduling_strategy must be one of {list(SCHEDULING_STRATEGIES)}, a node-affinity "
+            f"dict or None, got {strategy!r}."
+        )
+    if p.label_selector is not None and (
+        not isinstance(p.label_selector, Mapping)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in p.label_selector.items())
+    ):
+        raise ConfigError(f"env_runner_label_selector must be a dict of strings, got {p.label_selector!r}.")
+    if p.placement_strategy is not None:
+        if str(p.placement_strategy).upper() not in PLACEMENT_STRATEGIES:
+            raise ConfigError(
+                f"placement_strategy {p.placement_strategy!r} is unknown; the choices are "
+                f"{list(PLACEMENT_STRATEGIES)} or None (no placement group)."
+            )
+        if strategy is not None:
+            raise ConfigError(
+                "placement_strategy and env_runner_scheduling_strategy exclude each other: a placement "
+                "group decides where its runners go."
+            )
+
+
+@dataclass
+class RayConnection:
+    """Which Ray to use: ``address`` (None: ``RAY_ADDRESS``, else a local start), extra
+    ``ray.init`` kwargs, and how long to wait for an autoscaler to add what is missing."""
+
+    address: str | None = None
+    init_kwargs: dict[str, Any] = field(default_factory=dict)
+    resources_timeout_s: float | None = 600.0
 
 
 class EnvRunnerFailure(LightningRLError):
     """An EnvRunner failed and could not (or may not) be replaced."""
+
+
+@dataclass
+class _Pending:
+    """An actor not in service yet: a fresh one starting, or one Ray reported unavailable that
+    is being probed (``probe_deadline``: replaced when it has not answered by then)."""
+
+    actor: Any
+    ping: Any
+    probe_deadline: float | None = None
+
+
+@dataclass
+class _Call:
+    """A sample/evaluate call in flight: which runner, which piece of the work, since when."""
+
+    index: int
+    task: int
+    started: float
 
 
 class EnvRunnerGroup:
@@ -56,28 +225,55 @@ class EnvRunnerGroup:
         num_cpus_per_env_runner: float = 1.0,
         fault_tolerance: FaultToleranceConfig | None = None,
         worker_index_offset: int = 0,
+        placement: EnvRunnerPlacement | None = None,
+        connection: RayConnection | None = None,
     ) -> None:
         if num_env_runners < 0:
             raise ConfigError(f"num_env_runners must be >= 0, got {num_env_runners}")
         self.spec = spec
         self.num_env_runners = num_env_runners
-        self.num_cpus_per_env_runner = num_cpus_per_env_runner
+        self.placement = placement or EnvRunnerPlacement(num_cpus=num_cpus_per_env_runner)
+        self.num_cpus_per_env_runner = self.placement.num_cpus
+        self.connection = connection or RayConnection()
         self.fault_tolerance = fault_tolerance or FaultToleranceConfig()
         self.worker_index_offset = worker_index_offset
         self.num_restarts = 0
         self.num_failures = 0
+        self.num_probe_recoveries = 0  # unavailable actors that answered the probe and were kept
+        self.num_late_results_dropped = 0
+        self.num_reassigned_fragments = 0  # fragments a runner sampled in place of a lost one
         self._last_state: dict[str, Any] | None = None
         self.local_runner: Any = None
         self._actors: list[Any] = []
-        self._starting: dict[int, tuple[Any, Any]] = {}  # replacements not yet answering
+        self._starting: dict[int, _Pending] = {}  # started or probed actors not yet answering
+        self._late: dict[int, tuple[Any, float]] = {}  # index -> (ref, started) of a timed-out call
         self._consecutive_failures: list[int] = []
+        self._placement_group: Any = None
+        self._remote_class: Any = None
         if num_env_runners == 0:
             self.local_runner = spec.runner_class()(self._runner_spec(0), worker_index=worker_index_offset)
-        else:
-            ensure_ray(num_env_runners * num_cpus_per_env_runner)
-            self._actors = [self._start_actor(i) for i in range(num_env_runners)]
-            self._consecutive_failures = [0] * num_env_runners
-            self._wait_for_startup()
+            return
+        minimum = self.fault_tolerance.min_healthy_env_runners
+        if minimum is not None and not 1 <= minimum <= num_env_runners:
+            raise ConfigError(
+                f"min_healthy_env_runners must be between 1 and num_env_runners ({num_env_runners}), "
+                f"got {minimum!r}."
+            )
+        bundles = [self.placement.bundle()] * num_env_runners
+        ensure_ray(
+            bundles=bundles,
+            address=self.connection.address,
+            init_kwargs=self.connection.init_kwargs,
+            timeout_s=self.connection.resources_timeout_s,
+        )
+        if self.placement.placement_strategy:
+            self._placement_group = self._reserve(bundles)
+        self._actors = [None] * num_env_runners
+        self._consecutive_failures = [0] * num_env_runners
+        for index in range(num_env_runners):
+            actor = self._start_actor(index)
+            self._starting[index] = _Pending(actor, actor.ping.remote())
+        self._wait_for_startup(minimum or num_env_runners)
 
     # -- construction ------------------------------------------------------------------------
     def _runner_spec(self, index: int) -> EnvRunnerSpec:
@@ -89,33 +285,79 @@ class EnvRunnerGroup:
             self.spec, seed=seed, num_workers=self.num_env_runners, torch_threads=threads
         )
 
+    def _reserve(self, bundles: list[dict[str, float]]) -> Any:
+        """A placement group holding every runner's bundle, ready (or one clear error)."""
+        import ray
+        from ray.util.placement_group import placement_group, remove_placement_group
+
+        strategy = str(self.placement.placement_strategy).upper()
+        group = placement_group(bundles, strategy=strategy)
+        timeout = self.connection.resources_timeout_s
+        ready, _ = ray.wait([group.ready()], timeout=timeout)
+        if not ready:
+            remove_placement_group(group)
+            raise ConfigError(
+                f"The placement group of {len(bundles)} x {bundles[0]} with strategy {strategy} was not "
+                f"placed within {timeout} s: the cluster's nodes cannot hold it that way (STRICT_SPREAD "
+                "needs one node per runner, STRICT_PACK one node for all)."
+            )
+        return group
+
+    def _actor_options(self, index: int) -> dict[str, Any]:
+        from ray.util.scheduling_strategies import (
+            NodeAffinitySchedulingStrategy,
+            PlacementGroupSchedulingStrategy,
+        )
+
+        p, ft = self.placement, self.fault_tolerance
+        options: dict[str, Any] = {
+            "num_cpus": p.num_cpus,
+            "max_restarts": ft.max_actor_restarts if ft.restart_failed_env_runners else 0,
+            "max_task_retries": 0,  # a lost call is re-planned here, not silently re-run
+        }
+        if p.num_gpus:
+            options["num_gpus"] = p.num_gpus
+        if p.custom_resources:
+            options["resources"] = dict(p.custom_resources)
+        if self._placement_group is not None:
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                self._placement_group, placement_group_bundle_index=index
+            )
+        elif isinstance(p.scheduling_strategy, Mapping):
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                p.scheduling_strategy["node_id"], soft=bool(p.scheduling_strategy.get("soft", False))
+            )
+        elif p.scheduling_strategy is not None:
+            options["scheduling_strategy"] = str(p.scheduling_strategy).upper()
+        if p.label_selector:
+            options["label_selector"] = dict(p.label_selector)
+        return options
+
     def _start_actor(self, index: int, recreated: bool = False) -> Any:
         import ray
 
-        remote_cls = ray.remote(num_cpus=self.num_cpus_per_env_runner, max_restarts=0)(
-            self.spec.runner_class()
-        )
+        if self._remote_class is None:
+            runner_class = numpy_results(self.spec.runner_class())
+            self._remote_class = ray.remote(concurrency_groups={PROBE_GROUP: 1})(runner_class)
+        remote_cls = self._remote_class.options(**self._actor_options(index))
         worker_index = self.worker_index_offset + index + 1
         return remote_cls.remote(self._runner_spec(index), worker_index, recreated)
 
-    def _wait_for_startup(self) -> None:
-        import ray
-
-        refs = [actor.ping.remote() for actor in self._actors]
+    def _wait_for_startup(self, minimum: int) -> None:
+        """Wait until ``minimum`` runners answer; the others keep starting in the background."""
         timeout = self.fault_tolerance.env_runner_startup_timeout_s
-        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-        if pending:
-            self.stop(graceful=False)
-            raise EnvRunnerFailure(
-                f"{len(pending)} of {len(refs)} EnvRunner actors did not start within {timeout:g} s; "
-                f"Ray has {ray.available_resources().get('CPU', 0):g} CPUs free."
-            )
-        for ref in ready:
-            try:
-                ray.get(ref)
-            except Exception as exc:
+        deadline = time.monotonic() + timeout
+        while self.num_healthy_runners < minimum:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._promote_started(block=True, timeout=remaining, fail=False):
+                import ray
+
+                missing = minimum - self.num_healthy_runners
                 self.stop(graceful=False)
-                raise _unwrap(exc) from None
+                raise EnvRunnerFailure(
+                    f"{missing} of the {minimum} EnvRunner actors needed to start did not answer within "
+                    f"{timeout:g} s (min_healthy_env_runners); Ray has {ray.available_resources()} free."
+                )
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -126,23 +368,47 @@ class EnvRunnerGroup:
     def num_healthy_runners(self) -> int:
         return 1 if self.is_local else sum(a is not None for a in self._actors)
 
+    @property
+    def num_starting_runners(self) -> int:
+        """Replacements started but not yet answering."""
+        return len(self._starting)
+
+    @property
+    def num_pending_replacements(self) -> int:
+        """Runner slots without a working actor: replacements waiting for a node or starting up,
+        and unavailable actors being probed."""
+        return len(self._starting)
+
+    def metrics(self) -> dict[str, float]:
+        """Fault-tolerance counters under RLlib-like names (``env_runners/...``)."""
+        return {
+            "env_runners/num_healthy_env_runners": float(self.num_healthy_runners),
+            "env_runners/num_env_runner_restarts": float(self.num_restarts),
+            "env_runners/num_pending_replacements": float(self.num_pending_replacements),
+            "env_runners/num_late_results_dropped": float(self.num_late_results_dropped),
+            "env_runners/num_reassigned_fragments": float(self.num_reassigned_fragments),
+            "env_runners/num_probe_recoveries": float(self.num_probe_recoveries),
+        }
+
     def spaces(self) -> tuple[Any, Any]:
         if self.local_runner is not None:
             return self.local_runner.get_spaces()
         import ray
 
-        return ray.get(self._actors[0].get_spaces.remote())
+        actor = next(a for a in self._actors if a is not None)
+        return ray.get(actor.get_spaces.remote())
 
     # -- sampling ----------------------------------------------------------------------------
     def sample(
         self, num_steps: int, state: dict[str, Any] | None = None, explore: bool = True
     ) -> list[RunnerResult]:
-        """One fragment of ``num_steps`` per env copy from every healthy runner."""
+        """One fragment of ``num_steps`` per env copy per configured runner (a lost runner's
+        fragment is sampled by another), ordered by runner."""
         if state is not None:
             self._last_state = state
         if self.local_runner is not None:
             return [self.local_runner.sample(num_steps, explore, state)]
-        return self._run_remote("sample", [(num_steps, explore)] * len(self._actors), state)
+        return self._run_remote("sample", [(num_steps, explore)] * self.num_env_runners, state)
 
     def evaluate(
         self, num_episodes: int, state: dict[str, Any] | None = None, explore: bool = False
@@ -152,20 +418,17 @@ class EnvRunnerGroup:
             self._last_state = state
         if self.local_runner is not None:
             return [self.local_runner.evaluate(num_episodes, explore, state)]
-        n = len(self._actors)
+        n = self.num_env_runners
         shares = [num_episodes // n + (1 if i < num_episodes % n else 0) for i in range(n)]
-        return self._run_remote("evaluate", [(share, explore) for share in shares], state, skip_zero=True)
+        return self._run_remote("evaluate", [(share, explore) for share in shares if share > 0], state)
 
     def _run_remote(
-        self, method: str, args: Sequence[tuple], state: dict[str, Any] | None, skip_zero: bool = False
+        self, method: str, tasks: Sequence[tuple], state: dict[str, Any] | None
     ) -> list[RunnerResult]:
-        """Call ``method`` on every healthy actor; failed ones are replaced in the background.
+        """Run every task once, each on whichever healthy runner is free, fetching as they come.
 
-        The iteration completes with the samples of the runners that succeeded; replacements
-        join as soon as they answer (actor start-up takes ~1.5 s, which would otherwise stall
-        every iteration that had a failure). Only when no runner succeeded does the call wait
-        for a replacement and try again, so a broken env (failing every time) ends in one clear
-        error after ``max_consecutive_env_runner_failures`` tries instead of an endless loop.
+        A task whose call fails or times out goes back into the queue for another runner; the
+        call only returns when every task has a result (or raises when no runner is left).
         """
         import ray
 
@@ -173,83 +436,214 @@ class EnvRunnerGroup:
         state = state if state is not None else self._last_state
         state_ref = ray.put(state) if state is not None else None
         timeout = self.fault_tolerance.sample_timeout_s
-        while True:
-            self._promote_started(block=not any(actor is not None for actor in self._actors))
-            calls: dict[Any, int] = {}
-            for index, (actor, call_args) in enumerate(zip(self._actors, args, strict=True)):
-                if actor is None or (skip_zero and call_args[0] == 0):
+        todo = deque(range(len(tasks)))
+        done: dict[int, tuple[tuple[int, int], RunnerResult]] = {}
+        calls: dict[Any, _Call] = {}
+        runner_calls = [0] * self.num_env_runners  # per runner, to keep each runner's results in order
+        owner: dict[int, int] = {}  # task -> the runner index it was first given to
+        while todo or calls:
+            self._promote_started(block=False)
+            busy = {c.index for c in calls.values()} | set(self._late)
+            for index, actor in enumerate(self._actors):
+                if not todo:
+                    break
+                if actor is None or index in busy:
                     continue
-                calls[getattr(actor, method).remote(*call_args, state_ref)] = index
-            if not calls:
-                if self._starting:
-                    continue
-                raise EnvRunnerFailure(f"No healthy EnvRunner is left to run {method}().")
-            ready, pending = ray.wait(list(calls), num_returns=len(calls), timeout=timeout)
-            results: list[RunnerResult] = []
-            failed: list[tuple[int, BaseException | None]] = [(calls[ref], None) for ref in pending]
+                task = todo.popleft()
+                if owner.setdefault(task, index) != index:
+                    self.num_reassigned_fragments += 1
+                ref = getattr(actor, method).remote(*tasks[task], state_ref)
+                calls[ref] = _Call(index, task, time.monotonic())
+                busy.add(index)
+            if not calls and not self._late:
+                if not any(a is not None for a in self._actors) and not self._starting:
+                    raise EnvRunnerFailure(f"No healthy EnvRunner is left to run {method}().")
+                self._promote_started(block=True)
+                continue
+            ready = self._wait_any([*calls, *(ref for ref, _ in self._late.values())], calls)
             for ref in ready:
+                call = calls.pop(ref, None)
+                if call is None:
+                    self._finish_late(ref)
+                    continue
                 try:
-                    results.append(ray.get(ref))
-                    self._consecutive_failures[calls[ref]] = 0
+                    result = torch_result(ray.get(ref))
                 except Exception as exc:
-                    failed.append((calls[ref], _unwrap(exc)))
-            for index, error in failed:
-                self._handle_failure(index, error, timeout)
-            if results:
-                return results
+                    todo.append(call.task)
+                    self._handle_failure(call.index, exc)
+                    continue
+                self._consecutive_failures[call.index] = 0
+                runner_calls[call.index] += 1
+                done[call.task] = ((call.index, runner_calls[call.index]), result)
+            now = time.monotonic()
+            for ref, call in list(calls.items()):
+                if timeout and now - call.started > timeout:
+                    # Too slow for this iteration: another runner samples the task; this runner
+                    # finishes in its own time and its result is dropped then.
+                    del calls[ref]
+                    self._late[call.index] = (ref, call.started)
+                    todo.append(call.task)
+                    log.warning(
+                        "EnvRunner %d is slower than sample_timeout_s=%g s; its %s() result will be dropped "
+                        "and another runner samples in its place.",
+                        call.index + 1,
+                        timeout,
+                        method,
+                    )
+            self._check_hung()
+        return [result for _, result in sorted(done.values(), key=lambda item: item[0])]
+
+    def _wait_any(self, refs: list[Any], calls: dict[Any, _Call]) -> list[Any]:
+        """The refs ready now, waiting at most until the next deadline (or the poll interval)."""
+        import ray
+
+        timeout = self.fault_tolerance.sample_timeout_s
+        wait = _POLL_S
+        if timeout:
+            now = time.monotonic()
+            for call in calls.values():
+                wait = min(wait, max(0.0, call.started + timeout - now))
+        ready, _ = ray.wait(refs, num_returns=1, timeout=wait)
+        if ready:  # everything else that is ready by now too
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        return ready
+
+    def _finish_late(self, ref: Any) -> None:
+        """A timed-out call came back: drop its result; the runner is free again (or failed)."""
+        import ray
+
+        index = next((i for i, (late, _) in self._late.items() if late == ref), None)
+        if index is None:
+            return
+        del self._late[index]
+        try:
+            ray.get(ref)
+        except Exception as exc:
+            self._handle_failure(index, exc)
+            return
+        self.num_late_results_dropped += 1
+        log.info("Dropped the late result of EnvRunner %d (it is sampling again).", index + 1)
+
+    def _check_hung(self) -> None:
+        hung = self.fault_tolerance.hung_timeout_s
+        if hung is None:
+            return
+        now = time.monotonic()
+        for index, (_, started) in list(self._late.items()):
+            if now - started > hung:
+                del self._late[index]
+                self._handle_failure(index, None, f"hung: one call ran for more than {hung:g} s")
 
     # -- hooks for callers that run their own remote calls (asynchronous sampling) --------------
     def record_success(self, index: int) -> None:
         """Runner ``index`` answered a call the caller made itself (resets its failure streak)."""
         self._consecutive_failures[index] = 0
 
-    def record_failure(self, index: int, error: BaseException | None) -> None:
-        """Runner ``index`` failed a call the caller made itself (``error`` None: it stalled past
-        ``sample_timeout_s``): the same handling as in :meth:`sample`, i.e. a replacement
-        starts in the background, or an :class:`EnvRunnerFailure` when the limits are used up."""
-        self._handle_failure(
-            index, _unwrap(error) if error is not None else None, self.fault_tolerance.sample_timeout_s
-        )
+    def record_failure(self, index: int, error: BaseException | None, reason: str | None = None) -> None:
+        """Runner ``index`` failed a call the caller made itself (``error`` None: it hung): the
+        same handling as in :meth:`sample` (probe, replacement in the background, or an
+        :class:`EnvRunnerFailure` when the limits are used up)."""
+        self._handle_failure(index, error, reason)
+
+    def record_late_result(self) -> None:
+        """A caller dropped a result that came after ``sample_timeout_s``."""
+        self.num_late_results_dropped += 1
 
     def poll_replacements(self, block: bool = False) -> None:
         """Put replacements that answered their ping into service (wait for one if ``block``)."""
         self._promote_started(block)
 
-    @property
-    def num_starting_runners(self) -> int:
-        """Replacements started but not yet answering."""
-        return len(self._starting)
+    def _promote_started(self, block: bool, timeout: float | None = None, fail: bool = True) -> bool:
+        """Put started (or probed) actors that answered their ping into service.
 
-    def _promote_started(self, block: bool) -> None:
-        """Put replacements that answered their ping into service (wait for one if ``block``)."""
+        Without ``block`` nothing waits: a replacement may wait for a node as long as it takes
+        while other runners work (a probed actor only until its probe deadline). With ``block``
+        (nothing else can sample) it waits up to ``timeout`` (default
+        ``env_runner_startup_timeout_s``) for one; returns whether one answered (or, with
+        ``fail``, counts the oldest as a failed start)."""
         if not self._starting:
-            return
+            return False
         import ray
 
-        startup = self.fault_tolerance.env_runner_startup_timeout_s
-        refs = {ping: index for index, (_, ping) in self._starting.items()}
+        startup = self.fault_tolerance.env_runner_startup_timeout_s if timeout is None else timeout
+        refs = {pending.ping: index for index, pending in self._starting.items()}
         ready, _ = ray.wait(
             list(refs), num_returns=1 if block else len(refs), timeout=startup if block else 0
         )
         if block and not ready:
-            index = next(iter(self._starting))
-            self._handle_failure(index, TimeoutError(f"did not start within {startup:g} s"), None)
-            return
+            if fail:
+                index = next(iter(self._starting))
+                self._handle_failure(index, TimeoutError(f"did not start within {startup:g} s"))
+            return False
+        if ready:
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        promoted = False
         for ref in ready:
             index = refs[ref]
-            actor, _ = self._starting.pop(index)
+            pending = self._starting.pop(index)
             try:
                 ray.get(ref)
             except Exception as exc:
-                ray.kill(actor, no_restart=True)
-                self._handle_failure(index, _unwrap(exc), None)
+                if not fail:  # start-up: a runner that cannot even start is a config error
+                    self.stop(graceful=False)
+                    raise _unwrap(exc) from None
+                with contextlib.suppress(Exception):
+                    ray.kill(pending.actor, no_restart=True)
+                self._handle_failure(index, exc, probed=True)
                 continue
-            self._actors[index] = actor
+            if pending.probe_deadline is not None:
+                self.num_probe_recoveries += 1
+                log.warning("EnvRunner %d answers its health probe again; kept in service.", index + 1)
+            self._actors[index] = pending.actor
+            promoted = True
+        now = time.monotonic()
+        for index, pending in list(self._starting.items()):
+            if pending.probe_deadline is not None and now > pending.probe_deadline:
+                del self._starting[index]
+                with contextlib.suppress(Exception):
+                    ray.kill(pending.actor, no_restart=True)
+                probe = self.fault_tolerance.env_runner_health_probe_timeout_s
+                self._handle_failure(index, None, f"unavailable, no answer to a health probe in {probe:g} s")
+        return promoted
 
-    def _handle_failure(self, index: int, error: BaseException | None, timeout: float | None) -> None:
+    def _probe(self, actor: Any) -> bool:
+        """Whether ``actor`` answers a ping within the probe timeout (in its own concurrency
+        group, so a long sample call does not block the answer)."""
+        import ray
+
+        try:
+            ping = actor.ping.options(concurrency_group=PROBE_GROUP).remote()
+            return ray.get(ping, timeout=self.fault_tolerance.env_runner_health_probe_timeout_s) == "pong"
+        except Exception:
+            return False
+
+    def _handle_failure(
+        self, index: int, error: BaseException | None, reason: str | None = None, probed: bool = False
+    ) -> None:
+        """A failed call or start of runner ``index``: probe it (Ray says it is unavailable or
+        died, which a Ray restart or a network blip may undo), else replace it, else give up."""
+        import ray
+
         self.num_failures += 1
         self._consecutive_failures[index] += 1
-        reason = f"stalled for more than {timeout:g} s" if error is None else f"{error}"
+        actor = self._actors[index]
+        if (
+            actor is not None
+            and not probed
+            and isinstance(error, ray.exceptions.RayActorError)
+            and self._consecutive_failures[index] < self.fault_tolerance.max_consecutive_env_runner_failures
+        ):
+            # Probe without blocking the others: the actor waits in _starting until it answers
+            # (kept) or its probe deadline passes (replaced).
+            log.warning("EnvRunner %d is unavailable (%s); probing it before replacing it.", index + 1, error)
+            self._actors[index] = None
+            self._late.pop(index, None)
+            ping = actor.ping.options(concurrency_group=PROBE_GROUP).remote()
+            deadline = time.monotonic() + self.fault_tolerance.env_runner_health_probe_timeout_s
+            self._starting[index] = _Pending(actor, ping, deadline)
+            return
+        error = _unwrap(error) if error is not None else None
+        reason = reason or (f"{error}" if error is not None else "stalled")
         ft = self.fault_tolerance
         self._kill(index)
         if not ft.restart_failed_env_runners:
@@ -273,32 +667,29 @@ class EnvRunnerGroup:
         self.num_restarts += 1
         replacement = self._start_actor(index, recreated=True)
         # It gets the current weights and connector state with its first sample() call.
-        self._starting[index] = (replacement, replacement.ping.remote())
+        self._starting[index] = _Pending(replacement, replacement.ping.remote())
+        if self._placement_group is None:
+            request_resources([self.placement.bundle()])  # a lost node: let an autoscaler add one
 
     def _kill(self, index: int) -> None:
         import ray
 
         actor = self._actors[index]
         if actor is not None:
-            ray.kill(actor, no_restart=True)
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
         self._actors[index] = None
+        self._late.pop(index, None)
         starting = self._starting.pop(index, None)
         if starting is not None:
-            ray.kill(starting[0], no_restart=True)
+            with contextlib.suppress(Exception):
+                ray.kill(starting.actor, no_restart=True)
 
     def ping(self) -> list[bool]:
         """Health of each runner (True = answers)."""
         if self.local_runner is not None:
             return [True]
-        import ray
-
-        health = []
-        for actor in self._actors:
-            try:
-                health.append(actor is not None and ray.get(actor.ping.remote(), timeout=10) == "pong")
-            except Exception:
-                health.append(False)
-        return health
+        return [actor is not None and self._probe(actor) for actor in self._actors]
 
     def actors(self) -> list[Any]:
         return list(self._actors)
@@ -317,7 +708,7 @@ class EnvRunnerGroup:
             import ray
 
             live = [actor for actor in self._actors if actor is not None]
-            starting = [actor for actor, _ in self._starting.values() if actor is not None]
+            starting = [pending.actor for pending in self._starting.values()]
             if graceful and live:
                 with contextlib.suppress(Exception):
                     refs = [actor.stop.remote() for actor in live]
@@ -327,10 +718,82 @@ class EnvRunnerGroup:
                     ray.kill(actor, no_restart=True)
             self._actors = []
             self._starting = {}
+            self._late = {}
+        if self._placement_group is not None:
+            with contextlib.suppress(Exception):
+                from ray.util.placement_group import remove_placement_group
+
+                remove_placement_group(self._placement_group)
+            self._placement_group = None
 
     def __del__(self) -> None:  # actors must not outlive a forgotten group
         with contextlib.suppress(Exception):
             self.stop(graceful=False)  # no waiting inside garbage collection
+
+
+# -- the data path: numpy across Ray, torch on each side -----------------------------------------
+_NUMPY_CLASSES: dict[type, type] = {}
+
+
+def numpy_results(runner_class: type) -> type:
+    """``runner_class`` whose ``sample``/``evaluate`` return numpy arrays instead of tensors.
+
+    Ray pickles numpy arrays out of band (the bytes go to the object store untouched and the
+    driver reads them in place), torch tensors in band through torch's own reducer: ~3x slower
+    for an Atari-sized fragment. The conversion is a view, free on the runner's side.
+    """
+    cached = _NUMPY_CLASSES.get(runner_class)
+    if cached is not None:
+        return cached
+
+    def sample(self: Any, *args: Any, **kwargs: Any) -> RunnerResult:
+        return _data_to_numpy(runner_class.sample(self, *args, **kwargs))
+
+    def evaluate(self: Any, *args: Any, **kwargs: Any) -> RunnerResult:
+        return _data_to_numpy(runner_class.evaluate(self, *args, **kwargs))
+
+    wrapped = type(
+        runner_class.__name__,
+        (runner_class,),
+        {"sample": sample, "evaluate": evaluate, "__module__": runner_class.__module__},
+    )
+    _NUMPY_CLASSES[runner_class] = wrapped
+    return wrapped
+
+
+def _map(fn: Any, tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _map(fn, v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_map(fn, v) for v in tree)
+    return fn(tree)
+
+
+def _tensor_to_numpy(x: Any) -> Any:
+    if isinstance(x, torch.Tensor) and x.dtype not in (torch.bfloat16,) and not x.is_complex():
+        return x.detach().cpu().numpy()
+    return x
+
+
+def _numpy_to_tensor(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        # Arrays read from Ray's object store are read-only views of shared memory: copy once
+        # into memory the learner may write to.
+        return torch.from_numpy(x if x.flags.writeable else x.copy())
+    return x
+
+
+def _data_to_numpy(result: Any) -> Any:
+    if isinstance(result, RunnerResult) and result.data is not None:
+        return dataclasses.replace(result, data=_map(_tensor_to_numpy, result.data))
+    return result
+
+
+def torch_result(result: Any) -> Any:
+    """A runner result fetched from Ray with its numpy arrays as writable torch tensors."""
+    if isinstance(result, RunnerResult) and result.data is not None:
+        return dataclasses.replace(result, data=_map(_numpy_to_tensor, result.data))
+    return result
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -341,4 +804,13 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-__all__ = ["EnvError", "EnvRunnerFailure", "EnvRunnerGroup", "FaultToleranceConfig"]
+__all__ = [
+    "EnvError",
+    "EnvRunnerFailure",
+    "EnvRunnerGroup",
+    "EnvRunnerPlacement",
+    "FaultToleranceConfig",
+    "RayConnection",
+    "numpy_results",
+    "torch_result",
+]

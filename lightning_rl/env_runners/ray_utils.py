@@ -1,50 +1,221 @@
-"""Starting Ray lazily, with exactly the resources a config asks for."""
+"""Joining the Ray cluster that exists, or starting a local one; waiting for its resources.
+
+Where Ray comes from, in this order:
+
+1. Ray is already initialised in this process (a user's ``ray.init``, a Tune trial, a test
+   fixture, a Ray Train worker): it is used as it is.
+2. An address is given (the ``address`` setting, else the ``RAY_ADDRESS`` environment variable
+   that ``ray job submit`` and KubeRay's RayJob set): ``ray.init(address=...)`` joins that
+   cluster. Ray refuses ``num_cpus``/``num_gpus`` when joining, so none are passed; the
+   cluster's own nodes define what exists.
+3. Otherwise a local Ray starts with exactly the CPUs and custom resources the runners ask for
+   (so a script that places runners by a custom resource runs unchanged on a laptop).
+
+``ray_init_kwargs`` reach ``ray.init`` in cases 2 and 3 (``namespace``, ``runtime_env``,
+``logging_level`` ...). What the runners need is then checked against the cluster's nodes: on a
+cluster that lacks it (a KubeRay head with 0 CPUs, workers still to come), the resources are
+requested from the autoscaler (``ray.autoscaler.sdk.request_resources``), the wait is logged with
+what is missing, and after ``timeout_s`` one error names the missing resources. A Ray started
+here has no autoscaler, so there a shortfall fails at once.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lightning_rl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 _started_here = False
+# What this process asked the autoscaler for (bundles), so that it can withdraw the request.
+_requested: list[dict[str, float]] = []
+
+# How often the cluster's nodes are re-read while waiting for resources.
+_POLL_S = 1.0
+# ray.init settings that would make an address-less join start a second, local cluster.
+_LOCAL_ONLY_INIT_KWARGS = ("num_cpus", "num_gpus", "resources")
 
 
-def ensure_ray(num_cpus: float) -> None:
-    """Start a local Ray with ``num_cpus`` CPUs unless Ray is already up; check it is big enough.
+def ray_address(address: str | None = None) -> str | None:
+    """The cluster to join: the ``address`` setting, else ``RAY_ADDRESS``, else None (local)."""
+    if address:
+        return str(address)
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    return env or None
 
-    An existing Ray session (a user's ``ray.init``, a Tune trial, a test fixture) is reused;
-    if it has fewer CPUs than the runners need, actors would wait forever, so fail now instead.
+
+def total_demand(bundles: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The sum of ``bundles`` per resource name."""
+    total: dict[str, float] = {}
+    for bundle in bundles:
+        for name, amount in bundle.items():
+            total[name] = total.get(name, 0.0) + float(amount)
+    return total
+
+
+def ensure_ray(
+    num_cpus: float = 0.0,
+    *,
+    bundles: Sequence[Mapping[str, float]] | None = None,
+    address: str | None = None,
+    init_kwargs: Mapping[str, Any] | None = None,
+    timeout_s: float | None = 600.0,
+) -> None:
+    """Make sure Ray runs and can hold ``bundles`` (one resource dict per actor).
+
+    ``num_cpus`` alone (no ``bundles``) asks for that many CPUs as one-CPU bundles, for callers
+    that only need some CPUs. See the module docstring for where Ray comes from.
     """
     global _started_here
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
+    if bundles is None:
+        whole = math.floor(num_cpus)
+        bundles = [{"CPU": 1.0}] * whole + ([{"CPU": num_cpus - whole}] if num_cpus > whole else [])
+    bundles = [{k: float(v) for k, v in b.items() if float(v) > 0} for b in bundles]
+    kwargs = dict(init_kwargs or {})
     if not ray.is_initialized():
-        log.info("Starting a local Ray instance with %s CPUs", num_cpus)
-        ray.init(
-            num_cpus=max(1, int(-(-num_cpus // 1))),
-            include_dashboard=False,
-            configure_logging=True,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-        )
-        _started_here = True
+        target = ray_address(address)
+        kwargs.setdefault("include_dashboard", False)
+        kwargs.setdefault("logging_level", logging.WARNING)
+        kwargs.setdefault("log_to_driver", True)
+        if target is not None:
+            clash = [k for k in _LOCAL_ONLY_INIT_KWARGS if k in kwargs]
+            if clash:
+                raise ConfigError(
+                    f"ray_init_kwargs {clash} cannot be used when joining the cluster at {target!r}: the "
+                    "cluster's nodes define its resources. Remove them, or unset address/RAY_ADDRESS."
+                )
+            log.info("Joining the Ray cluster at %s", target)
+            ray.init(address=target, **kwargs)
+        else:
+            demand = total_demand(bundles)
+            cpus = max(1, math.ceil(demand.pop("CPU", 0.0) - 1e-9))
+            custom = {k: v for k, v in demand.items() if k not in ("GPU", "memory", "object_store_memory")}
+            kwargs.setdefault("num_cpus", cpus)
+            if custom:
+                kwargs.setdefault("resources", custom)
+            log.info("Starting a local Ray instance with %s CPUs%s", cpus, f" and {custom}" if custom else "")
+            ray.init(**kwargs)
+            _started_here = True
+            missing = missing_resources(bundles)
+            if missing:
+                raise ConfigError(
+                    f"The local Ray started here cannot hold the EnvRunners: missing {missing}. Lower the "
+                    "runners' resources (num_gpus_per_env_runner ...), or join a cluster that has them "
+                    "(address= or RAY_ADDRESS)."
+                )
+            return
+    elif address and ray_address(address) != address:
+        log.debug("Ray is already initialised; the address setting %r is not used", address)
+    wait_for_resources(bundles, timeout_s)
+
+
+def _alive_nodes() -> list[dict[str, float]]:
+    import ray
+
+    return [dict(node.get("Resources", {})) for node in ray.nodes() if node.get("Alive")]
+
+
+def missing_resources(bundles: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """What the cluster's live nodes lack to place every bundle (first fit, biggest first);
+    empty when all fit. Node totals are used: resources held by other work free up in time,
+    resources that no node has never come without new nodes."""
+    free = _alive_nodes()
+    missing: dict[str, float] = {}
+    for bundle in sorted(bundles, key=lambda b: -sum(b.values())):
+        for node in free:
+            if all(node.get(k, 0.0) + 1e-9 >= v for k, v in bundle.items()):
+                for k, v in bundle.items():
+                    node[k] = node.get(k, 0.0) - v
+                break
+        else:  # fits on no node: the whole bundle must come from new nodes
+            for k, v in bundle.items():
+                missing[k] = missing.get(k, 0.0) + v
+    return missing
+
+
+def wait_for_resources(bundles: Sequence[Mapping[str, float]], timeout_s: float | None) -> None:
+    """Return once the cluster's nodes can hold ``bundles``; meanwhile ask the autoscaler.
+
+    Raises:
+        ConfigError: after ``timeout_s`` (None: wait forever), naming what is still missing.
+    """
+    if not bundles:
         return
-    available = ray.cluster_resources().get("CPU", 0.0)
-    if available < num_cpus:
-        raise ConfigError(
-            f"The running Ray cluster has {available:g} CPUs, but the EnvRunners ask for {num_cpus:g} "
-            "(num_env_runners x num_cpus_per_env_runner + evaluation runners). Lower "
-            "num_cpus_per_env_runner or the number of runners, or start Ray with more CPUs."
-        )
+    missing = missing_resources(bundles)
+    if not missing:
+        return
+    request_resources(bundles)
+    log.warning(
+        "The Ray cluster cannot place the EnvRunners yet: missing %s. Requested %d bundle(s) %s from "
+        "the autoscaler; waiting up to %s s for nodes to join.",
+        missing,
+        len(bundles),
+        _short(bundles),
+        "inf" if timeout_s is None else f"{timeout_s:g}",
+    )
+    start = time.monotonic()
+    while missing:
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            raise ConfigError(
+                f"The Ray cluster still lacks {missing} after waiting {timeout_s:g} s for the autoscaler "
+                f"(the EnvRunners ask for {total_demand(bundles)} in {len(bundles)} actor(s)). Add nodes "
+                "with those resources, lower num_env_runners / num_cpus_per_env_runner / "
+                "custom_resources_per_env_runner, or raise ray_resources_timeout_s."
+            )
+        time.sleep(_POLL_S)
+        missing = missing_resources(bundles)
+    log.warning("The Ray cluster can now place the EnvRunners (waited %.1f s).", time.monotonic() - start)
+
+
+def request_resources(bundles: Sequence[Mapping[str, float]]) -> None:
+    """Ask the autoscaler for ``bundles`` on top of what this process asked before."""
+    from ray.autoscaler.sdk import request_resources as ask
+
+    _requested.extend(dict(b) for b in bundles)
+    try:
+        ask(bundles=list(_requested))
+    except Exception as exc:  # a cluster without an autoscaler: the wait still works
+        log.debug("request_resources failed: %s", exc)
+
+
+def withdraw_resource_requests() -> None:
+    """Tell the autoscaler this process no longer needs what it requested."""
+    if not _requested:
+        return
+    _requested.clear()
+    import ray
+
+    if not ray.is_initialized():
+        return
+    from ray.autoscaler.sdk import request_resources as ask
+
+    try:
+        ask(bundles=[])
+    except Exception as exc:
+        log.debug("request_resources([]) failed: %s", exc)
+
+
+def _short(bundles: Sequence[Mapping[str, float]]) -> str:
+    distinct = []
+    for b in bundles:
+        if dict(b) not in distinct:
+            distinct.append(dict(b))
+    return ", ".join(f"{sum(dict(b) == d for b in bundles)} x {d}" for d in distinct)
 
 
 def shutdown_ray_if_started_here() -> None:
     """Shut Ray down only if lightning-rl started it (never a user's or a Tune trial's)."""
     global _started_here
+    withdraw_resource_requests()
     if not _started_here:
         return
     import ray
