@@ -256,11 +256,13 @@ def stop_reason(trainer: Any, interrupted: BaseException | None = None) -> str:
     steps = getattr(module, "num_env_steps_sampled_lifetime", None) if module is not None else None
     at_steps = f" ({steps:,} env steps)" if isinstance(steps, int) else ""
     if interrupted is not None:
-        kind = (
-            "Ctrl+C"
-            if isinstance(interrupted, KeyboardInterrupt | SystemExit)
-            else type(interrupted).__name__
-        )
+        # Lightning turns Ctrl+C into SystemExit(1) after its own cleanup, SIGTERM into SIGTERMException.
+        if isinstance(interrupted, KeyboardInterrupt | SystemExit):
+            kind = "Ctrl+C"
+        elif type(interrupted).__name__ == "SIGTERMException":
+            kind = "SIGTERM"
+        else:
+            return f"failed in iteration {trainer.current_epoch + 1}{at_steps}: {type(interrupted).__name__}"
         return f"interrupted ({kind}) in iteration {trainer.current_epoch + 1}{at_steps}"
     for callback in trainer.callbacks:
         if isinstance(callback, StopOnReturn) and callback.reached_at is not None:

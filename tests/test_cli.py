@@ -260,3 +260,9 @@ def test_the_summary_names_the_stopping_rule(stop, quiet_trainer_kwargs):
     else:
         expected = "env-step cap 128 reached: 128 env steps (iteration 2)"
     assert stop_reason(trainer) == expected
+    if stop == "env_steps":  # what `fit` prints when Ctrl+C or a crash ends it instead
+        assert (
+            stop_reason(trainer, KeyboardInterrupt()) == "interrupted (Ctrl+C) in iteration 3 (128 env steps)"
+        )
+        failed = stop_reason(trainer, RuntimeError("boom"))
+        assert failed == "failed in iteration 3 (128 env steps): RuntimeError"
