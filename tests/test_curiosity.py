@@ -19,19 +19,39 @@ def batch_of(next_obs):
     return TensorDict({"next": {"observation": next_obs, "reward": torch.zeros(n, 1)}}, batch_size=[n])
 
 
-def test_count_based_bonus_is_coeff_over_sqrt_visits_and_survives_state_round_trips():
-    curiosity = CountBasedCuriosity(intrinsic_reward_coeff=2.0, obs_decimals=0)
-    curiosity.setup(spaces.Box(0, 10, (1,)), spaces.Discrete(2))
-    out = curiosity(batch_of(torch.tensor([[1.0], [1.0], [2.0], [1.0]])))
-    # cell 1 seen 3 times, cell 2 once, all counted before the bonus is computed
-    expected = torch.tensor([2 / 3**0.5, 2 / 3**0.5, 2.0, 2 / 3**0.5])
-    assert torch.allclose(out["next", "intrinsic_reward"][:, 0], expected)
-    assert torch.allclose(out["next", "reward"][:, 0], expected)
-    restored = CountBasedCuriosity(intrinsic_reward_coeff=2.0, obs_decimals=0)
-    restored.set_state(curiosity.get_state())
-    assert restored(batch_of(torch.tensor([[2.0]])))["next", "intrinsic_reward"].item() == pytest.approx(
-        2 / 2**0.5
+def rollout_of(obs, next_obs):
+    """A ``[num_envs, T]`` rollout batch with 1-D observations."""
+    envs, steps = obs.shape[:2]
+    return TensorDict(
+        {"observation": obs, "next": {"observation": next_obs, "reward": torch.zeros(envs, steps, 1)}},
+        batch_size=[envs, steps],
     )
+
+
+def test_count_based_bonus_is_rllibs_coeff_over_lifetime_count_of_the_current_observation():
+    """RLlib's formula: coeff / n(obs_t), the count taken step by step (this step included), of
+    the observation the action was taken in, not of the next one."""
+    curiosity = CountBasedCuriosity(intrinsic_reward_coeff=2.0)
+    curiosity.setup(spaces.Box(0, 10, (1,)), spaces.Discrete(2))
+    obs = torch.tensor([[[1.0], [1.0], [2.0]], [[1.0], [3.0], [1.0]]])  # env copy 0, env copy 1
+    next_obs = torch.full_like(obs, 9.0)  # never counted
+    out = curiosity(rollout_of(obs, next_obs))
+    # Env copy 0's steps in time order, then env copy 1's: cell 1 is seen a 1st, 2nd, 3rd, 4th time.
+    expected = torch.tensor([[2 / 1, 2 / 2, 2 / 1], [2 / 3, 2 / 1, 2 / 4]])
+    assert torch.allclose(out["next", "intrinsic_reward"][..., 0], expected.to(out["next", "reward"].dtype))
+    assert torch.allclose(out["next", "reward"][..., 0], expected)
+    restored = CountBasedCuriosity(intrinsic_reward_coeff=2.0)
+    restored.set_state(curiosity.get_state())
+    again = restored(rollout_of(torch.tensor([[[2.0], [9.0]]]), torch.zeros(1, 2, 1)))
+    assert again["next", "intrinsic_reward"][0, :, 0].tolist() == pytest.approx([2 / 2, 2 / 1])
+
+
+def test_count_based_curiosity_rounds_continuous_observations_only_when_asked():
+    exact = CountBasedCuriosity()
+    rounded = CountBasedCuriosity(obs_decimals=0)
+    obs = torch.tensor([[[0.1], [0.2]]])
+    assert exact(rollout_of(obs, obs))["next", "intrinsic_reward"][0, :, 0].tolist() == [1.0, 1.0]
+    assert rounded(rollout_of(obs, obs))["next", "intrinsic_reward"][0, :, 0].tolist() == [1.0, 0.5]
 
 
 def test_rnd_bonus_shrinks_on_familiar_observations():

@@ -2,8 +2,8 @@
 own processing (GAE, n-step, V-trace). Intrinsic-reward exploration lives here, so it works with
 any algorithm whose ``process_rollout`` goes through :meth:`Algorithm.process_rollout`.
 
-* :class:`CountBasedCuriosity`: ``coeff / sqrt(visits)`` for each next observation (RLlib's
-  count-based curiosity example);
+* :class:`CountBasedCuriosity`: ``coeff / visits`` of each step's observation, counted step
+  by step (RLlib's count-based curiosity example connector, same formula);
 * :class:`RND`: random network distillation (Burda et al., 2018) with torchrl's ``RNDLoss``:
   the intrinsic reward is the error of a trained predictor of a frozen random network.
 
@@ -45,27 +45,40 @@ def _add_intrinsic(batch: TensorDict, bonus: torch.Tensor) -> TensorDict:
 
 
 class CountBasedCuriosity(LearnerConnector):
-    """Bonus ``intrinsic_reward_coeff / sqrt(n)`` where ``n`` counts visits to the next observation
-    (rounded to ``obs_decimals``), counting every visit in the batch first."""
+    """RLlib's count-based curiosity: the reward of every step gets
+    ``intrinsic_reward_coeff / n``, where ``n`` is the lifetime count of that step's (current)
+    observation, counted step by step in time order, this step included.
 
-    def __init__(self, intrinsic_reward_coeff: float = 1.0, obs_decimals: int = 1) -> None:
+    So the first visit to an observation earns the full coefficient, the second half of it, and
+    so on; visits later in the same batch earn less than earlier ones, exactly as RLlib's
+    connector, which walks each episode's observations in order. ``obs_decimals`` rounds
+    continuous observations before counting (None, the default, counts them exactly as RLlib).
+    """
+
+    def __init__(self, intrinsic_reward_coeff: float = 1.0, obs_decimals: int | None = None) -> None:
         self.intrinsic_reward_coeff = float(intrinsic_reward_coeff)
-        self.obs_decimals = int(obs_decimals)
+        self.obs_decimals = None if obs_decimals is None else int(obs_decimals)
         self._counts: Counter = Counter()
 
     def setup(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         if not isinstance(observation_space, spaces.Box):
-            raise SpaceError(f"CountBasedCuriosity counts Box observations, got {observation_space}")
+            raise SpaceError(
+                f"CountBasedCuriosity counts Box observations, got {observation_space}; add "
+                "FlattenObservations (e.g. one-hot Discrete states) to the env-to-module connectors."
+            )
 
     def __call__(self, batch: TensorDict) -> TensorDict:
-        next_obs = batch["next", "observation"]
-        keys = [
-            tuple(row)
-            for row in np.round(next_obs.reshape(-1, next_obs.shape[-1]).cpu().numpy(), self.obs_decimals)
-        ]
-        self._counts.update(keys)
-        visits = torch.tensor([self._counts[k] for k in keys], dtype=torch.float32)
-        return _add_intrinsic(batch, self.intrinsic_reward_coeff / visits.sqrt())
+        obs = batch["observation"]
+        # Batch dims [num_envs, T] (or flat) in row-major order: each env copy's steps in time order.
+        rows = obs.reshape(-1, *obs.shape[batch.batch_dims :]).reshape(batch.numel(), -1).cpu().numpy()
+        if self.obs_decimals is not None:
+            rows = np.round(rows, self.obs_decimals)
+        bonus = np.empty(len(rows), dtype=np.float64)
+        for i, row in enumerate(rows):
+            key = tuple(row.tolist())
+            self._counts[key] += 1
+            bonus[i] = self.intrinsic_reward_coeff / self._counts[key]
+        return _add_intrinsic(batch, torch.as_tensor(bonus))
 
     def get_state(self) -> dict[str, Any]:
         return {"keys": [list(k) for k in self._counts], "counts": list(self._counts.values())}
