@@ -126,6 +126,17 @@ class LoopbackCluster:
         self.close()
 
 
+def _forget_cluster_address(address: str) -> None:
+    """Cluster records its address as the machine's "current" Ray (/tmp/ray/ray_current_cluster),
+    which every plain ``ray.init()`` on the machine would then join (the session fixture's, other
+    test runs'): remove the record at once, so only drivers given RAY_ADDRESS find this cluster."""
+    from ray._private.utils import get_ray_address_file
+
+    path = Path(get_ray_address_file(None))
+    if path.is_file() and path.read_text().strip() == address:
+        path.unlink()
+
+
 def serve_cluster() -> None:
     """The child side of :class:`LoopbackCluster` (one JSON command per stdin line)."""
     from ray.cluster_utils import Cluster
@@ -147,6 +158,7 @@ def serve_cluster() -> None:
             try:
                 if op == "start":
                     cluster = Cluster(initialize_head=True, head_node_args=node_args(command["head"]))
+                    _forget_cluster_address(cluster.address)
                     head = cluster.head_node
                     nodes[head.node_id] = head
                     reply({"address": cluster.address, "node_id": head.node_id})

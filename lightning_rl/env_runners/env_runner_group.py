@@ -242,6 +242,10 @@ class EnvRunnerGroup:
         self.num_probe_recoveries = 0  # unavailable actors that answered the probe and were kept
         self.num_late_results_dropped = 0
         self.num_reassigned_fragments = 0  # fragments a runner sampled in place of a lost one
+        # Where the driver's time goes in sample()/evaluate() (benchmarks/scaling.py reads them).
+        self.seconds_broadcasting = 0.0  # ray.put of the weights
+        self.seconds_waiting = 0.0  # ray.wait for the next result
+        self.seconds_fetching = 0.0  # ray.get of results and their conversion to torch
         self._last_state: dict[str, Any] | None = None
         self.local_runner: Any = None
         self._actors: list[Any] = []
@@ -434,7 +438,9 @@ class EnvRunnerGroup:
 
         # Replacements know nothing yet: always send the latest state (weights + connectors).
         state = state if state is not None else self._last_state
+        clock = time.perf_counter()
         state_ref = ray.put(state) if state is not None else None
+        self.seconds_broadcasting += time.perf_counter() - clock
         timeout = self.fault_tolerance.sample_timeout_s
         todo = deque(range(len(tasks)))
         done: dict[int, tuple[tuple[int, int], RunnerResult]] = {}
@@ -460,18 +466,23 @@ class EnvRunnerGroup:
                     raise EnvRunnerFailure(f"No healthy EnvRunner is left to run {method}().")
                 self._promote_started(block=True)
                 continue
+            clock = time.perf_counter()
             ready = self._wait_any([*calls, *(ref for ref, _ in self._late.values())], calls)
+            self.seconds_waiting += time.perf_counter() - clock
             for ref in ready:
                 call = calls.pop(ref, None)
                 if call is None:
                     self._finish_late(ref)
                     continue
+                clock = time.perf_counter()
                 try:
                     result = torch_result(ray.get(ref))
                 except Exception as exc:
                     todo.append(call.task)
                     self._handle_failure(call.index, exc)
                     continue
+                finally:
+                    self.seconds_fetching += time.perf_counter() - clock
                 self._consecutive_failures[call.index] = 0
                 runner_calls[call.index] += 1
                 done[call.task] = ((call.index, runner_calls[call.index]), result)
