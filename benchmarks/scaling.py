@@ -1,11 +1,21 @@
-"""How sampling scales with EnvRunners, and learning with DDP ranks.
+"""Where the driver's time goes as EnvRunners are added, and what one big fragment costs to fetch.
 
-    python benchmarks/scaling.py [--runners 1 2 4] [--env-steps 200000]
+    python benchmarks/scaling.py [--runners 1 2 4 8] [--iterations 3] [--ddp]
 
-Sampling: an EnvRunnerGroup of R Ray actors (16 CartPoles each, default PPO network, one CPU
-each) samples ``--env-steps``; start-up excluded. Learning: PPO updates/s (CartPole,
-minibatch 256) in one process and with 2 DDP ranks on CPU (gloo). Runner counts above the
-machine's cores are reported but oversubscribed. Last line: one JSON object.
+Driver breakdown: PPO on CartPole through a real Trainer, R runners (8 CartPoles x 64 steps
+each, half a CPU each), ``train_batch_size = R x 512``, one epoch of 512-step minibatches.
+Per iteration (the first one, start-up, excluded): ``wait`` (ray.wait for results), ``fetch``
+(ray.get and conversion to torch), ``broadcast`` (ray.put of the weights), ``merge`` (runner
+results -> one TensorDict, measured on the same results), ``learn`` (everything else in the
+iteration: GAE, the updates, Lightning's hooks).
+
+Fragment fetch: one actor returns an Atari-shaped fragment (uint8 observations and next
+observations ``[16, 128, 4, 84, 84]``, ~116 MB) five times per form, timed from the call to the
+result in the driver (median): pickled torch tensors,
+numpy arrays (Ray's out-of-band zero-copy path), and lightning-rl's path (numpy across Ray, then
+writable torch tensors: one copy). Runner counts above the machine's cores are oversubscribed;
+``--ddp`` adds PPO learner updates/s with 1 and 2 DDP ranks. Last line: one JSON object, also
+saved under ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -13,34 +23,137 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import lightning.pytorch as pl
+import numpy as np
 import ray
 import torch
 from _common import emit, peak_rss_mb
 
 from lightning_rl.algorithms.ppo import PPO
-from lightning_rl.env_runners import EnvRunnerGroup
+from lightning_rl.data.experience import results_to_tensordict
+from lightning_rl.env_runners.env_runner_group import torch_result
 
 HERE = Path(__file__).resolve().parent
+ATARI_SHAPE = (16, 128, 4, 84, 84)
 
 
-def sampling_rate(num_runners: int, env_steps: int, envs: int = 16, fragment: int = 256) -> float:
-    algo = PPO("CartPole-v1", num_envs_per_env_runner=envs)
-    group = EnvRunnerGroup(algo.env_runner_spec(num_envs=envs), num_env_runners=num_runners)
-    state = algo.policy_state()
-    try:
-        group.sample(fragment, state)  # warm-up
-        calls = max(1, round(env_steps / (num_runners * envs * fragment)))
-        start = time.perf_counter()
-        steps = sum(r.stats.num_env_steps for _ in range(calls) for r in group.sample(fragment, state))
-        return steps / (time.perf_counter() - start)
-    finally:
-        group.stop()
+class FragmentSource:
+    """Returns the same Atari-shaped fragment in the form asked for."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self.obs = rng.integers(0, 255, ATARI_SHAPE, dtype=np.uint8)
+        self.next_obs = rng.integers(0, 255, ATARI_SHAPE, dtype=np.uint8)
+
+    def numpy(self) -> dict:
+        return {"observation": self.obs, "next": {"observation": self.next_obs}}
+
+    def torch(self) -> dict:
+        return {
+            "observation": torch.from_numpy(self.obs),
+            "next": {"observation": torch.from_numpy(self.next_obs)},
+        }
+
+
+def fetch_cost(repeats: int = 5) -> dict:
+    """Median seconds of one round trip of the fragment (call, serialise, fetch), per form."""
+    from lightning_rl.env_runners.env_runner import EpisodeStats, RunnerResult
+
+    source = ray.remote(num_cpus=0)(FragmentSource).remote()
+    ray.get(source.numpy.remote())  # actor up
+
+    def timed(call, convert=lambda x: x) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()  # the round trip: serialised by the actor, fetched here
+            convert(ray.get(call.remote()))
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    def ours(data: dict) -> None:
+        result = torch_result(RunnerResult(data, EpisodeStats(), {}, 0, 1))
+        result.data["observation"].add_(0)  # writable
+
+    numpy_s = timed(source.numpy)
+    result = {
+        "fragment_mb": round(2 * int(np.prod(ATARI_SHAPE)) / 1e6, 1),
+        "pickled_torch_ms": round(1000 * timed(source.torch), 1),
+        "numpy_ms": round(1000 * numpy_s, 1),
+        "lightning_rl_ms": round(1000 * timed(source.numpy, ours), 1),
+    }
+    result["lightning_rl_vs_numpy"] = round(result["lightning_rl_ms"] / result["numpy_ms"], 2)
+    ray.kill(source)
+    return result
+
+
+class IterationClock(pl.Callback):
+    """Wall time of each training iteration and the runner group's counters at its end."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: PPO) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: PPO) -> None:
+        group = module.experience.train_group
+        self.rows.append(
+            {
+                "seconds": time.perf_counter() - self._start,
+                "wait": group.seconds_waiting,
+                "fetch": group.seconds_fetching,
+                "broadcast": group.seconds_broadcasting,
+            }
+        )
+        self.group = group
+
+
+def driver_breakdown(runners: int, iterations: int) -> dict:
+    algo = PPO(
+        "CartPole-v1",
+        num_env_runners=runners,
+        num_envs_per_env_runner=8,
+        num_cpus_per_env_runner=0.5,
+        rollout_fragment_length=64,
+        train_batch_size=runners * 512,
+        minibatch_size=512,
+        num_epochs=1,
+        seed=0,
+    )
+    clock = IterationClock()
+    trainer = pl.Trainer(
+        max_epochs=iterations + 1,
+        limit_val_batches=0,
+        callbacks=[clock],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(algo)
+    first, last = clock.rows[0], clock.rows[-1]
+    per = {k: (last[k] - first[k]) / iterations for k in ("wait", "fetch", "broadcast")}
+    per["iteration"] = sum(r["seconds"] for r in clock.rows[1:]) / iterations
+    # Merge on results of the same shape (the group is stopped by now: sample in-process).
+    from lightning_rl.env_runners import EnvRunner
+
+    runner = EnvRunner(algo.env_runner_spec(num_envs=8))
+    results = [runner.sample(64, True, algo.policy_state()) for _ in range(runners)]
+    runner.stop()
+    start = time.perf_counter()
+    for _ in range(5):
+        results_to_tensordict(results)
+    per["merge"] = (time.perf_counter() - start) / 5
+    per["learn"] = max(0.0, per["iteration"] - per["wait"] - per["fetch"] - per["broadcast"] - per["merge"])
+    return {k: round(1000 * v, 1) for k, v in per.items()}
 
 
 def learner_rate(devices: int) -> dict:
@@ -57,31 +170,32 @@ def learner_rate(devices: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runners", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--env-steps", type=int, default=200_000)
+    parser.add_argument("--runners", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--ddp", action="store_true", help="also measure 1 and 2 DDP learner ranks")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cores = os.cpu_count() or 1
-    ray.init(num_cpus=max(args.runners), include_dashboard=False, log_to_driver=False)
-    sampling = {}
+    ray.init(num_cpus=max(2, max(args.runners)), include_dashboard=False, log_to_driver=False)
+    fetch = fetch_cost()
+    print(f"fragment fetch: {fetch}", flush=True)
+    breakdown = {}
     for runners in args.runners:
-        sampling[str(runners)] = round(sampling_rate(runners, args.env_steps), 1)
-        print(f"{runners} runners: {sampling[str(runners)]} env steps/s", flush=True)
+        breakdown[str(runners)] = driver_breakdown(runners, args.iterations)
+        print(f"{runners} runners, ms per iteration: {breakdown[str(runners)]}", flush=True)
     ray.shutdown()
-    learners = {str(d): learner_rate(d) for d in (1, 2)}
-    emit(
-        {
-            "cores": cores,
-            "env_steps_per_s_by_runners": sampling,
-            "learner_updates_per_s_by_ranks": {
-                k: round(v["learner_updates_per_s"], 1) for k, v in learners.items()
-            },
-            "learner_samples_per_s_by_ranks": {
-                k: round(v["learner_samples_per_s"], 1) for k, v in learners.items()
-            },
-            "peak_rss_mb": round(peak_rss_mb(), 1),
+    result = {
+        "cores": os.cpu_count() or 1,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "fragment_fetch": fetch,
+        "driver_ms_per_iteration_by_runners": breakdown,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    if args.ddp:
+        learners = {str(d): learner_rate(d) for d in (1, 2)}
+        result["learner_updates_per_s_by_ranks"] = {
+            k: round(v["learner_updates_per_s"], 1) for k, v in learners.items()
         }
-    )
+    emit(result)
 
 
 if __name__ == "__main__":
