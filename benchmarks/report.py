@@ -70,6 +70,11 @@ def _to_target(results: list[dict[str, Any]], target: str, rolling: str) -> str:
     if misses:
         parts.append(f"{misses} of {len(results)} runs missed the eval target within the step cap")
     rolled = [r for r in results if r.get("reached_rolling")]
+    if len(rolled) < len(results):
+        caps = [r["env_steps"] for r in results if not r.get("reached_rolling") and "env_steps" in r]
+        cap = f"{_span(caps)}-step cap" if caps else "step cap"
+        missed = len(results) - len(rolled)
+        parts.append(f"last-100-episode mean < {rolling} at the {cap} ({missed} of {len(results)})")
     if rolled:
         steps = [r["env_steps_to_rolling"] for r in rolled]
         seconds = [r["seconds_to_rolling"] for r in rolled]
@@ -82,9 +87,8 @@ def _to_target(results: list[dict[str, Any]], target: str, rolling: str) -> str:
 def _sampling(results: list[dict[str, Any]]) -> str:
     parts = []
     for r in results:
-        where = (
-            "in-process, one core" if r["num_env_runners"] == 0 else f"{r['num_env_runners']} Ray runner(s)"
-        )
+        runners = r["num_env_runners"]
+        where = "in-process, one core" if runners == 0 else f"{runners} Ray runner{'s' * (runners > 1)}"
         parts.append(
             f"{r['env_steps_per_s']:,.0f} env steps/s ({where}, {r['num_envs_per_env_runner']} envs)"
         )
@@ -179,7 +183,7 @@ ROWS: tuple[Row, ...] = (
         lambda rs: _to_target(rs, "475", "450"),
     ),
     Row(
-        "`sampling_throughput.py --num-env-runners 0/1 --num-envs-per-env-runner 16`",
+        "`sampling_throughput.py`",
         _cmd(
             "sampling_throughput.py",
             "--num-env-runners 0 --num-envs-per-env-runner 16",
