@@ -122,7 +122,7 @@ def test_module_to_env_pipeline_reports_the_module_action_space():
 
 def test_specs_round_trip_through_plain_data_and_the_registry():
     spec = connector_spec(MeanStdFilter(clip=5.0))
-    assert spec == {"name": "MeanStdFilter", "config": {"clip": 5.0, "epsilon": 1e-8, "multi_agent": False}}
+    assert spec == {"name": "MeanStdFilter", "config": {"clip": 5.0, "epsilon": 1e-8}}
     rebuilt = build_connector(spec)
     assert isinstance(rebuilt, MeanStdFilter) and rebuilt.clip == 5.0
     assert isinstance(build_connector({"name": "flattenobservations"}), FlattenObservations)

@@ -186,7 +186,7 @@ def test_multi_agent_connector_arguments_of_rllib_are_accepted_and_train(tmp_pat
     finally:
         run.stop()
     configs = [spec["config"] for spec in run.algorithm.hparams.env_to_module_connector]
-    assert configs[0]["multi_agent"] is True and configs[1] == {"num_frames": 2, "multi_agent": True}
+    assert configs == [{"clip": 10.0, "epsilon": 1e-8}, {"num_frames": 2}]
     assert run.algorithm.policy_spaces["default_policy"][0].shape == (8,)
     assert result["num_env_steps_sampled_lifetime"] == 128
 

@@ -179,6 +179,9 @@ class MeanStdFilter(EnvToModule):
         self, clip: float | None = 10.0, epsilon: float = 1e-8, *, multi_agent: bool = False
     ) -> None:
         self.multi_agent = bool(multi_agent)
+        # No effect here, so not part of the plain-data spec: specs, checkpoints and exported
+        # metadata stay as they were.
+        self._config.pop("multi_agent", None)
         self.clip = clip
         self.epsilon = epsilon
         self._stats: RunningMeanStd | None = None

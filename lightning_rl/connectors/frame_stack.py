@@ -44,6 +44,9 @@ class FrameStack(EnvToModule):
 
     def __init__(self, num_frames: int = 4, *, multi_agent: bool = False) -> None:
         self.multi_agent = bool(multi_agent)
+        # No effect here, so not part of the plain-data spec: specs, checkpoints and exported
+        # metadata stay as they were.
+        self._config.pop("multi_agent", None)
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
             raise ConfigError(f"FrameStack num_frames must be a positive integer, got {num_frames!r}.")
         self.num_frames = num_frames
