@@ -37,6 +37,10 @@ class NonFiniteGuard:
         self.skipped: dict[str, int] = {}  # skips per policy in iteration ``self.epoch``
         self.epoch = -1
         self.last_step_skipped = False  # whether the latest optimizer step was skipped
+        # One update = one backward, even when several optimizers step after it (DreamerV3's
+        # world model, actor and critic): it is counted once.
+        self._backward_id = 0
+        self._counted_id = -1
         self.consecutive: dict[str, int] = {}
         self.num_skipped_lifetime = 0
         self._owner_cache: dict[tuple[int, int, int], list[str]] = {}
@@ -48,6 +52,7 @@ class NonFiniteGuard:
 
     def before_backward(self, loss: torch.Tensor) -> None:
         self.loss = loss.detach()
+        self._backward_id += 1
 
     def before_optimizer_step(
         self,
@@ -82,6 +87,9 @@ class NonFiniteGuard:
             self.skipped, self.epoch = {}, epoch
         for p in params:
             p.grad = None
+        if self._counted_id == self._backward_id:
+            return True  # this update's skip is counted already
+        self._counted_id = self._backward_id
         self.num_skipped_lifetime += 1
         for policy_id in culprits:
             self.skipped[policy_id] = self.skipped.get(policy_id, 0) + 1

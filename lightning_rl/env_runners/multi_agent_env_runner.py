@@ -27,7 +27,13 @@ from lightning_rl.env_runners.agent_trajectories import AgentTrajectories, Compl
 from lightning_rl.env_runners.env_runner import EpisodeStats, RunnerResult, to_env_actions
 from lightning_rl.envs.multi_agent import ALL, MultiAgentEnv
 from lightning_rl.envs.registration import EnvContext, EnvCreator
-from lightning_rl.envs.vector import CallDeadline, EnvCallTimeout, all_finite, check_non_finite_mode
+from lightning_rl.envs.vector import (
+    CallDeadline,
+    EnvCallTimeout,
+    all_finite,
+    check_non_finite_mode,
+    rebuilt_seed,
+)
 from lightning_rl.errors import ConfigError, EnvError, SpaceError
 from lightning_rl.modules.policy import InferencePolicy, PolicySpec
 
@@ -107,6 +113,8 @@ class MultiAgentEnvRunner:
         check_non_finite_mode(spec.on_non_finite_env_output)
         self.envs: list[MultiAgentEnv] = [self._make_env(i) for i in range(spec.num_envs)]
         self._failures = [0] * spec.num_envs  # consecutive failures per env copy
+        self._rebuilds = [0] * spec.num_envs
+        self._reseed: set[int] = set()  # rebuilt copies whose next reset gets a derived seed
         self._num_restarts = 0
         self._num_dropped = 0
         self._deadline: CallDeadline | None = None
@@ -215,6 +223,8 @@ class MultiAgentEnvRunner:
                     log.debug("closing the failed copy raised", exc_info=True)
             self.envs[index] = self._make_env(index)
             self._num_restarts += 1
+            self._rebuilds[index] += 1
+            self._reseed.add(index)
             raise _CopyFailed from exc
         finally:
             if deadline is not None:
@@ -275,6 +285,9 @@ class MultiAgentEnvRunner:
         if not self._seeded and self.spec.seed is not None:
             seed = int(self.spec.seed) + index
         while True:
+            if index in self._reseed and self.spec.seed is not None:  # repeatable runs with crashes
+                self._reseed.discard(index)
+                seed = rebuilt_seed(int(self.spec.seed) + index, self._rebuilds[index])
             try:
                 raw, _ = self._call_env(index, "reset", seed=seed)
                 self._check_finite(index, "observation from reset()", [np.asarray(o) for o in _leaves(raw)])

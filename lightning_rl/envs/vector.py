@@ -127,6 +127,11 @@ class CallDeadline:
         raise EnvCallTimeout(f"no answer within sample_timeout_s={self.seconds:g} s")
 
 
+def rebuilt_seed(first_seed: int, rebuilds: int) -> int:
+    """The reset seed of an env copy's ``rebuilds``-th rebuild (distinct from every copy's first)."""
+    return (int(first_seed) + 7919 * int(rebuilds)) % 2**31
+
+
 def finite_rows(tree: Any, num_rows: int) -> np.ndarray:
     """Per row of a batched (possibly nested) array: every float value finite in float32."""
     ok = np.ones(num_rows, dtype=bool)
@@ -202,6 +207,11 @@ class ResilientVectorEnv(SyncVectorEnv):
         self.num_restarts = 0  # counters since the last pop_counters()
         self.num_aborted = 0
         self._failures = np.zeros(self.num_envs, dtype=np.int64)
+        # A rebuilt copy is reset with a seed derived from its first one, so seeded runs with
+        # crashes stay repeatable (gymnasium would draw an unseeded env's state from the OS).
+        self._first_seeds: list[int | None] = [None] * self.num_envs
+        self._rebuilds = [0] * self.num_envs
+        self._next_seed: dict[int, int] = {}
         self._check_obs = _has_float(self.single_observation_space)
 
     def pop_counters(self) -> tuple[int, int]:
@@ -246,6 +256,10 @@ class ResilientVectorEnv(SyncVectorEnv):
         except Exception as exc:
             raise EnvError(f"Rebuilding {self._label(index)} failed: {type(exc).__name__}: {exc}") from exc
         self.num_restarts += 1
+        self._rebuilds[index] += 1
+        first = self._first_seeds[index]
+        if first is not None:
+            self._next_seed[index] = rebuilt_seed(first, self._rebuilds[index])
 
     def _non_finite(self, index: int, what: str) -> None:
         if self.on_non_finite == "error":
@@ -268,7 +282,7 @@ class ResilientVectorEnv(SyncVectorEnv):
         while True:
             try:
                 self._mark_call()
-                obs, info = self.envs[index].reset(seed=seed, options=options)
+                obs, info = self.envs[index].reset(seed=self._next_seed.pop(index, seed), options=options)
             except (Exception, EnvCallTimeout) as exc:
                 if isinstance(exc, EnvError):
                     raise
@@ -306,6 +320,8 @@ class ResilientVectorEnv(SyncVectorEnv):
             seeds = list(seed)
         infos: dict[str, Any] = {}
         for i in range(self.num_envs):
+            if seeds[i] is not None and self._first_seeds[i] is None:
+                self._first_seeds[i] = int(seeds[i])
             self._env_obs[i], info = self._reset_copy(i, seeds[i], options)
             infos = self._add_info(infos, info, i)
         self._end_call()

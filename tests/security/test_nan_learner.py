@@ -166,3 +166,23 @@ def test_the_limit_is_checked():
         ConfigError, match=r"max_consecutive_non_finite_updates must be an integer >= 1, got 0"
     ):
         PPO("CartPole-v1", max_consecutive_non_finite_updates=0)
+
+
+def test_dreamerv3_counts_one_skip_per_update_across_its_three_optimizers(tmp_path):
+    from lightning_rl.algorithms.dreamerv3 import DreamerV3
+
+    algo = DreamerV3(
+        "CartPole-v1",
+        model_size="nano",
+        batch_size_B=4,
+        batch_length_T=8,
+        horizon_H=5,
+        learner_connector=[PoisonRewards()],
+        num_steps_sampled_before_learning_starts=64,
+        max_consecutive_non_finite_updates=3,
+        seed=0,
+    )
+    with pytest.raises(NonFiniteError, match=r"Policy 'default_policy': 3 updates in a row"):
+        fit(algo, tmp_path, max_epochs=20)
+    assert algo._non_finite_guard.num_skipped_lifetime == 3, "three optimizers, one update each time"
+    assert all(torch.isfinite(p).all() for p in algo.parameters())
