@@ -295,7 +295,9 @@ def fit_summary(trainer: Any, interrupted: BaseException | None = None) -> list[
     from lightning_rl.callbacks import CheckpointOnInterrupt
 
     lines = [f"[lightning-rl] stopped: {stop_reason(trainer, interrupted)}"]
-    log_dir = trainer.log_dir if trainer.loggers else None
+    # The logger's own folder: Trainer.log_dir is a collective under DDP, and this runs on rank 0 only.
+    logger = trainer.loggers[0] if trainer.loggers else None
+    log_dir = (getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)) if logger else None
     if log_dir:
         lines.append(f"[lightning-rl] logs: {Path(log_dir)}")
         config = Path(log_dir) / "config.yaml"
