@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
-from lightning_rl.env_runners.ray_utils import ensure_ray, request_resources
+from lightning_rl.env_runners.ray_utils import ensure_ray, request_resources, withdraw_resource_requests
 from lightning_rl.errors import ConfigError, EnvError, LightningRLError
 
 log = logging.getLogger(__name__)
@@ -730,6 +730,10 @@ class EnvRunnerGroup:
             self._actors = []
             self._starting = {}
             self._late = {}
+            # An autoscaler keeps what was requested until told otherwise: nodes asked for these
+            # runners must be free to scale down once they are gone.
+            with contextlib.suppress(Exception):
+                withdraw_resource_requests()
         if self._placement_group is not None:
             with contextlib.suppress(Exception):
                 from ray.util.placement_group import remove_placement_group
