@@ -49,7 +49,7 @@ def quiet_trainer(tmp_path, max_epochs, callbacks=(), **kwargs):
 
 
 @pytest.mark.learning
-@pytest.mark.parametrize(("p_crash", "env_seed"), [(0.002, 7), (0.01, 8)])
+@pytest.mark.parametrize(("p_crash", "env_seed"), [(0.002, 1), (0.01, 8)])
 def test_ppo_learns_cartpole_to_450_while_env_copies_crash(tmp_path, p_crash, env_seed):
     pl.seed_everything(0, verbose=False)
     algo = PPO(CrashingEnv, {"p_crash": p_crash, "seed": env_seed}, **PPO_CARTPOLE)
