@@ -138,7 +138,9 @@ def measure(method: str, data: str, budget_mb: float) -> dict:
     if method == "ray":
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False
+        )
         monitor = RayWorkerMemory()
         monitor.start()
     import psutil

@@ -175,7 +175,9 @@ def main() -> None:
     parser.add_argument("--ddp", action="store_true", help="also measure 1 and 2 DDP learner ranks")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    ray.init(num_cpus=max(2, max(args.runners)), include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=max(2, max(args.runners)), include_dashboard=False, log_to_driver=False
+    )
     fetch = fetch_cost()
     print(f"fragment fetch: {fetch}", flush=True)
     breakdown = {}

@@ -32,7 +32,8 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, log_to_driver=True)
+        # address="local": never join a `ray start` cluster that happens to run on the machine.
+        ray.init(address="local", num_cpus=RAY_TEST_CPUS, include_dashboard=False, log_to_driver=True)
     yield ray
     ray.shutdown()
 

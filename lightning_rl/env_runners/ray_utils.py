@@ -103,6 +103,9 @@ def ensure_ray(
             if custom:
                 kwargs.setdefault("resources", custom)
             log.info("Starting a local Ray instance with %s CPUs%s", cpus, f" and {custom}" if custom else "")
+            # "local": a new instance even when a `ray start` cluster runs on this machine (a plain
+            # ray.init() would join it and then refuse num_cpus); joining is what address is for.
+            kwargs.setdefault("address", "local")
             ray.init(**kwargs)
             _started_here = True
             missing = missing_resources(bundles)
