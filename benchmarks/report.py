@@ -162,16 +162,20 @@ def _async(results: list[dict[str, Any]]) -> str:
 
 def _scaling(results: list[dict[str, Any]]) -> str:
     r = results[-1]
-    runners = r["env_steps_per_s_by_runners"]
-    ranks = r.get("learner_updates_per_s_by_ranks", {})
-    text = "Ray runners " + "/".join(runners) + ": " + "/".join(f"{v / 1000:.1f}k" for v in runners.values())
-    text += " env steps/s"
-    if ranks:
+    by_runners = r["driver_ms_per_iteration_by_runners"]
+    text = "driver ms per iteration (wait/fetch/merge/broadcast/learn) with " + "/".join(by_runners)
+    text += " Ray runners: " + "; ".join(
+        f"{v['iteration']:.0f} ({v['wait']:.0f}/{v['fetch']:.0f}/{v['merge']:.0f}/{v['broadcast']:.0f}/"
+        f"{v['learn']:.0f})"
+        for v in by_runners.values()
+    )
+    fetch = r.get("fragment_fetch")
+    if fetch:
         text += (
-            "; PPO updates/s with "
-            + "/".join(ranks)
-            + " DDP ranks: "
-            + "/".join(f"{v:.0f}" for v in ranks.values())
+            f"; a {fetch['fragment_mb']:.0f} MB Atari-shaped fragment fetched in"
+            f" {fetch['lightning_rl_ms']:.0f} ms"
+            f" ({fetch['lightning_rl_vs_numpy']:.2f}x a numpy round trip, pickled torch"
+            f" {fetch['pickled_torch_ms']:.0f} ms)"
         )
     return text
 
@@ -205,7 +209,7 @@ ROWS: tuple[Row, ...] = (
     Row("`offline_read_throughput.py`", _cmd("offline_read_throughput.py"), _read),
     Row("`external_env_load.py --clients 64`", _cmd("external_env_load.py", "--clients 64"), _external),
     Row("`off_policy_update_cost.py`", _cmd("off_policy_update_cost.py"), _update_cost),
-    Row("`scaling.py`", _cmd("scaling.py"), _scaling),
+    Row("`scaling.py --runners 1 2 4 8`", _cmd("scaling.py", "--runners 1 2 4 8 --iterations 3"), _scaling),
 )
 
 
