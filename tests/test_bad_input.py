@@ -95,7 +95,14 @@ def test_a_failing_run_leaves_earlier_checkpoints_untouched(tmp_path):
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in checkpoint_dir.iterdir()}
     assert before
 
-    broken = PPO(FailingEnv, {"fail_in": "step", "fail_after": 10}, train_batch_size=64, minibatch_size=64)
+    # Without sub-env restarts the crash ends the run (with them, this env would train on).
+    broken = PPO(
+        FailingEnv,
+        {"fail_in": "step", "fail_after": 10},
+        train_batch_size=64,
+        minibatch_size=64,
+        restart_failed_sub_environments=False,
+    )
     trainer = pl.Trainer(max_epochs=3, callbacks=[ModelCheckpoint(dirpath=checkpoint_dir)], **kwargs)
     with pytest.raises(EnvError):
         trainer.fit(broken)

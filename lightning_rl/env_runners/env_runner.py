@@ -362,6 +362,9 @@ class EnvRunner:
         self._reset_all()
         quota = np.full(self.num_envs, num_episodes // self.num_envs, dtype=np.int64)
         quota[: num_episodes % self.num_envs] += 1
+        # Dropped episodes do not count towards the quota; an env whose copies keep failing
+        # would otherwise keep evaluation going forever.
+        max_dropped = max(10, 2 * num_episodes)
         stats = EpisodeStats()
         update = self.spec.update_connectors
         obs = self._obs
@@ -381,6 +384,13 @@ class EnvRunner:
                     done_ids = np.flatnonzero(done)
                     counted = done_ids[(quota[done_ids] > 0) & ~self.env.aborted[done_ids]]
                     stats.num_episodes_dropped += int(self.env.aborted.sum())
+                    if stats.num_episodes_dropped > max_dropped:
+                        raise EnvError(
+                            f"evaluate() of env {self.spec.env_creator.name!r} on env runner "
+                            f"{self.worker_index} could not finish {num_episodes} episodes: "
+                            f"{stats.num_episodes_dropped} were dropped because env copies failed. "
+                            f"Last failure: {self.env.last_failure}"
+                        )
                     for i in counted:
                         stats.returns.append(float(self._episode_return[i]))
                         stats.lengths.append(int(self._episode_length[i]))

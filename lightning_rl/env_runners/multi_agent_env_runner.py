@@ -117,6 +117,7 @@ class MultiAgentEnvRunner:
         self._reseed: set[int] = set()  # rebuilt copies whose next reset gets a derived seed
         self._num_restarts = 0
         self._num_dropped = 0
+        self._last_failure: str | None = None
         self._deadline: CallDeadline | None = None
         self.policies: dict[str, InferencePolicy] = {}
         self.env_to_module: dict[str, EnvToModulePipeline] = {}
@@ -213,6 +214,7 @@ class MultiAgentEnvRunner:
                     f"{self._label(index)} failed {self._failures[index]} times in a row without one good "
                     f"step; giving up. Last failure: {reason}"
                 ) from exc
+            self._last_failure = f"{self._label(index)} {reason}"
             log.warning("%s %s; rebuilding this copy.", self._label(index), reason)
             if self._deadline is not None:
                 self._deadline.rearm()
@@ -244,6 +246,7 @@ class MultiAgentEnvRunner:
             raise EnvError(
                 f"{self._label(index)} returned a non-finite {what} {self._failures[index]} times in a row."
             )
+        self._last_failure = f"{self._label(index)} returned a non-finite {what}"
         log.warning("%s returned a non-finite %s; dropping its episode.", self._label(index), what)
         raise _CopyFailed
 
@@ -468,8 +471,17 @@ class MultiAgentEnvRunner:
         quota = np.full(len(self.envs), num_episodes // len(self.envs), dtype=np.int64)
         quota[: num_episodes % len(self.envs)] += 1
         stats = EpisodeStats()
+        # Dropped episodes do not count towards the quota: bound them, or copies that keep
+        # failing would keep evaluation going forever.
+        max_dropped, dropped_before = max(10, 2 * num_episodes), self._num_dropped
         with torch.no_grad():
             while quota.sum() > 0:
+                if self._num_dropped - dropped_before > max_dropped:
+                    raise EnvError(
+                        f"evaluate() on env runner {self.worker_index} could not finish {num_episodes} "
+                        f"episodes: {self._num_dropped - dropped_before} were dropped because env copies "
+                        f"failed. Last failure: {self._last_failure}"
+                    )
                 actions = self._act(explore, record=False)
                 finished = EpisodeStats()
                 ended = self._step_all(actions, update, record=False, stats=finished)

@@ -71,8 +71,9 @@ class CallDeadline:
     handler, which raises). Limits: only the main thread of the main interpreter receives
     signals, so elsewhere the block runs unbounded (Ray runners are bounded by their group's
     ``sample_timeout_s`` instead); C code that never returns to the interpreter cannot be
-    interrupted. An outer timer that expires sooner (pytest-timeout's) is left alone; a later
-    one is restored with its remaining time.
+    interrupted. An outer timer (pytest-timeout's, a user's) keeps its deadline: the block's
+    timer never runs past it, and when it is due its own handler gets the signal; otherwise it
+    is restored with its remaining time when the block ends.
     """
 
     def __init__(self, seconds: float | None) -> None:
@@ -82,6 +83,8 @@ class CallDeadline:
         self._previous_handler: Any = None
         self._previous_timer: tuple[float, float] = (0.0, 0.0)
         self._start = 0.0
+        self._outer_deadline: float | None = None
+        self._outer_fired = False
 
     def __enter__(self) -> CallDeadline:
         if (
@@ -96,15 +99,23 @@ class CallDeadline:
             return self  # a handler we could not restore, or an outer alarm that comes first
         self._previous_handler, self._previous_timer = handler, (remaining, interval)
         self._start = time.monotonic()
+        # The outer alarm (pytest-timeout's, a user's) still fires on time inside the block.
+        self._outer_deadline = self._start + remaining if remaining else None
+        self._outer_fired = False
         signal.signal(signal.SIGALRM, self._expire)
-        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        self._arm(self.seconds)
         self.armed = True
         return self
+
+    def _arm(self, seconds: float) -> None:
+        if self._outer_deadline is not None:
+            seconds = min(seconds, max(self._outer_deadline - time.monotonic(), 1e-3))
+        signal.setitimer(signal.ITIMER_REAL, seconds)
 
     def rearm(self) -> None:
         """Give the rest of the block a fresh ``seconds`` (after a hung env copy was replaced)."""
         if self.armed:
-            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            self._arm(self.seconds)
 
     def __exit__(self, *exc: Any) -> None:
         if not self.armed:
@@ -113,15 +124,22 @@ class CallDeadline:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, self._previous_handler)
         remaining, interval = self._previous_timer
-        if remaining:
+        if remaining and not self._outer_fired:
             left = remaining - (time.monotonic() - self._start)
             signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), interval)
 
     def _expire(self, signum: int, frame: Any) -> None:
+        if self._outer_deadline is not None and time.monotonic() >= self._outer_deadline - 1e-3:
+            # The outer alarm is due: hand the signal to its handler (it may raise).
+            self._outer_fired = True
+            signal.signal(signal.SIGALRM, self._previous_handler)
+            if callable(self._previous_handler):
+                self._previous_handler(signum, frame)
+            return
         started = self.call_started
         left = self.seconds if started is None else self.seconds - (time.monotonic() - started)
         if left > 0:  # between env calls, or within a call's allowance: keep watching
-            signal.setitimer(signal.ITIMER_REAL, left)
+            self._arm(left)
             return
         self.call_started = None
         raise EnvCallTimeout(f"no answer within sample_timeout_s={self.seconds:g} s")
@@ -204,6 +222,7 @@ class ResilientVectorEnv(SyncVectorEnv):
         self.where = where
         self.deadline: CallDeadline | None = None
         self.aborted = np.zeros(self.num_envs, dtype=bool)  # copies whose episode the last step aborted
+        self.last_failure: str | None = None  # what the latest failed or dropped copy did
         self.num_restarts = 0  # counters since the last pop_counters()
         self.num_aborted = 0
         self._failures = np.zeros(self.num_envs, dtype=np.int64)
@@ -240,6 +259,7 @@ class ResilientVectorEnv(SyncVectorEnv):
                 f"{self._label(index)} failed {int(self._failures[index])} times in a row without one good "
                 f"step; giving up. Last failure: {reason}"
             ) from error
+        self.last_failure = f"{self._label(index)} {reason}"
         log.warning("%s %s; rebuilding this copy.", self._label(index), reason)
         if self.deadline is not None:
             self.deadline.rearm()
@@ -273,6 +293,7 @@ class ResilientVectorEnv(SyncVectorEnv):
                 f"{self._label(index)} returned a non-finite {what} {int(self._failures[index])} times in a "
                 "row; giving up."
             )
+        self.last_failure = f"{self._label(index)} returned a non-finite {what}"
         log.warning("%s returned a non-finite %s; dropping its episode.", self._label(index), what)
 
     def _reset_copy(
