@@ -32,6 +32,8 @@ from lightning_rl.envs.vector import (
     EnvCallTimeout,
     all_finite,
     check_non_finite_mode,
+    close_failed_copy,
+    copy_failure,
     rebuilt_seed,
 )
 from lightning_rl.errors import ConfigError, EnvError, SpaceError
@@ -200,29 +202,18 @@ class MultiAgentEnvRunner:
         except (EnvError, ConfigError):
             raise
         except (Exception, EnvCallTimeout) as exc:
-            if isinstance(exc, EnvCallTimeout):
-                reason = f"hung in {method}(): {exc}"
-            else:
-                reason = f"raised in {method}(): {type(exc).__name__}: {exc}"
             self._failures[index] += 1
-            if not self.spec.restart_failed_sub_environments:
-                raise EnvError(
-                    f"{self._label(index)} {reason} (restart_failed_sub_environments is off)."
-                ) from exc
-            if self._failures[index] > self.spec.max_consecutive_sub_environment_failures:
-                raise EnvError(
-                    f"{self._label(index)} failed {self._failures[index]} times in a row without one good "
-                    f"step; giving up. Last failure: {reason}"
-                ) from exc
-            self._last_failure = f"{self._label(index)} {reason}"
-            log.warning("%s %s; rebuilding this copy.", self._label(index), reason)
+            self._last_failure = copy_failure(
+                self._label(index),
+                method,
+                exc,
+                failures=self._failures[index],
+                restart=self.spec.restart_failed_sub_environments,
+                max_failures=self.spec.max_consecutive_sub_environment_failures,
+            )
             if self._deadline is not None:
                 self._deadline.rearm()
-            if not isinstance(exc, EnvCallTimeout):
-                try:
-                    self.envs[index].close()
-                except Exception:
-                    log.debug("closing the failed copy raised", exc_info=True)
+            close_failed_copy(self.envs[index], exc)
             self.envs[index] = self._make_env(index)
             self._num_restarts += 1
             self._rebuilds[index] += 1

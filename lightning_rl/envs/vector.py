@@ -145,6 +145,38 @@ class CallDeadline:
         raise EnvCallTimeout(f"no answer within sample_timeout_s={self.seconds:g} s")
 
 
+def copy_failure(
+    label: str, method: str, error: BaseException, *, failures: int, restart: bool, max_failures: int
+) -> str:
+    """What an env copy's failure was (logged, to be rebuilt), or the EnvError that ends the run.
+
+    Shared by the single- and multi-agent runners so both give the same messages and limits.
+    """
+    if isinstance(error, EnvCallTimeout):
+        reason = f"hung in {method}(): {error}"
+    else:
+        reason = f"raised in {method}(): {type(error).__name__}: {error}"
+    if not restart:
+        raise EnvError(f"{label} {reason} (restart_failed_sub_environments is off).") from error
+    if failures > max_failures:
+        raise EnvError(
+            f"{label} failed {failures} times in a row without one good step; giving up. "
+            f"Last failure: {reason}"
+        ) from error
+    log.warning("%s %s; rebuilding this copy.", label, reason)
+    return f"{label} {reason}"
+
+
+def close_failed_copy(env: Any, error: BaseException) -> None:
+    """Close a failed copy before it is replaced; a hung one is left alone (close may hang too)."""
+    if isinstance(error, EnvCallTimeout):
+        return
+    try:
+        env.close()
+    except Exception:  # a broken env may fail to close; it is replaced either way
+        log.debug("closing the failed copy raised", exc_info=True)
+
+
 def rebuilt_seed(first_seed: int, rebuilds: int) -> int:
     """The reset seed of an env copy's ``rebuilds``-th rebuild (distinct from every copy's first)."""
     return (int(first_seed) + 7919 * int(rebuilds)) % 2**31
@@ -246,28 +278,17 @@ class ResilientVectorEnv(SyncVectorEnv):
     def _failed(self, index: int, method: str, error: BaseException) -> None:
         """Rebuild copy ``index`` after it raised in ``method``, or raise when that is not allowed."""
         self._failures[index] += 1
-        if isinstance(error, EnvCallTimeout):
-            reason = f"hung in {method}(): {error}"
-        else:
-            reason = f"raised in {method}(): {type(error).__name__}: {error}"
-        if not self.restart_failed:
-            raise EnvError(
-                f"{self._label(index)} {reason} (restart_failed_sub_environments is off)."
-            ) from error
-        if self._failures[index] > self.max_consecutive_failures:
-            raise EnvError(
-                f"{self._label(index)} failed {int(self._failures[index])} times in a row without one good "
-                f"step; giving up. Last failure: {reason}"
-            ) from error
-        self.last_failure = f"{self._label(index)} {reason}"
-        log.warning("%s %s; rebuilding this copy.", self._label(index), reason)
+        self.last_failure = copy_failure(
+            self._label(index),
+            method,
+            error,
+            failures=int(self._failures[index]),
+            restart=self.restart_failed,
+            max_failures=self.max_consecutive_failures,
+        )
         if self.deadline is not None:
             self.deadline.rearm()
-        if not isinstance(error, EnvCallTimeout):  # a hung copy may hang in close() too
-            try:
-                self.envs[index].close()
-            except Exception:  # a broken env may fail to close; it is replaced either way
-                log.debug("closing the failed copy raised", exc_info=True)
+        close_failed_copy(self.envs[index], error)
         try:
             self._mark_call()
             self.envs[index] = self.env_fns[index]()
