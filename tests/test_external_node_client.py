@@ -1,0 +1,106 @@
+"""PPO learns CartPole to 450 from Node.js clients only (a second, non-Python protocol client).
+
+``examples/external_cartpole/node_client.mjs`` is written from docs/external_env_protocol.md
+alone, with Node's standard library: it runs the CartPole-v1 dynamics itself, finds the server
+through its address file, retries the connection, speaks JSON frames over a real loopback
+socket and stops at ``server_closing``. The learner never steps an env for training; the
+evaluation (20 deterministic episodes) runs on a local CartPole copy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+
+from lightning_rl.algorithms.ppo import PPO
+from lightning_rl.callbacks import StopOnEnvSteps, StopOnReturn
+from tests.external_helpers import TOKEN
+
+CLIENT = Path(__file__).resolve().parents[1] / "examples" / "external_cartpole" / "node_client.mjs"
+NUM_CLIENTS = 4
+
+
+def node_binary() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail(
+            "The Node.js reference client needs `node` (v18+) on PATH; install Node.js to run this test "
+            "(it is a requirement, never skipped)."
+        )
+    return node
+
+
+def test_node_client_speaks_the_protocol_without_lightning_rl():
+    source = CLIENT.read_text()
+    lines = [line for line in source.splitlines() if line.startswith("import ")]
+    imports = {line.split(" from ")[-1].strip(' ";') for line in lines}
+    assert imports == {"node:fs", "node:net", "node:process"}, imports
+    version = subprocess.run([node_binary(), "--version"], capture_output=True, text=True, check=True)
+    assert int(version.stdout.strip().lstrip("v").split(".")[0]) >= 18, version.stdout
+
+
+@pytest.mark.learning
+def test_ppo_learns_cartpole_to_450_from_node_clients(tmp_path, quiet_trainer_kwargs):
+    node = node_binary()
+    address_file = tmp_path / "server.json"
+    pl.seed_everything(0, verbose=False)
+    algo = PPO(
+        "CartPole-v1",
+        external={"token": TOKEN, "address_file": str(address_file)},
+        num_envs_per_env_runner=NUM_CLIENTS,
+        rollout_fragment_length=256 // NUM_CLIENTS,
+        train_batch_size=256,
+        minibatch_size=256,
+        num_epochs=20,
+        lr=1e-3,
+        gamma=0.98,
+        lambda_=0.8,
+        evaluation_duration=20,
+        seed=0,
+    )
+    # Started before the server exists: they wait for the address file, then connect.
+    clients = [
+        subprocess.Popen(
+            [node, str(CLIENT), "--address-file", str(address_file), "--token", TOKEN, "--seed", str(seed)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in range(NUM_CLIENTS)
+    ]
+    stop = StopOnReturn(450)
+    trainer = pl.Trainer(
+        **{**quiet_trainer_kwargs, "max_epochs": 1000, "check_val_every_n_epoch": 4},
+        callbacks=[stop, StopOnEnvSteps(100_000)],
+    )
+    try:
+        trainer.fit(algo)
+    finally:
+        outputs = []
+        for client in clients:
+            try:
+                outputs.append(client.communicate(timeout=60))
+            except subprocess.TimeoutExpired:
+                client.kill()
+                outputs.append(client.communicate())
+    reports = []
+    for client, (out, err) in zip(clients, outputs, strict=True):
+        assert client.returncode == 0, err[-2000:]
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    metrics = trainer.callback_metrics
+    reached = metrics.get("evaluation/episode_return_mean")
+    assert stop.reached_at is not None, f"evaluation return only {reached}"
+    assert float(metrics["evaluation/episode_return_mean"]) >= 450
+    assert algo.num_env_steps_sampled_lifetime <= 100_000
+    # Every training step came from the Node clients (they stopped at server_closing, exit 0).
+    assert all(report["episodes"] > 0 for report in reports), reports
+    client_steps = sum(report["steps"] for report in reports)
+    assert client_steps >= algo.num_env_steps_sampled_lifetime, (client_steps, reports)
+    # The clients' late episodes are far better than random play (~22 steps).
+    late = [r for report in reports for r in report["last_returns"]]
+    assert sum(late) / len(late) > 100, reports
