@@ -12,11 +12,14 @@ import copy
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from lightning_rl.errors import ConfigError, UnknownNameError, unknown_name_message
+import lightning.pytorch as pl
 
-if TYPE_CHECKING:
+from lightning_rl.errors import ConfigError, UnknownNameError, unknown_name_message
+from lightning_rl.ray_learners import LEARNER_PLACEMENTS, RayTrainRun
+from lightning_rl.training_run import TrainingRun
+
+if TYPE_CHECKING:  # type hints only: the builder is generic over algorithm classes
     from lightning_rl.algorithms.base import Algorithm
-    from lightning_rl.training_run import TrainingRun
 
 
 class _NotProvided:
@@ -74,9 +77,26 @@ def algorithm_parameters(algo_class: type) -> dict[str, inspect.Parameter]:
 
 
 class AlgorithmConfig:
-    """Fluent builder for one algorithm class; subclasses fix ``algo_class`` (``PPOConfig``)."""
+    """Fluent builder for one algorithm class; subclasses fix ``algo_class`` (``PPOConfig``).
+
+    Each algorithm package makes its public builder with :meth:`for_algorithm` (``PPOConfig =
+    AlgorithmConfig.for_algorithm(PPO)``), since every setting comes from the algorithm's
+    ``__init__`` signature: a hand-written subclass is only needed to add behaviour.
+    """
 
     algo_class: type[Algorithm] | None = None
+
+    @classmethod
+    def for_algorithm(cls, algo_class: type[Algorithm], name: str | None = None) -> type[AlgorithmConfig]:
+        """The fluent config class of ``algo_class``: ``<Algo>Config``, defined (for pickling and
+        documentation) in the algorithm's package, e.g. ``lightning_rl.algorithms.ppo.PPOConfig``."""
+        name = name or f"{algo_class.__name__}Config"
+        package = algo_class.__module__.rpartition(".")[0] or algo_class.__module__
+        doc = (
+            f"Fluent builder for :class:`{package}.{algo_class.__name__}`: "
+            f"``{name}().environment(...).training(...).build_algo()``."
+        )
+        return type(name, (cls,), {"algo_class": algo_class, "__module__": package, "__doc__": doc})
 
     def __init__(self, algo_class: type[Algorithm] | None = None) -> None:
         if algo_class is not None:
@@ -90,6 +110,9 @@ class AlgorithmConfig:
         self.evaluation_interval: int | None = None
         self.num_learners: int = 0
         self.num_gpus_per_learner: float = 0
+        # "ray": learners are Ray Train workers on the cluster (lightning_rl.ray_learners).
+        self.learner_placement: str = "local"
+        self.ray_learner_settings: dict[str, Any] = {}
 
     # -- plumbing ----------------------------------------------------------------------------
     def _set(self, section: str, **settings: Any) -> AlgorithmConfig:
@@ -128,8 +151,14 @@ class AlgorithmConfig:
             "evaluation_interval": self.evaluation_interval,
             "num_learners": self.num_learners,
             "num_gpus_per_learner": self.num_gpus_per_learner,
+            **self._ray_learner_dict(),
             "trainer": dict(self.trainer_kwargs),
         }
+
+    def _ray_learner_dict(self) -> dict[str, Any]:
+        if self.learner_placement == "local" and not self.ray_learner_settings:
+            return {}  # unchanged for configs that never mention Ray learners
+        return {"learner_placement": self.learner_placement, **copy.deepcopy(self.ray_learner_settings)}
 
     def update_from_dict(self, settings: dict[str, Any]) -> AlgorithmConfig:
         for key, value in settings.items():
@@ -141,6 +170,8 @@ class AlgorithmConfig:
                 self.num_learners = value
             elif key == "num_gpus_per_learner":
                 self.num_gpus_per_learner = value
+            elif key in ("learner_placement", "custom_resources_per_learner", "storage_path"):
+                self.learners(**{key: value})
             elif key != "algorithm":
                 self._set("update_from_dict", **{key: value})
         return self
@@ -345,9 +376,31 @@ class AlgorithmConfig:
         num_learners: int = NotProvided,
         num_gpus_per_learner: float = NotProvided,
         num_cpus_per_learner: int | None = NotProvided,
+        custom_resources_per_learner: dict[str, float] | None = NotProvided,
+        learner_placement: str = NotProvided,
+        storage_path: str | None = NotProvided,
     ) -> AlgorithmConfig:
-        """Learners map onto Lightning: N > 1 learners is ``Trainer(strategy="ddp", devices=N)``."""
+        """Learners map onto Lightning: N > 1 learners is ``Trainer(strategy="ddp", devices=N)``.
+
+        ``learner_placement="ray"`` makes each learner a Ray Train worker placed on the cluster
+        by its resources (``num_cpus_per_learner``, ``num_gpus_per_learner``,
+        ``custom_resources_per_learner``), checkpointing to ``storage_path`` (a directory every
+        node reaches, or a URI); ``build_algo()`` then returns a
+        :class:`~lightning_rl.ray_learners.RayTrainRun` (docs/cluster.md).
+        """
         self._set("learners", num_cpus_per_learner=num_cpus_per_learner)
+        if learner_placement is not NotProvided:
+            if learner_placement not in LEARNER_PLACEMENTS:
+                raise ConfigError(
+                    f"learner_placement {learner_placement!r} is not one of {list(LEARNER_PLACEMENTS)}."
+                )
+            self.learner_placement = learner_placement
+        for key, value in (
+            ("custom_resources_per_learner", custom_resources_per_learner),
+            ("storage_path", storage_path),
+        ):
+            if value is not NotProvided:
+                self.ray_learner_settings[key] = value
         if num_learners is not NotProvided:
             if not is_search_space(num_learners) and (not isinstance(num_learners, int) or num_learners < 0):
                 raise ConfigError(f"num_learners must be an integer >= 0, got {num_learners!r}")
@@ -393,15 +446,13 @@ class AlgorithmConfig:
         """
         seed = self.algo_kwargs.get("seed")
         if seed is not None:
-            import lightning.pytorch as pl
-
             pl.seed_everything(int(seed), verbose=False)
         return self.algo_class(**self.algo_kwargs)
 
-    def build_algo(self) -> TrainingRun:
+    def build_algo(self) -> TrainingRun | RayTrainRun:
         """The algorithm, its DataModule and a Trainer behind RLlib's ``train()`` API."""
-        from lightning_rl.training_run import TrainingRun
-
+        if self.learner_placement == "ray":
+            return RayTrainRun.from_config(self)
         return TrainingRun(self.build_algorithm(), self.build_trainer_kwargs())
 
     build = build_algo
