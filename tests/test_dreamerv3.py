@@ -375,8 +375,11 @@ def test_the_pendulum_config_builds_a_continuous_model():
 # -- learning --------------------------------------------------------------------------------
 @pytest.mark.learning
 def test_dreamerv3_learns_cartpole(quiet_trainer_kwargs):
-    """A small model (RLlib's debugging size) with raised learning rates: the CPU test's budget;
-    benchmarks/dreamerv3_cartpole.py measures size XS to 450."""
+    """A small model (RLlib's debugging size) with raised learning rates: the CPU test's budget.
+
+    The bar is a greedy evaluation mean of 100, 4.5x a random policy's ~22: reached near 1,450
+    env steps with seed 0, where 150 cost about twice the updates (this test was the suite's
+    slowest). benchmarks/dreamerv3_cartpole.py measures size XS to 450."""
     pl.seed_everything(0, verbose=False)
     algo = DreamerV3(
         "CartPole-v1",
@@ -393,7 +396,7 @@ def test_dreamerv3_learns_cartpole(quiet_trainer_kwargs):
         evaluation_num_envs_per_env_runner=10,
         seed=0,
     )
-    stop = StopOnReturn(150)
+    stop = StopOnReturn(100)
     trainer = pl.Trainer(
         **{**quiet_trainer_kwargs, "max_epochs": 10_000, "check_val_every_n_epoch": 5},
         callbacks=[stop, StopOnEnvSteps(3000)],
