@@ -97,7 +97,7 @@ def space_from_data(data: dict[str, Any]) -> gym.Space:
         return spaces.MultiDiscrete(
             np.asarray(data["nvec"]),
             dtype=np.dtype(data.get("dtype", "int64")),
-            start=np.asarray(data["start"]),
+            start=None if data.get("start") is None else np.asarray(data["start"]),  # None: zeros
         )
     if kind == "MultiBinary":
         return spaces.MultiBinary(data["n"])
