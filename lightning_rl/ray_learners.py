@@ -21,8 +21,8 @@ with the learners and need nothing beyond DDP's all-reduce and the few collectiv
 **Checkpoints go to ``storage_path``** (Ray Train's ``RunConfig.storage_path``): a directory
 every node can reach (NFS, a ReadWriteMany volume) or a URI (``s3://...``, ``gs://...``).
 Each checkpoint is ``<storage_path>/<name>/checkpoint_<date>/checkpoint.ckpt``, a plain
-lightning-rl checkpoint: :meth:`RayTrainRun.restore` (or another run's ``resume_from``),
-``TrainingRun.from_checkpoint`` and ``lightning-rl evaluate`` read it. Calling
+lightning-rl checkpoint: :meth:`RayTrainRun.restore` (or another run's ``resume_from``) and
+``TrainingRun.from_checkpoint`` (training on one machine) read it. Calling
 :meth:`RayTrainRun.fit` again with the same ``name`` continues from the run's latest
 checkpoint (Ray Train restores the run from its storage), so a driver that died can be
 restarted with the same settings. The CSV log of rank 0 goes to ``<storage_path>/<name>/logs``.

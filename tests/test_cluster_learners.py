@@ -18,7 +18,9 @@ import sys
 
 import pytest
 
-from lightning_rl.ray_learners import param_digest
+from lightning_rl.algorithms.ppo import PPO, PPOConfig
+from lightning_rl.errors import ConfigError
+from lightning_rl.ray_learners import RayLearnerSettings, RayTrainRun, param_digest
 from lightning_rl.training_run import TrainingRun
 from tests.ray_helpers import ROOT, LoopbackCluster, child_env
 
@@ -78,3 +80,51 @@ def test_two_ddp_learners_one_per_node_stay_in_sync_and_checkpoint_to_shared_sto
         assert more["num_env_steps_sampled_lifetime"] == (2 * ITERATIONS + 1) * STEPS_PER_LEARNER
     finally:
         run.stop()
+
+
+# -- settings checked at the door (no Ray needed) ----------------------------------------------
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"num_learners": 0}, "num_learners"),
+        ({"num_cpus_per_learner": -1}, "num_cpus_per_learner"),
+        ({"custom_resources_per_learner": {"CPU": 1}}, "custom_resources_per_learner"),
+        ({"custom_resources_per_learner": {"learner": "one"}}, "learner"),
+        ({"placement_strategy": "EVERYWHERE"}, "SPREAD"),
+        ({"name": "../escape"}, "name"),
+        ({"checkpoint_frequency": 0}, "checkpoint_frequency"),
+    ],
+)
+def test_bad_learner_settings_are_one_clear_error(settings, named):
+    with pytest.raises(ConfigError, match=named):
+        RayLearnerSettings(**settings)
+
+
+def test_learner_resources_use_rllibs_names():
+    settings = RayLearnerSettings(
+        num_learners=2, num_cpus_per_learner=2, num_gpus_per_learner=1, custom_resources_per_learner={"a": 1}
+    )
+    assert settings.resources_per_learner() == {"CPU": 2.0, "GPU": 1.0, "a": 1.0}
+
+
+def test_fluent_learner_placement_is_checked_and_round_trips():
+    with pytest.raises(ConfigError, match="'local', 'ray'"):
+        PPOConfig().learners(learner_placement="cluster")
+    config = PPOConfig().learners(
+        num_learners=2,
+        learner_placement="ray",
+        custom_resources_per_learner={"learner": 1},
+        storage_path="s3://b/r",
+    )
+    rebuilt = PPOConfig().update_from_dict(config.to_dict())
+    assert rebuilt.learner_placement == "ray"
+    assert rebuilt.ray_learner_settings == {
+        "custom_resources_per_learner": {"learner": 1},
+        "storage_path": "s3://b/r",
+    }
+    assert "learner_placement" not in PPOConfig().to_dict(), "configs without Ray learners are unchanged"
+
+
+def test_trainer_settings_that_ray_decides_are_refused():
+    with pytest.raises(ConfigError, match="strategy"):
+        RayTrainRun(PPO, {"env": "CartPole-v1"}, {"strategy": "ddp"})
