@@ -218,9 +218,9 @@ def verify_checksum(checkpoint: dict[str, Any], source: str = "checkpoint") -> N
 
 
 # -- names a checkpoint may carry ----------------------------------------------------------------
-CONNECTOR_BASE = "lightning_rl.connectors.base:Connector"
+CONNECTOR_BASE = registry.CONNECTOR_BASE
 INFERENCE_POLICY_BASE = "lightning_rl.modules.policy:InferencePolicy"
-ALGORITHM_BASE = "lightning_rl.algorithms.base:Algorithm"
+ALGORITHM_BASE = registry.ALGORITHM_BASE
 ENV_BASES = (
     "gymnasium.core:Env",
     "lightning_rl.envs.multi_agent:MultiAgentEnv",

@@ -187,18 +187,28 @@ class Registry:
         return dict(self._conflicts)
 
 
-def _validate_algorithm(name: str, obj: Any) -> None:
-    from lightning_rl.algorithms.base import Algorithm
+#: The base classes a registered algorithm and connector must derive from, named by path: the
+#: registry is core machinery below both layers, so it checks a class's MRO by name instead of
+#: importing them (tests/test_registry.py proves the paths name the real classes).
+ALGORITHM_BASE = "lightning_rl.algorithms.base:Algorithm"
+CONNECTOR_BASE = "lightning_rl.connectors.base:Connector"
 
-    if not (isinstance(obj, type) and issubclass(obj, Algorithm)):
-        raise TypeError(f"{obj!r} is not a subclass of lightning_rl.algorithms.Algorithm")
+
+def subclass_validator(kind: str, base: str) -> Callable[[str, Any], None]:
+    """A ``validate`` for :class:`Registry`: the object must be a subclass of ``base``
+    (``"module:Class"``), checked through its MRO without importing ``base``."""
+    accept = subclass_named(base)
+    shown = base.replace(":", ".")
+
+    def validate(name: str, obj: Any) -> None:
+        if not accept(obj):
+            raise TypeError(f"{obj!r} is not a subclass of {shown} (every {kind} must be one)")
+
+    return validate
 
 
-def _validate_connector(name: str, obj: Any) -> None:
-    from lightning_rl.connectors.base import Connector
-
-    if not (isinstance(obj, type) and issubclass(obj, Connector)):
-        raise TypeError(f"{obj!r} is not a subclass of lightning_rl.connectors.Connector")
+_validate_algorithm = subclass_validator("algorithm", ALGORITHM_BASE)
+_validate_connector = subclass_validator("connector", CONNECTOR_BASE)
 
 
 def _validate_env(name: str, obj: Any) -> None:
@@ -217,9 +227,7 @@ def get_algorithm_class(name: str) -> type:
     """Resolve an algorithm by registry name (case-insensitive) or ``module.Class`` path."""
     if "." in name and name.lower() not in algorithms:
         try:
-            obj = import_object(
-                name, kind="algorithm", accept=subclass_named("lightning_rl.algorithms.base:Algorithm")
-            )
+            obj = import_object(name, kind="algorithm", accept=subclass_named(ALGORITHM_BASE))
         except CheckpointError:
             raise
         except Exception as exc:
@@ -247,10 +255,6 @@ def algorithms_with(flag: str) -> list[str]:
         if getattr(cls, flag, False):
             names.append(name)
     return sorted(names)
-
-
-def get_connector_class(name: str) -> type:
-    return connectors.get(name)
 
 
 def register_algorithm(name: str, cls: type) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from lightning_rl import registry
 from lightning_rl._imports import import_object, object_path, subclass_of
 from lightning_rl.errors import ConfigError, SpaceError
 
@@ -120,8 +121,6 @@ ConnectorLike = Connector | str | dict | type | Callable[..., Any]
 
 def connector_spec(connector: Connector) -> ConnectorSpec:
     """The plain-data description of a connector instance."""
-    from lightning_rl import registry
-
     cls = type(connector)
     name = object_path(cls)
     for registered in registry.connectors.entries():
@@ -137,8 +136,6 @@ def connector_spec(connector: Connector) -> ConnectorSpec:
 
 
 def build_connector(spec: ConnectorSpec) -> Connector:
-    from lightning_rl import registry
-
     name = spec["name"]
     if name in registry.connectors:
         cls = registry.connectors.get(name)
