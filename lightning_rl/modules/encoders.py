@@ -10,8 +10,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
+from lightning_rl._imports import import_object
 from lightning_rl.errors import ConfigError, SpaceError
 from lightning_rl.modules.model_config import DefaultModelConfig
 
@@ -164,10 +166,6 @@ def build_custom_encoder(observation_space: gym.Space, config: DefaultModelConfi
     one, else measured on a sample observation. Heads, distributions and value functions are
     added around it by the algorithm, so one encoder serves every algorithm.
     """
-    from tensordict.nn import TensorDictModuleBase
-
-    from lightning_rl._imports import import_object
-
     factory = config.custom_model
     if isinstance(factory, str):
         try:

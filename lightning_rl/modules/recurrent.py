@@ -21,8 +21,9 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from lightning_rl.modules.distributions import DiagGaussianDistribution, distribution_for
 from lightning_rl.modules.encoders import build_encoder, init_linear
-from lightning_rl.modules.model_config import DefaultModelConfig
+from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
 from lightning_rl.modules.policy import PolicySpec, apply_action_mask, observation_key, split_action_mask
 
 
@@ -241,8 +242,6 @@ class RecurrentActorCritic(nn.Module):
         self, observation_space: gym.Space, action_space: gym.Space, config: DefaultModelConfig
     ) -> None:
         super().__init__()
-        from lightning_rl.modules.distributions import DiagGaussianDistribution, distribution_for
-
         self.obs_key = observation_key(observation_space)
         observation_space, self.masked = split_action_mask(observation_space)
         self.distribution = distribution_for(action_space)
@@ -344,8 +343,6 @@ class RecurrentStochasticPolicy(nn.Module):
         self, observation_space: gym.Space, action_space: gym.Space, model_config: dict | None = None
     ):
         super().__init__()
-        from lightning_rl.modules.model_config import resolve_model_config
-
         self.net = RecurrentActorCritic(observation_space, action_space, resolve_model_config(model_config))
         self.state = torch.zeros(0, self.net.state_size)
 
