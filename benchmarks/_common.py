@@ -34,6 +34,8 @@ from typing import Any
 import lightning.pytorch as pl
 import psutil
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 
 PROCESS_START = psutil.Process().create_time()
 LOAD_AT_START = os.getloadavg()[0]
@@ -198,6 +200,176 @@ class TimeToTarget(pl.Callback):
         }
 
 
+def process_tree_pss_mb(pid: int | None = None) -> tuple[float, int]:
+    """Summed proportional set size (PSS, MiB) of a process and all its descendants, and how many.
+
+    PSS splits each shared page between the processes that map it, so the sum over the tree is
+    the memory the whole run holds (RSS would count torch's and Ray's shared libraries once per
+    process). Read from ``/proc/<pid>/smaps_rollup``; processes that exit meanwhile are skipped.
+    """
+    root = psutil.Process(pid)
+    total_kb, count = 0, 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            text = Path(f"/proc/{process.pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                total_kb += int(line.split()[1])
+                count += 1
+                break
+    return total_kb / 1024.0, count
+
+
+class PhaseTimer(pl.Callback):
+    """Where a fit's wall time goes, measured from the benchmark side with Lightning hooks.
+
+    Phases (seconds): ``setup`` (the Trainer's setup hooks to the first training hook: the
+    algorithm's DataModule starts Ray and its runners there, optimizers are configured),
+    ``rollout_processing`` (each iteration's start to its first minibatch, minus the sampling in
+    between: the dataloader's post-processing such as GAE), ``updates`` (every minibatch from
+    ``on_train_batch_start`` to ``on_train_batch_end``: the algorithm's ``training_step``,
+    backward, clipping and Lightning's optimizer and scheduler steps), ``between_updates`` (the
+    rest of the iteration: fetching the next minibatch, the end-of-iteration hooks and metric
+    flushing), ``shutdown`` (the end of training to the end of ``fit``: runners stopped).
+    The first sample is read from the DataModule's own sampling clock at the first minibatch.
+    ``pss_every`` iterations it also sums the PSS of this process and all its descendants
+    (Ray's processes included) and keeps the peak.
+    """
+
+    def __init__(self, pss_every: int = 10, timed: list[Any] | None = None) -> None:
+        self.pss_every = pss_every
+        # Objects with their own ``seconds`` (a timed logger, a timed checkpoint callback): their
+        # totals are read at setup, at the start and at the end of training, so that each phase
+        # can leave out what they spent inside it.
+        self.timed = [t for t in timed or [] if t]
+        self.timed_at: dict[str, float] = {}
+        self.setup_start: float | None = None
+        self.train_start: float | None = None
+        self.train_end: float | None = None
+        self.first_sample_seconds: float | None = None
+        self.process_start_to_first_sample: float | None = None
+        self.rollout_processing = 0.0
+        self.updates = 0.0
+        self.num_updates = 0
+        self.iterations_seconds = 0.0
+        self.pss_seconds = 0.0
+        self.pss_seconds_in_iterations = 0.0
+        self.pss_seconds_at_end = 0.0
+        self.peak_pss_mb = 0.0
+        self.peak_pss_processes = 0
+        self._epoch_start = 0.0
+        self._sampling_at_epoch_start = 0.0
+        self._first_batch_of_epoch = True
+        self._batch_start = 0.0
+
+    def timed_seconds(self) -> float:
+        return sum(t.seconds for t in self.timed)
+
+    def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
+        self.setup_start = time.perf_counter()
+        self.timed_at["setup"] = self.timed_seconds()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.train_start = time.perf_counter()
+        self.timed_at["train_start"] = self.timed_seconds()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        now = time.perf_counter()
+        if self._epoch_start:
+            # One iteration runs to the next one's start: the logger's epoch-end write and the
+            # checkpoint callbacks' epoch-end hooks run after every on_train_epoch_end of ours.
+            self.iterations_seconds += now - self._epoch_start
+        self._epoch_start = now
+        self._sampling_at_epoch_start = pl_module.experience.sampling_seconds_lifetime
+        self._first_batch_of_epoch = True
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._first_batch_of_epoch:
+            self._first_batch_of_epoch = False
+            sampled = pl_module.experience.sampling_seconds_lifetime - self._sampling_at_epoch_start
+            self.rollout_processing += now - self._epoch_start - sampled
+            if self.first_sample_seconds is None:
+                self.first_sample_seconds = pl_module.experience.sampling_seconds_lifetime
+                self.process_start_to_first_sample = seconds_since_start() - (time.perf_counter() - now)
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self.updates += time.perf_counter() - self._batch_start
+        self.num_updates += 1
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if self.pss_every and trainer.current_epoch % self.pss_every == 0:
+            self.pss_seconds_in_iterations += self.sample_pss()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.train_end = time.perf_counter()
+        self.timed_at["train_end"] = self.timed_seconds()
+        if self._epoch_start:
+            self.iterations_seconds += self.train_end - self._epoch_start
+        self.pss_seconds_at_end = self.sample_pss()
+
+    def sample_pss(self) -> float:
+        """Sample the process tree's PSS; returns the seconds it took."""
+        start = time.perf_counter()
+        pss, count = process_tree_pss_mb()
+        if pss > self.peak_pss_mb:
+            self.peak_pss_mb, self.peak_pss_processes = pss, count
+        seconds = time.perf_counter() - start
+        self.pss_seconds += seconds
+        return seconds
+
+
+class TimedCSVLogger(CSVLogger):
+    """Lightning's CSVLogger (the ``lightning-rl`` CLI's default logger) counting its own seconds."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seconds = 0.0
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        start = time.perf_counter()
+        super().log_metrics(metrics, step)
+        self.seconds += time.perf_counter() - start
+
+    def log_hyperparams(self, params: Any) -> None:
+        start = time.perf_counter()
+        super().log_hyperparams(params)
+        self.seconds += time.perf_counter() - start
+
+    def save(self) -> None:
+        start = time.perf_counter()
+        super().save()
+        self.seconds += time.perf_counter() - start
+
+    def finalize(self, status: str) -> None:
+        start = time.perf_counter()
+        super().finalize(status)
+        self.seconds += time.perf_counter() - start
+
+
+class TimedModelCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint counting the seconds of its saving hooks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seconds = 0.0
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        start = time.perf_counter()
+        super().on_train_epoch_end(trainer, pl_module)
+        self.seconds += time.perf_counter() - start
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        start = time.perf_counter()
+        super().on_validation_end(trainer, pl_module)
+        self.seconds += time.perf_counter() - start
+
+
 def train_to_target(
     algo: Any,
     args: Any,
@@ -206,6 +378,8 @@ def train_to_target(
     max_epochs: int = 1_000_000,
     precision: str = "32-true",
     callbacks: list[pl.Callback] | None = None,
+    logger: Any = False,
+    log_every_n_steps: int = 50,
 ) -> tuple[pl.Trainer, dict[str, Any]]:
     """Fit ``algo`` until both criteria hold (or ``args.max_env_steps``); the common result keys.
 
@@ -213,7 +387,9 @@ def train_to_target(
     result has :meth:`TimeToTarget.results` plus iterations, env steps, the seconds the learner
     waited for samples and the rest of ``fit`` (learning), peak RSS and total seconds; callers
     add what is particular to their algorithm. ``precision`` is Lightning's flag; ``callbacks``
-    run besides the tracker (e.g. a wall-time cap).
+    run besides the tracker (e.g. a wall-time cap); ``logger`` and ``log_every_n_steps`` are
+    Lightning's (the default logs nothing; a checkpoint callback in ``callbacks`` then needs a
+    ``dirpath``).
     """
     tracker = TimeToTarget(args.eval_target, args.rolling_target, args.max_env_steps)
     trainer = pl.Trainer(
@@ -221,8 +397,9 @@ def train_to_target(
         check_val_every_n_epoch=check_val_every_n_epoch,
         precision=precision,
         callbacks=[tracker, *(callbacks or [])],
-        logger=False,
-        enable_checkpointing=False,
+        logger=logger,
+        log_every_n_steps=log_every_n_steps,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks or []),
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -22,21 +22,42 @@ import psutil
 
 PROCESS_START = psutil.Process().create_time()
 
+from pathlib import Path  # noqa: E402
+
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
-from lightning_rl.optional import require  # noqa: E402
-
-sb3 = require("stable_baselines3", purpose="The Stable-Baselines3 comparison", extra="bench")
+# Not through lightning_rl.optional: importing lightning_rl would add its import time to SB3's.
+try:
+    import stable_baselines3 as sb3
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise SystemExit(
+        f"The Stable-Baselines3 comparison needs stable-baselines3 ({error}): pip install -e '.[bench]'"
+    ) from error
 from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
+from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
+from stable_baselines3.common.monitor import Monitor  # noqa: E402
+from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
 
 IMPORT_SECONDS = time.time() - PROCESS_START
 
 
-def linear(initial: float):
-    """RL-Zoo's ``lin_<value>``: decays linearly to 0 over the run's budget."""
-    return lambda progress_remaining: progress_remaining * initial
+def linear(initial: float, budget: int, total: int):
+    """RL-Zoo's ``lin_<value>``: linear from ``initial`` to 0 over the zoo's ``budget`` env steps.
+
+    SB3 feeds a schedule the remaining fraction of ``learn``'s ``total`` steps; this run's
+    ``total`` is a step cap above the zoo's budget (so a seed that needs longer can still reach
+    the criteria), so the fraction is mapped back to env steps and the value stays at 0 after
+    ``budget``, exactly as in a zoo run of ``budget`` steps.
+    """
+
+    def schedule(progress_remaining: float) -> float:
+        steps = (1.0 - progress_remaining) * total
+        return initial * max(0.0, 1.0 - steps / budget)
+
+    return schedule
 
 
 # RL-Baselines3-Zoo's tuned settings, one entry per task of the comparison.
@@ -47,7 +68,7 @@ ZOO = {
         "budget": 100_000,
         "eval_target": 475.0,
         "rolling_target": 450.0,
-        "kwargs": lambda: {
+        "kwargs": lambda budget, total: {
             "policy": "MlpPolicy",
             "n_steps": 32,
             "batch_size": 256,
@@ -55,8 +76,8 @@ ZOO = {
             "gamma": 0.98,
             "n_epochs": 20,
             "ent_coef": 0.0,
-            "learning_rate": linear(0.001),
-            "clip_range": linear(0.2),
+            "learning_rate": linear(0.001, budget, total),
+            "clip_range": linear(0.2, budget, total),
         },
     },
     "dqn": {
@@ -65,7 +86,7 @@ ZOO = {
         "budget": 50_000,
         "eval_target": 475.0,
         "rolling_target": 450.0,
-        "kwargs": lambda: {
+        "kwargs": lambda budget, total: {
             "policy": "MlpPolicy",
             "learning_rate": 2.3e-3,
             "batch_size": 64,
@@ -75,7 +96,8 @@ ZOO = {
             "target_update_interval": 10,
             "train_freq": 256,
             "gradient_steps": 128,
-            "exploration_fraction": 0.16,
+            # The zoo's 0.16 of its 50k budget (8k steps), as a fraction of this run's cap.
+            "exploration_fraction": 0.16 * budget / total,
             "exploration_final_eps": 0.04,
             "policy_kwargs": {"net_arch": [256, 256]},
         },
@@ -86,10 +108,26 @@ ZOO = {
         "budget": 20_000,
         "eval_target": -200.0,
         "rolling_target": -200.0,
-        "kwargs": lambda: {"policy": "MlpPolicy", "learning_rate": 1e-3},
+        "kwargs": lambda budget, total: {"policy": "MlpPolicy", "learning_rate": 1e-3},
     },
 }
 ALGORITHMS = {"ppo": "PPO", "dqn": "DQN", "sac": "SAC"}
+EVAL_EPISODES = 20
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+OUR_CONFIG = {"ppo": "ppo/cartpole.yaml", "dqn": "dqn/cartpole.yaml", "sac": "sac/pendulum.yaml"}
+
+
+def eval_every_of(algo: str) -> int:
+    """Env steps between lightning-rl's evaluations with its shipped config, so both sides are
+    evaluated at the same step counts (the first step count at which a criterion is checked
+    depends on the cadence): ``check_val_every_n_epoch`` iterations of sampled steps each."""
+    config = yaml.safe_load((CONFIGS / OUR_CONFIG[algo]).read_text())
+    model = config["model"]["init_args"]
+    every = int(config["trainer"].get("check_val_every_n_epoch", 1))
+    if algo == "ppo":
+        return every * int(model["train_batch_size"])
+    copies = max(1, int(model.get("num_env_runners", 0))) * int(model.get("num_envs_per_env_runner", 1))
+    return every * int(model["rollout_fragment_length"]) * copies
 
 
 class TwoCriteria(BaseCallback):
@@ -97,7 +135,10 @@ class TwoCriteria(BaseCallback):
 
     def __init__(self, env_id: str, seed: int, eval_every: int, eval_target: float, rolling_target: float):
         super().__init__()
-        self.eval_env = gym.make(env_id)
+        # One env copy per evaluation episode, like lightning-rl's evaluation runner: SB3's own
+        # evaluate_policy steps all 20 at once (one predict call per step for the whole batch).
+        self.eval_env = DummyVecEnv([lambda: Monitor(gym.make(env_id))] * EVAL_EPISODES)
+        self.eval_env.seed(10_000 + seed * 100)
         self.seed = seed
         self.eval_every = eval_every
         self.eval_target = eval_target
@@ -115,18 +156,11 @@ class TwoCriteria(BaseCallback):
 
     def _evaluate(self) -> float:
         start = time.time()
-        total = []
-        for episode in range(20):
-            obs, _ = self.eval_env.reset(seed=10_000 + self.seed * 100 + episode)
-            done, episode_return = False, 0.0
-            while not done:
-                action, _ = self.model.predict(obs, deterministic=True)
-                obs, reward, terminated, truncated, _ = self.eval_env.step(action)
-                episode_return += float(reward)
-                done = terminated or truncated
-            total.append(episode_return)
+        mean, _ = evaluate_policy(
+            self.model, self.eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True
+        )
         self.eval_seconds += time.time() - start
-        return float(np.mean(total))
+        return float(mean)
 
     def _on_step(self) -> bool:
         steps = self.num_timesteps
@@ -160,11 +194,12 @@ def main() -> None:
     torch.set_num_threads(1)
     task = ZOO[args.algo]
     env = make_vec_env(task["env"], n_envs=task["n_envs"], seed=args.seed)
-    model = getattr(sb3, ALGORITHMS[args.algo])(env=env, seed=args.seed, verbose=0, **task["kwargs"]())
-    eval_every = args.eval_every or {"ppo": 1280, "dqn": 2000, "sac": 1000}[args.algo]
+    total = args.max_env_steps or int(task["budget"] * 2.5)
+    kwargs = task["kwargs"](task["budget"], total)
+    model = getattr(sb3, ALGORITHMS[args.algo])(env=env, seed=args.seed, verbose=0, **kwargs)
+    eval_every = args.eval_every or eval_every_of(args.algo)
     criteria = TwoCriteria(task["env"], args.seed, eval_every, task["eval_target"], task["rolling_target"])
-    budget = args.max_env_steps or int(task["budget"] * 2.5)
-    model.learn(total_timesteps=budget, callback=criteria)
+    model.learn(total_timesteps=total, callback=criteria)
     result: dict[str, Any] = {
         "library": "stable-baselines3",
         "version": sb3.__version__,
@@ -182,6 +217,8 @@ def main() -> None:
         "evaluation_seconds": round(criteria.eval_seconds, 3),
         "final_eval_return": criteria.last_eval,
         "env_steps": criteria.num_timesteps,
+        "eval_every": eval_every,
+        "max_env_steps": total,
         "peak_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
     }
     print(json.dumps(result), flush=True)

@@ -180,12 +180,81 @@ def _scaling(results: list[dict[str, Any]]) -> str:
     return text
 
 
+def _ppo(results: list[dict[str, Any]]) -> str:
+    """The criteria, then where the time went and the memory of the whole process tree."""
+    text = _to_target(results, "475", "450")
+    with_phases = [r for r in results if r.get("phases")]
+    if with_phases:
+        first = [r["process_start_to_first_sample_seconds"] for r in with_phases]
+        learning = [r["phases"]["learning"] for r in with_phases]
+        sampling = [r["phases"]["sampling"] for r in with_phases]
+        text += (
+            f"; process start to first sample {_span(first, '{:.1f}', ' s')}, sampling"
+            f" {_span(sampling, '{:.0f}', ' s')}, learning {_span(learning, '{:.0f}', ' s')}"
+        )
+    pss = [r["process_tree_pss_mb"] for r in results if r.get("process_tree_pss_mb")]
+    if pss:
+        counts = _span([r["pss_processes"] for r in results if r.get("process_tree_pss_mb")])
+        text += f"; whole process tree ({counts} processes) {_span(pss, '{:,.0f}', ' MB')} PSS"
+    return text
+
+
+def _learner_overhead(results: list[dict[str, Any]]) -> str:
+    r = results[-1]
+    return (
+        f"PPO minibatch update (64x64 MLPs, 256 samples), median: framework step"
+        f" {r['framework_step']['median_ms']:.2f} ms, with the next minibatch's fetch"
+        f" {r['framework_cycle']['median_ms']:.2f} ms, plain PyTorch {r['plain']['median_ms']:.2f} ms"
+        f" ({r['step_over_plain_median']:.2f}x / {r['cycle_over_plain_median']:.2f}x)"
+    )
+
+
+def _compare_sb3(results: list[dict[str, Any]]) -> str:
+    """Per task: median env steps and seconds to each criterion, ours/SB3."""
+    r = results[-1]
+    parts = []
+    names = {"ppo": "PPO", "ppo_in_process": "PPO in-process", "dqn": "DQN", "sac": "SAC"}
+    for name, task in r["tasks"].items():
+        pair = _pair(task)
+        parts.append(
+            f"{names.get(name, name)}: eval {pair('env_steps_to_target')} steps,"
+            f" {pair('seconds_to_target')} s; rolling {pair('env_steps_to_rolling')} steps,"
+            f" {pair('seconds_to_rolling')} s"
+        )
+    seeds = ",".join(str(s) for s in next(iter(r["tasks"].values()))["seeds"])
+    return f"ours vs SB3, medians of seeds {seeds}: " + "; ".join(parts)
+
+
+def _pair(task: dict[str, Any]) -> Callable[[str], str]:
+    """``key`` -> "ours vs SB3 (ratio)" of one task's medians."""
+
+    def pair(key: str) -> str:
+        ours, sb3 = task["median"]["ours"][key], task["median"]["sb3"][key]
+        if ours is None or sb3 is None:
+            return f"{_fmt(ours)} vs {_fmt(sb3)}"
+        return f"{_fmt(ours)} vs {_fmt(sb3)} ({task['ours_over_sb3'][key]:.2f}x)"
+
+    return pair
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "not reached"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
 ROWS: tuple[Row, ...] = (
     Row(
         "`ppo_cartpole.py` (the shipped `configs/ppo/cartpole.yaml`: the first command above)",
         _cmd("ppo_cartpole.py", *_seeds()),
-        lambda rs: _to_target(rs, "475", "450"),
+        _ppo,
     ),
+    Row(
+        "`compare_sb3.py` (Stable-Baselines3 2.9.2 with RL-Zoo settings, same criteria and seeds)",
+        _cmd("compare_sb3.py", "--seeds 0 1 2", "--seeds 0"),
+        _compare_sb3,
+    ),
+    Row("`learner_overhead.py`", _cmd("learner_overhead.py"), _learner_overhead),
     Row(
         "`sampling_throughput.py`",
         _cmd(
