@@ -31,7 +31,6 @@ restarted with the same settings. The CSV log of rank 0 goes to ``<storage_path>
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import shutil
@@ -56,8 +55,6 @@ from lightning_rl.training_run import nest_metrics
 
 if TYPE_CHECKING:
     from lightning_rl.config.algorithm_config import AlgorithmConfig
-
-log = logging.getLogger(__name__)
 
 #: The Lightning checkpoint's name inside each Ray Train checkpoint directory (Ray's own layout).
 CHECKPOINT_FILE = "checkpoint.ckpt"
@@ -183,9 +180,10 @@ class _ReportToRayTrain(pl.Callback):
     kept their weights equal (Ray Train's result holds the metrics of the latest checkpoint).
     """
 
-    def __init__(self, checkpoint_frequency: int, last_iteration: int) -> None:
+    def __init__(self, checkpoint_frequency: int, last_iteration: int, fit_id: str) -> None:
         self.checkpoint_frequency = checkpoint_frequency
         self.last_iteration = last_iteration
+        self.fit_id = fit_id
         self.last_metrics: dict[str, Any] = {}
 
     def _metrics(self, trainer: pl.Trainer, module: Algorithm) -> dict[str, Any]:
@@ -217,8 +215,7 @@ class _ReportToRayTrain(pl.Callback):
         )
         self._report_with_checkpoint(trainer, {**self.last_metrics, "learner_ranks": learners})
 
-    @staticmethod
-    def _report_with_checkpoint(trainer: pl.Trainer, metrics: dict[str, Any]) -> None:
+    def _report_with_checkpoint(self, trainer: pl.Trainer, metrics: dict[str, Any]) -> None:
         import ray.train
 
         folder = tempfile.mkdtemp(prefix=f"lightning_rl_ckpt_rank{trainer.global_rank}_")
@@ -227,7 +224,13 @@ class _ReportToRayTrain(pl.Callback):
             checkpoint = None
             if trainer.global_rank == 0:
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
-                checkpoint.set_metadata({"training_iteration": metrics["training_iteration"]})
+                checkpoint.set_metadata(
+                    {
+                        "training_iteration": metrics["training_iteration"],
+                        "fit_id": self.fit_id,
+                        "fit_target_iteration": self.last_iteration,
+                    }
+                )
             ray.train.report(metrics, checkpoint=checkpoint)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -243,8 +246,20 @@ def _learner_loop(config: dict[str, Any]) -> None:
     if seed is not None:
         pl.seed_everything(int(seed), verbose=False)  # the same initial weights on every rank
     algorithm: Algorithm = config["algo_class"](**algo_kwargs)
-    target = int(config["target_iteration"])
-    report = _ReportToRayTrain(config["checkpoint_frequency"], target)
+    # The run's own latest checkpoint (a restart after a failure, fit() again, or the script run
+    # again with the same name) comes first; else the checkpoint the driver resumes from.
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and config.get("resume_from"):
+        checkpoint = ray.train.Checkpoint(config["resume_from"])
+    metadata = (checkpoint.get_metadata() or {}) if checkpoint is not None else {}
+    if metadata.get("fit_id") == config["fit_id"]:
+        # Restarted within this fit (a learner or node failed): the same goal as before.
+        target = int(metadata["fit_target_iteration"])
+    else:
+        # A checkpoint without Ray Train metadata (a TrainingRun's file): the driver read its count.
+        restored = metadata.get("training_iteration", config["start_iteration"] if checkpoint else 0)
+        target = int(restored) + int(config["num_iterations"])
+    report = _ReportToRayTrain(config["checkpoint_frequency"], target, config["fit_id"])
     kwargs: dict[str, Any] = {
         "num_sanity_val_steps": 0,
         "enable_progress_bar": False,
@@ -269,11 +284,6 @@ def _learner_loop(config: dict[str, Any]) -> None:
         plugins=[*plugins, RayLightningEnvironment(), AtomicCheckpointIO()],
     )
     trainer = prepare_trainer(pl.Trainer(**kwargs))
-    # The run's own latest checkpoint (a restart after a failure, or fit() again with the same
-    # name) comes first; else the checkpoint the driver was asked to resume from.
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and config.get("resume_from"):
-        checkpoint = ray.train.Checkpoint(config["resume_from"])
     if checkpoint is None:
         trainer.fit(algorithm)
         return
@@ -349,9 +359,6 @@ class RayTrainRun:
             num_gpus_per_learner=config.num_gpus_per_learner or 0,
             **learner,
         )
-        seed = config.algo_kwargs.get("seed")
-        if seed is not None:
-            pl.seed_everything(int(seed), verbose=False)
         return cls(config.algo_class, config.algo_kwargs, trainer_kwargs, settings)
 
     # -- RLlib API ---------------------------------------------------------------------------
@@ -387,7 +394,9 @@ class RayTrainRun:
                 "algo_class": self.algo_class,
                 "algo_kwargs": self.algo_kwargs,
                 "trainer_kwargs": self.trainer_kwargs,
-                "target_iteration": self._iteration + num_iterations,
+                "num_iterations": num_iterations,
+                "start_iteration": self._iteration,
+                "fit_id": f"{self.name}/{time.time_ns()}",
                 "checkpoint_frequency": s.checkpoint_frequency,
                 "use_gpu": s.num_gpus_per_learner > 0,
                 "resume_from": self._resume_from,
@@ -443,7 +452,8 @@ class RayTrainRun:
                 raise CheckpointError(f"No {CHECKPOINT_FILE} in the checkpoint directory {path!r}.")
             loaded = ckpt.load_checkpoint(file, algorithm_class=self.algo_class)
         iteration = (checkpoint.get_metadata() or {}).get("training_iteration")
-        self._iteration = int(iteration if iteration is not None else loaded.get("epoch", 0) + 1)
+        # Without Ray Train's metadata: a TrainingRun's checkpoint, saved after its last iteration.
+        self._iteration = int(iteration if iteration is not None else loaded.get("epoch", 0))
         self._resume_from = path
         self._latest = path
         if self.last_result is not None:
