@@ -65,7 +65,7 @@ def test_pyarrow_path_serves_module_side_minibatches_with_returns(cartpole_data)
     algo = MARWIL("CartPole-v1", input_=str(cartpole_data), gamma=GAMMA, train_batch_size=300, seed=0)
     datamodule = datamodule_for(algo)
     assert datamodule.read_method == "pyarrow"
-    rows = datamodule.source.rows
+    rows = datamodule.reader.rows
     assert rows.batch_size[0] == 3000
     batch = datamodule.next_batch()
     assert batch["observation"].shape == (300, 4) and batch["action"].dtype == torch.int64
@@ -103,17 +103,17 @@ def test_ray_data_streams_the_same_rows_under_a_small_memory_budget(ray_session,
     batches = [datamodule.next_batch() for _ in range(12)]
     streamed = torch.cat([b["observation"] for b in batches])
     in_memory = datamodule_for(BC("CartPole-v1", input_=str(cartpole_data), input_read_method="pyarrow"))
-    expected = in_memory.source.rows["observation"]
+    expected = in_memory.reader.rows["observation"]
     order = lambda x: x[torch.argsort(x[:, 0] * 1e6 + x[:, 1])]  # noqa: E731
     assert torch.equal(order(streamed), order(expected))
-    assert datamodule.source.num_passes == 0
+    assert datamodule.reader.num_passes == 0
     # Returns were computed on Ray Data blocks, before the shuffle.
     batch = batches[0]
     assert batch["bootstrap_observation"].shape == (250, 4)
     assert (batch["return_to_go"] >= 1.0).all()  # CartPole pays 1 per step
     assert ((batch["bootstrap_discount"] >= 0) & (batch["bootstrap_discount"] <= GAMMA)).all()
     datamodule.next_batch()
-    assert datamodule.source.num_passes == 1
+    assert datamodule.reader.num_passes == 1
     datamodule.close()
 
 
@@ -137,7 +137,7 @@ def test_tensordicts_and_replay_buffers_feed_the_same_layout():
     algo = MARWIL("CartPole-v1", input_=[data], gamma=GAMMA, train_batch_size=64)
     assert algo.hparams.input_ is None  # in-memory data stays out of the hyperparameters
     datamodule = datamodule_for(algo)
-    rows = datamodule.source.rows
+    rows = datamodule.reader.rows
     assert rows.batch_size[0] == n * T
     # Row 0's return runs to its env copy's first done (or the row's end), never into the next copy.
     first_done = done[0, :, 0].nonzero()
@@ -163,7 +163,7 @@ def test_observation_filters_learn_from_the_data(cartpole_data):
     assert len(batches) == algo.hparams.dataset_num_iters_per_learner
     state = algo.connector_state["default_policy"][0]
     assert state["count"] >= 3000
-    raw = datamodule.source.rows["observation"].double()
+    raw = datamodule.reader.rows["observation"].double()
     assert torch.allclose(state["mean"], raw.mean(0), atol=1e-4)
     assert batches[-1]["observation"].abs().mean() < 2.0  # normalised
 
@@ -244,5 +244,5 @@ def test_dict_observations_are_reassembled_and_flattened_by_the_connectors(tmp_p
     batch = datamodule.next_batch()
     assert batch["observation"].shape == (16, 2 + 9 + 4)
     assert batch["action"].shape == (16, 2) and float(batch["action"].abs().max()) <= 1.0  # back in [-1, 1]
-    rows = datamodule.source.rows
+    rows = datamodule.reader.rows
     assert rows["observation.grid"].dtype == torch.uint8 and rows["observation.phase"].dtype == torch.int64

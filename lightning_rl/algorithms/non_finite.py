@@ -172,3 +172,38 @@ def first_non_finite_key(batch: Any, prefix: tuple[str, ...] = ()) -> str | tupl
         if found is not None:
             return found
     return None
+
+
+class NonFiniteHooks:
+    """The guard's three Lightning hooks, mixed into :class:`~lightning_rl.algorithms.Algorithm`.
+
+    A mixin rather than an object because Lightning finds hooks only as methods of the
+    LightningModule; the state lives in the :class:`NonFiniteGuard` the algorithm holds as
+    ``_non_finite_guard``.
+    """
+
+    _non_finite_guard: NonFiniteGuard
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self._trainer is not None and self.trainer.training:
+            self._non_finite_guard.start_batch(batch)
+        return batch
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        self._non_finite_guard.before_backward(loss)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        trainer = self.trainer
+        strategy = trainer.strategy
+        any_rank = (
+            (lambda bad: strategy.reduce_boolean_decision(bad, all=False)) if trainer.world_size > 1 else None
+        )
+        # fp16 mixed precision: the loss scaler handles inf gradients (skips, lowers the scale).
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        self._non_finite_guard.before_optimizer_step(
+            optimizer,
+            self.policies,
+            check_gradients=scaler is None,
+            any_rank=any_rank,
+            epoch=self.current_epoch,
+        )

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.data.offline import READ_METHODS, OfflineDataModule
+from lightning_rl.data.source import SamplingSettings
 from lightning_rl.errors import ConfigError, unknown_name_message
 from lightning_rl.offline.reader import is_path_input
 from lightning_rl.offline.rows import OfflineRequirements, check_action_space
@@ -81,6 +82,15 @@ class OfflineAlgorithm(Algorithm):
         for name in ("input_shuffle_buffer_size", "dataset_num_iters_per_learner"):
             if not isinstance(h[name], int) or isinstance(h[name], bool):
                 raise ConfigError(f"{name} must be a positive integer, got {h[name]!r}.")
+
+    def sampling_settings(self) -> SamplingSettings:
+        """In-memory ``input_`` is not in the hyperparameters; the DataModule gets it here."""
+        settings = super().sampling_settings()
+        return (
+            settings
+            if self.offline_input is None
+            else settings.with_overrides({"input_": self.offline_input})
+        )
 
     def offline_requirements(self) -> OfflineRequirements:
         """Which columns beyond observation and action the losses need (override)."""

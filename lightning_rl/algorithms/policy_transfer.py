@@ -11,25 +11,38 @@ Both sides must see the same env-side spaces and connectors and build the policy
 from the same ``model_config``; anything else is one clear error rather than silently
 mismatched weights. Call it before training the target, so its first evaluation (and its
 first samples) already use the loaded policy.
+
+Both sides are seen only as :class:`PolicyHolder` (what an algorithm exposes about its
+policies), so this module does not import the ``Algorithm`` class it serves.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from gymnasium import spaces
 
 from lightning_rl import checkpoint as ckpt
-from lightning_rl.connectors.base import connector_spec
+from lightning_rl.connectors.base import EnvToModulePipeline, connector_spec
 from lightning_rl.errors import ConfigError, UnknownNameError, unknown_name_message
 from lightning_rl.policy import PolicyRecipe
 
-if TYPE_CHECKING:
-    from lightning_rl.algorithms.base import Algorithm
+
+@runtime_checkable
+class PolicyHolder(Protocol):
+    """What a policy transfer reads and writes on either side (an algorithm has all of it)."""
+
+    policy_ids: list[str]
+    policies: Mapping[str, torch.nn.Module]
+    env_to_module_pipelines: dict[str, EnvToModulePipeline]
+    connector_state: dict[str, list[dict[str, Any]]]
+
+    def policy_env_spaces(self, policy_id: str) -> tuple[spaces.Space, spaces.Space]: ...
 
 
 @dataclass
@@ -46,7 +59,7 @@ class TransferablePolicy:
 
 
 def load_policy_weights(
-    target: Algorithm,
+    target: PolicyHolder,
     source: Any,
     *,
     policy_id: str | None = None,
@@ -90,10 +103,8 @@ def load_policy_weights(
 
 
 def _transferable(source: Any, policy_id: str | None) -> TransferablePolicy:
-    from lightning_rl.algorithms.base import Algorithm
-
     algorithm = getattr(source, "algorithm", source)  # a TrainingRun holds its algorithm
-    if isinstance(algorithm, Algorithm):
+    if isinstance(algorithm, PolicyHolder):
         policy_id = _pick(list(algorithm.policy_ids), policy_id, type(algorithm).__name__)
         module = algorithm.policies[policy_id]
         observation_space, action_space = algorithm.policy_env_spaces(policy_id)

@@ -91,8 +91,8 @@ class CircularBuffer:
 class AsyncDataModule(ExperienceDataModule):
     """Continuously sampling runners, a circular buffer of batches, sequence minibatches.
 
-    Settings (from the algorithm's hyperparameters, or keyword overrides): ``train_batch_size``,
-    ``minibatch_size`` (None: the whole batch), ``train_batches_per_iteration``,
+    Settings (:class:`~lightning_rl.data.source.SamplingSettings`, or keyword overrides):
+    ``train_batch_size``, ``minibatch_size`` (None: the whole batch), ``train_batches_per_iteration``,
     ``circular_buffer_num_batches`` / ``circular_buffer_iterations_per_batch`` (without them:
     one batch used ``num_epochs`` times), ``broadcast_interval``,
     ``max_requests_in_flight_per_env_runner``.
@@ -105,55 +105,50 @@ class AsyncDataModule(ExperienceDataModule):
         self._pending: list[RunnerResult] = []  # fragments not in a batch yet, oldest first
         self._unsynced: list[RunnerResult] = []  # received since the last metrics sync (no data)
         self._broadcast_version = -1
+        self._broadcast_interval = 1  # read once per iteration: maybe_broadcast runs per minibatch
         self._iteration_steps = 0
         self._iteration_clock: float | None = None
         self.num_env_steps_trained_lifetime = 0
 
-    def optional_setting(self, name: str, default: Any) -> Any:
-        """A setting that not every algorithm using this DataModule has."""
-        if name in self.overrides:
-            return self.overrides[name]
-        return self.algorithm.hparams.get(name, default)
-
     @property
     def uses_circular_buffer(self) -> bool:
         """APPO's buffer (fresh batches push old ones out) rather than IMPALA's one batch at a time."""
-        return self.optional_setting("circular_buffer_num_batches", None) is not None
+        return self.settings.circular_buffer_num_batches is not None
 
     # -- sizes (all from the config) --------------------------------------------------------
     def fragments_per_batch(self) -> int:
-        steps_per_fragment = self.setting("num_envs_per_env_runner") * self.rollout_fragment_length()
-        return max(1, math.ceil(self.setting("train_batch_size") / steps_per_fragment))
+        settings = self.settings
+        steps_per_fragment = settings.num_envs_per_env_runner * self.rollout_fragment_length()
+        return max(1, math.ceil(settings.train_batch_size / steps_per_fragment))
 
     def env_steps_per_batch(self) -> int:
         return (
             self.fragments_per_batch()
-            * self.setting("num_envs_per_env_runner")
+            * self.settings.num_envs_per_env_runner
             * self.rollout_fragment_length()
         )
 
     def iterations_per_batch(self) -> int:
-        return int(
-            self.optional_setting(
-                "circular_buffer_iterations_per_batch", self.optional_setting("num_epochs", 1)
-            )
-        )
+        """Uses of each batch: APPO's ``circular_buffer_iterations_per_batch``, else ``num_epochs``."""
+        settings = self.settings
+        uses = settings.circular_buffer_iterations_per_batch
+        return int(uses if uses is not None else settings.num_epochs)
 
     def draws_per_iteration(self) -> int:
-        return int(self.optional_setting("train_batches_per_iteration", 1)) * self.iterations_per_batch()
+        return int(self.settings.train_batches_per_iteration) * self.iterations_per_batch()
 
     def minibatches_per_batch(self) -> int:
-        minibatch = self.optional_setting("minibatch_size", None)
+        minibatch = self.settings.minibatch_size
         if not minibatch:
             return 1
-        if self.algorithm.is_multi_agent:
+        if self.source.is_multi_agent:
             return max(1, math.ceil(self.env_steps_per_batch() / minibatch))
-        rows = self.fragments_per_batch() * self.setting("num_envs_per_env_runner")
+        rows = self.fragments_per_batch() * self.settings.num_envs_per_env_runner
         return math.ceil(rows / self.rows_per_minibatch())
 
     def rows_per_minibatch(self) -> int:
-        minibatch = self.optional_setting("minibatch_size", None)
-        rows = self.fragments_per_batch() * self.setting("num_envs_per_env_runner")
+        minibatch = self.settings.minibatch_size
+        rows = self.fragments_per_batch() * self.settings.num_envs_per_env_runner
         if not minibatch:
             return rows
         fragment = self.rollout_fragment_length()
@@ -176,15 +171,15 @@ class AsyncDataModule(ExperienceDataModule):
             self.sampler = AsyncSampler(
                 self.train_group,
                 self.rollout_fragment_length(),
-                int(self.optional_setting("max_requests_in_flight_per_env_runner", 2)),
+                int(self.settings.max_requests_in_flight_per_env_runner),
             )
             self._pending = []
             self._broadcast()
         if self.buffer is None:
             self.buffer = CircularBuffer(
-                int(self.optional_setting("circular_buffer_num_batches", 1)),
+                int(self.settings.circular_buffer_num_batches or 1),
                 self.iterations_per_batch(),
-                self.algorithm.minibatch_generator,
+                self.source.minibatch_generator,
             )
         return self.sampler
 
@@ -198,14 +193,13 @@ class AsyncDataModule(ExperienceDataModule):
 
     # -- weights -----------------------------------------------------------------------------
     def _broadcast(self) -> None:
-        algorithm = self.algorithm
-        self.sampler.broadcast(algorithm.policy_state())
-        self._broadcast_version = algorithm.weights_version
+        source = self.source
+        self.sampler.broadcast(source.policy_state())
+        self._broadcast_version = source.weights_version
 
     def maybe_broadcast(self) -> None:
         """Send new weights once ``broadcast_interval`` optimizer steps were taken since the last."""
-        interval = int(self.optional_setting("broadcast_interval", 1))
-        if self.algorithm.weights_version - self._broadcast_version >= interval:
+        if self.source.weights_version - self._broadcast_version >= self._broadcast_interval:
             self._broadcast()
 
     # -- batches -----------------------------------------------------------------------------
@@ -249,22 +243,22 @@ class AsyncDataModule(ExperienceDataModule):
         return batch
 
     def _to_batch(self, results: list[RunnerResult]) -> Any:
-        algorithm = self.algorithm
-        batch = results_to_tensordict(results, multi_agent=algorithm.is_multi_agent)
+        source = self.source
+        batch = results_to_tensordict(results, multi_agent=source.is_multi_agent)
         with torch.no_grad():
             if isinstance(batch, dict):
-                return algorithm.process_rollout({pid: b.to(algorithm.device) for pid, b in batch.items()})
-            return algorithm.process_rollout(batch.to(algorithm.device))
+                return source.process_rollout({pid: b.to(source.device) for pid, b in batch.items()})
+            return source.process_rollout(batch.to(source.device))
 
     def sync_metrics(self) -> None:
         """Fold the episode stats and filter deltas received since the last call into the counters,
-        metrics and the algorithm's connector state. Under DDP every rank folds in every rank's
+        metrics and the source's connector state. Under DDP every rank folds in every rank's
         (one small collective, called a fixed number of times per iteration)."""
         mine, self._unsynced = self._unsynced, []
         everyone = [r for rank_results in all_gather_object(mine) for r in rank_results]
         if not everyone:
             return
-        self.algorithm.merge_connector_deltas([r.connector_deltas for r in everyone])
+        self.source.merge_connector_deltas([r.connector_deltas for r in everyone])
         self._record(everyone, None)
         self._iteration_steps += sum(r.stats.num_env_steps for r in everyone)
         metrics = self.last_metrics
@@ -287,6 +281,7 @@ class AsyncDataModule(ExperienceDataModule):
         return batch
 
     def start_iteration(self) -> None:
+        self._broadcast_interval = int(self.settings.broadcast_interval)
         self._ensure_sampler()
         self._iteration_clock = time.perf_counter()
         self._iteration_steps = 0
@@ -295,7 +290,7 @@ class AsyncDataModule(ExperienceDataModule):
     def minibatches(self, batch: Any) -> Iterator[Any]:
         """One pass over ``batch`` in ``minibatches_per_batch()`` minibatches of whole sequences."""
         count = self.minibatches_per_batch()
-        generator = self.algorithm.minibatch_generator
+        generator = self.source.minibatch_generator
         if not isinstance(batch, dict):
             rows = batch.batch_size[0]
             size = min(rows, self.rows_per_minibatch())

@@ -1,10 +1,13 @@
 """The base of every experience DataModule: runner groups, sampling, metrics, evaluation.
 
-A DataModule is built in ``setup()`` from the algorithm it serves (``trainer.lightning_module``):
-the algorithm is the single source of configuration (RLlib's flat config), the DataModule turns
-it into EnvRunner groups, pulls fresh weights from the algorithm before sampling, merges the
-runners' connector statistics back into it, and keeps the sampling counters and the episode
-window that checkpoints carry.
+A DataModule is built in ``setup()`` from the :class:`~lightning_rl.data.source.ExperienceSource`
+it serves (the algorithm hands itself over with :meth:`ExperienceDataModule.attach`; a Trainer's
+DataModule falls back to ``trainer.lightning_module``). The source is the single source of
+configuration (typed :class:`~lightning_rl.data.source.SamplingSettings`); the DataModule turns
+it into EnvRunner groups, pulls the policy state to broadcast before sampling, merges the
+runners' connector statistics back, and keeps the sampling counters and the episode window that
+checkpoints carry. It never imports the algorithms package: data flows up, weights come down
+only through ``policy_state()``.
 """
 
 from __future__ import annotations
@@ -14,22 +17,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from tensordict import TensorDict
 from torch.utils.data import DataLoader, IterableDataset
 
+from lightning_rl.data.source import ExperienceSource, SamplingSettings
 from lightning_rl.distributed import all_gather_object, broadcast_object
 from lightning_rl.distributed import rank as dist_rank
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
 from lightning_rl.env_runners.env_runner_group import EnvRunnerGroup, EnvRunnerPlacement, RayConnection
 from lightning_rl.env_runners.ray_utils import ensure_ray
 from lightning_rl.errors import ConfigError
-
-if TYPE_CHECKING:
-    from lightning_rl.algorithms.base import Algorithm
 
 
 def identity_collate(batch: Any) -> Any:
@@ -64,10 +65,11 @@ def results_to_tensordict(results: list[RunnerResult], multi_agent: bool = False
 
 
 class ExperienceDataModule(pl.LightningDataModule):
-    """Owns the training and evaluation EnvRunner groups of one algorithm.
+    """Owns the training and evaluation EnvRunner groups of one experience source (an algorithm).
 
-    Keyword ``overrides`` replace the algorithm's own settings of the same name (for example
-    ``OnPolicyDataModule(num_env_runners=4)``); everything else comes from the algorithm.
+    Keyword ``overrides`` replace the source's settings of the same name (for example
+    ``OnPolicyDataModule(num_env_runners=4)``; the names are :class:`SamplingSettings` fields);
+    everything else comes from the source.
     """
 
     def __init__(self, **overrides: Any) -> None:
@@ -75,7 +77,7 @@ class ExperienceDataModule(pl.LightningDataModule):
         self.overrides = overrides
         self.train_group: EnvRunnerGroup | None = None
         self.eval_group: EnvRunnerGroup | None = None
-        self._algorithm: Algorithm | None = None
+        self._source: ExperienceSource | None = None
         # Counters and the smoothing window survive checkpoints (state_dict below).
         self.num_env_steps_sampled_lifetime = 0
         self.num_episodes_lifetime = 0
@@ -109,65 +111,65 @@ class ExperienceDataModule(pl.LightningDataModule):
 
     # -- configuration ----------------------------------------------------------------------
     @property
-    def algorithm(self) -> Algorithm:
-        if self._algorithm is not None:
-            return self._algorithm
+    def source(self) -> ExperienceSource:
+        """What this DataModule samples for: the attached source, else the Trainer's module."""
+        if self._source is not None:
+            return self._source
         if self.trainer is None or self.trainer.lightning_module is None:
             raise ConfigError("This DataModule is used before it was attached to a Trainer and an algorithm.")
         return self.trainer.lightning_module
 
-    def attach(self, algorithm: Algorithm) -> None:
-        self._algorithm = algorithm
+    def attach(self, source: ExperienceSource) -> None:
+        """Serve ``source`` (an algorithm, or anything implementing :class:`ExperienceSource`)."""
+        self._source = source
 
-    def setting(self, name: str) -> Any:
-        if name in self.overrides:
-            return self.overrides[name]
-        return self.algorithm.hparams[name]
+    @property
+    def settings(self) -> SamplingSettings:
+        """The source's sampling settings with this DataModule's overrides on top (read when
+        needed: overrides may change between runs, e.g. for an evaluation command)."""
+        return self.source.sampling_settings().with_overrides(self.overrides)
 
     def setup(self, stage: str) -> None:
-        algorithm = self.algorithm
+        source = self.source
+        settings = self.settings
         if self._clock_start is None:
             self._clock_start = time.perf_counter()
-        self._episode_returns = deque(
-            self._episode_returns, maxlen=self.setting("metrics_num_episodes_for_smoothing")
-        )
-        self._episode_lengths = deque(
-            self._episode_lengths, maxlen=self.setting("metrics_num_episodes_for_smoothing")
-        )
+        smoothing = settings.metrics_num_episodes_for_smoothing
+        self._episode_returns = deque(self._episode_returns, maxlen=smoothing)
+        self._episode_lengths = deque(self._episode_lengths, maxlen=smoothing)
         # Ray starts (or is joined) once, for the training and evaluation runners together.
         bundles: list[dict[str, float]] = []
         if stage == "fit" and self.train_group is None:
-            bundles += [self.runner_placement().bundle()] * self.setting("num_env_runners")
+            bundles += [self.runner_placement().bundle()] * settings.num_env_runners
         if self.eval_group is None:
-            bundles += [self.runner_placement(evaluation=True).bundle()] * self.setting(
-                "evaluation_num_env_runners"
-            )
+            bundles += [self.runner_placement(evaluation=True).bundle()] * settings.evaluation_num_env_runners
         if bundles:
             self._ensure_ray(bundles)
         if stage == "fit" and self.train_group is None:
             self.train_group = EnvRunnerGroup(
-                algorithm.env_runner_spec(
-                    num_envs=self.setting("num_envs_per_env_runner"), seed_offset=self._rank_seed_offset()
+                source.env_runner_spec(
+                    num_envs=settings.num_envs_per_env_runner, seed_offset=self._rank_seed_offset()
                 ),
-                num_env_runners=self.setting("num_env_runners"),
-                fault_tolerance=algorithm.fault_tolerance_config(),
+                num_env_runners=settings.num_env_runners,
+                fault_tolerance=source.fault_tolerance_config(),
                 placement=self.runner_placement(),
                 connection=self.ray_connection(),
             )
 
     def runner_placement(self, evaluation: bool = False) -> EnvRunnerPlacement:
         """Where the training (or evaluation) runners run, from the settings (overrides first)."""
-        kwargs = self.algorithm.env_runner_placement_kwargs(evaluation)
+        kwargs = self.source.env_runner_placement_kwargs(evaluation)
         if "num_cpus_per_env_runner" in self.overrides:
             kwargs["num_cpus"] = self.overrides["num_cpus_per_env_runner"]
         return EnvRunnerPlacement(**kwargs)
 
     def ray_connection(self) -> RayConnection:
         """Which Ray cluster to use (``address``/``RAY_ADDRESS``) and how long to wait for it."""
+        settings = self.settings
         return RayConnection(
-            address=self.setting("address"),
-            init_kwargs=dict(self.setting("ray_init_kwargs") or {}),
-            resources_timeout_s=self.setting("ray_resources_timeout_s"),
+            address=settings.address,
+            init_kwargs=dict(settings.ray_init_kwargs or {}),
+            resources_timeout_s=settings.ray_resources_timeout_s,
         )
 
     def _ensure_ray(self, bundles: list[dict[str, float]]) -> None:
@@ -198,22 +200,19 @@ class ExperienceDataModule(pl.LightningDataModule):
 
     # -- sampling ----------------------------------------------------------------------------
     def rollout_fragment_length(self) -> int:
-        value = self.setting("rollout_fragment_length")
-        if value != "auto":
-            return int(value)
-        runners = max(1, self.setting("num_env_runners"))
-        envs = self.setting("num_envs_per_env_runner")
-        return max(1, math.ceil(self.setting("train_batch_size") / (runners * envs)))
+        settings = self.settings
+        if settings.rollout_fragment_length != "auto":
+            return int(settings.rollout_fragment_length)
+        runners = max(1, settings.num_env_runners)
+        return max(1, math.ceil(settings.train_batch_size / (runners * settings.num_envs_per_env_runner)))
 
     def sample(self, num_steps: int | None = None) -> Any:
         """Pull fresh weights, sample one fragment per env copy, fold in metrics and filters."""
-        algorithm = self.algorithm
+        source = self.source
         now = time.perf_counter()
         iteration_seconds = now - self._last_sample_start if self._last_sample_start is not None else None
         self._last_sample_start = now
-        results = self.train_group.sample(
-            num_steps or self.rollout_fragment_length(), algorithm.policy_state()
-        )
+        results = self.train_group.sample(num_steps or self.rollout_fragment_length(), source.policy_state())
         self.last_sample_worker_indices = [r.worker_index for r in results]
         # Under DDP every rank folds in every rank's episode stats and filter deltas (small data,
         # one collective), so metrics, counters, stopping decisions and observation filters are
@@ -223,8 +222,8 @@ class ExperienceDataModule(pl.LightningDataModule):
             for rank_results in all_gather_object([replace(r, data=None) for r in results])
             for r in rank_results
         ]
-        algorithm.merge_connector_deltas([r.connector_deltas for r in everyone])
-        batch = results_to_tensordict(results, multi_agent=algorithm.is_multi_agent)
+        source.merge_connector_deltas([r.connector_deltas for r in everyone])
+        batch = results_to_tensordict(results, multi_agent=source.is_multi_agent)
         self._record(everyone, iteration_seconds)
         self.sampling_seconds_lifetime += time.perf_counter() - now
         return batch
@@ -260,7 +259,7 @@ class ExperienceDataModule(pl.LightningDataModule):
             metrics["env_runners/episode_return_max"] = float(max(window))
             metrics["env_runners/episode_return_min"] = float(min(window))
             metrics["env_runners/episode_len_mean"] = sum(self._episode_lengths) / len(self._episode_lengths)
-        if self.algorithm.is_multi_agent:
+        if self.source.is_multi_agent:
             metrics.update(self._record_multi_agent(results))
         self.last_metrics = metrics
 
@@ -310,18 +309,19 @@ class ExperienceDataModule(pl.LightningDataModule):
         return result
 
     def _evaluate_here(self) -> dict[str, Any]:
-        algorithm = self.algorithm
+        source = self.source
+        settings = self.settings
         if self.eval_group is None:
-            duration = int(self.setting("evaluation_duration"))
-            runners = self.setting("evaluation_num_env_runners")
+            duration = int(settings.evaluation_duration)
+            runners = settings.evaluation_num_env_runners
             # One env copy per episode (up to 64): evaluation then takes one episode's time.
-            envs = self.setting("evaluation_num_envs_per_env_runner") or min(
+            envs = settings.evaluation_num_envs_per_env_runner or min(
                 64, max(1, math.ceil(duration / max(1, runners)))
             )
             placement = self.runner_placement(evaluation=True)
             if runners:
                 self._ensure_ray([placement.bundle()] * runners)
-            spec = algorithm.env_runner_spec(
+            spec = source.env_runner_spec(
                 num_envs=envs, evaluation=True, seed_offset=self._rank_seed_offset()
             )
             for transform in self.evaluation_spec_transforms:
@@ -329,15 +329,15 @@ class ExperienceDataModule(pl.LightningDataModule):
             self.eval_group = EnvRunnerGroup(
                 spec,
                 num_env_runners=runners,
-                fault_tolerance=algorithm.fault_tolerance_config(),
+                fault_tolerance=source.fault_tolerance_config(),
                 worker_index_offset=10_000,
                 placement=placement,
                 connection=self.ray_connection(),
             )
         results = self.eval_group.evaluate(
-            int(self.setting("evaluation_duration")),
-            algorithm.policy_state(),
-            explore=bool(self.setting("evaluation_explore")),
+            int(settings.evaluation_duration),
+            source.policy_state(),
+            explore=bool(settings.evaluation_explore),
         )
         returns = [x for r in results for x in r.stats.returns]
         lengths = [x for r in results for x in r.stats.lengths]

@@ -15,6 +15,9 @@ runners and into checkpoints like online ones). Sources:
 * in memory: a list of TensorDicts or a torchrl replay buffer (``OfflineDataModule(input_=...)``
   or the algorithm's ``input_``), with env-side values in torchrl's key layout.
 
+The source is an :class:`~lightning_rl.data.source.OfflineExperienceSource`: an experience
+source that also names the columns its losses need and exposes the policy's connectors.
+
 One Lightning epoch is one iteration of ``dataset_num_iters_per_learner`` gradient updates of
 ``train_batch_size`` rows each, the same on every DDP rank (each rank reads its own share of
 the files, or its own shuffle of them), so the gradient all-reduce never waits on an empty
@@ -35,6 +38,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_rl.connectors.base import EnvToModule
 from lightning_rl.data.experience import ExperienceDataModule, identity_collate
+from lightning_rl.data.source import OfflineExperienceSource, only_policy_id
 from lightning_rl.env_runners.ray_utils import ensure_ray
 from lightning_rl.errors import ConfigError
 from lightning_rl.offline.reader import inspect_files, is_path_input, read_files, resolve_input_files
@@ -55,13 +59,15 @@ READ_METHODS = ("auto", "pyarrow", "ray")
 class OfflineDataModule(ExperienceDataModule):
     """Serves offline minibatches for training and real episodes for evaluation.
 
-    Keyword ``overrides`` replace the algorithm's settings of the same name, including
+    Keyword ``overrides`` replace the source's settings of the same name, including
     ``input_`` (which may be in-memory data here: a list of TensorDicts or a replay buffer).
     """
 
+    source: OfflineExperienceSource
+
     def __init__(self, **overrides: Any) -> None:
         super().__init__(**overrides)
-        self.source: _InMemorySource | _RayStreamSource | None = None
+        self.reader: _InMemorySource | _RayStreamSource | None = None  # where minibatches are read from
         self.layout: EpisodeLayout | None = None
         self.requirements = OfflineRequirements()
         self.num_env_steps_trained_lifetime = 0
@@ -71,38 +77,34 @@ class OfflineDataModule(ExperienceDataModule):
 
     # -- configuration ----------------------------------------------------------------------
     def input_data(self) -> Any:
-        """The configured input: an override, the algorithm's in-memory data, or its paths."""
-        if "input_" in self.overrides:
-            return self.overrides["input_"]
-        in_memory = getattr(self.algorithm, "offline_input", None)
-        return in_memory if in_memory is not None else self.algorithm.hparams.get("input_")
+        """The configured input: an override, else the source's (in-memory data or paths)."""
+        return self.settings.input_
 
     def setup(self, stage: str) -> None:
         # No training runners: the base builds only what evaluation needs (lazily).
         super().setup("validate" if stage == "fit" else stage)
-        if stage == "fit" and self.source is None:
-            self.source = self._build_source()
+        if stage == "fit" and self.reader is None:
+            self.reader = self._build_reader()
 
-    def _build_source(self) -> _InMemorySource | _RayStreamSource:
-        algorithm = self.algorithm
-        if algorithm.is_multi_agent:
+    def _build_reader(self) -> _InMemorySource | _RayStreamSource:
+        source = self.source
+        if source.is_multi_agent:
             raise ConfigError("Offline training supports single-agent envs; this env is multi-agent.")
-        policy_id = algorithm._single_policy_id()
-        _check_row_wise_connectors(algorithm.env_to_module_pipelines[policy_id])
-        observation_space, action_space = algorithm.policy_env_spaces(policy_id)
+        policy_id = only_policy_id(source)
+        _check_row_wise_connectors(source.env_to_module_pipelines[policy_id])
+        observation_space, action_space = source.policy_env_spaces(policy_id)
         self.layout = EpisodeLayout(observation_space, action_space)
-        self.requirements = algorithm.offline_requirements()
-        converter = RowConverter(
-            self.layout, list(algorithm.module_to_env_specs[policy_id]), self.requirements
-        )
-        data = self.input_data()
+        self.requirements = source.offline_requirements()
+        converter = RowConverter(self.layout, list(source.module_to_env_specs[policy_id]), self.requirements)
+        settings = self.settings
+        data = settings.input_
         rank, world = self._rank_and_world()
         generator = torch.Generator()
-        seed = algorithm.hparams.get("seed")
+        seed = settings.seed
         generator.manual_seed((0 if seed is None else int(seed)) + 7919 * rank)
         if data is None:
             raise ConfigError(
-                f"{type(algorithm).__name__} learns from offline data: set input_ (a directory, file or glob "
+                f"{type(source).__name__} learns from offline data: set input_ (a directory, file or glob "
                 "of Parquet episodes, e.g. config.offline_data(input_='path/')), or pass "
                 "OfflineDataModule(input_=[TensorDict, ...])."
             )
@@ -120,8 +122,8 @@ class OfflineDataModule(ExperienceDataModule):
             return _InMemorySource(converter.from_tensordicts(list(data)), generator)
         files = resolve_input_files(data)
         info = inspect_files(files, self.layout, converter.columns())
-        method = self.setting("input_read_method")
-        budget = int(float(self.setting("input_memory_budget_mb")) * 2**20)
+        method = settings.input_read_method
+        budget = int(float(settings.input_memory_budget_mb) * 2**20)
         if method == "auto":
             method = "pyarrow" if info.num_bytes <= budget else "ray"
         self.read_method = method
@@ -138,7 +140,7 @@ class OfflineDataModule(ExperienceDataModule):
             self.layout,
             self.requirements,
             memory_budget_bytes=budget,
-            shuffle_buffer_rows=int(self.setting("input_shuffle_buffer_size")),
+            shuffle_buffer_rows=int(settings.input_shuffle_buffer_size),
             row_bytes=max(1, info.num_bytes // max(1, info.num_rows)),
             seed=int(generator.initial_seed()),
         )
@@ -151,13 +153,13 @@ class OfflineDataModule(ExperienceDataModule):
 
     def close(self) -> None:
         super().close()
-        if self.source is not None:
-            self.source.close()
-            self.source = None
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
     # -- minibatches -------------------------------------------------------------------------
     def updates_per_iteration(self) -> int:
-        return int(self.setting("dataset_num_iters_per_learner"))
+        return int(self.settings.dataset_num_iters_per_learner)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_OfflineDataset(self), batch_size=None, collate_fn=identity_collate)
@@ -165,18 +167,18 @@ class OfflineDataModule(ExperienceDataModule):
     def next_batch(self) -> TensorDict:
         """One minibatch of ``train_batch_size`` rows, through the env-to-module connectors."""
         start = time.perf_counter()
-        raw = self.source.next_batch(int(self.setting("train_batch_size")))
+        raw = self.reader.next_batch(int(self.settings.train_batch_size))
         batch = self.to_module_batch(raw)
         self._read_seconds_this_iteration += time.perf_counter() - start
         rows = int(raw.batch_size[0])
         self._rows_this_iteration += rows
         self.num_env_steps_trained_lifetime += rows
-        return batch.to(self.algorithm.device)
+        return batch.to(self.source.device)
 
     def to_module_batch(self, raw: TensorDict) -> TensorDict:
         """Env-side rows -> what the networks eat (connectors run here, updating filters)."""
-        algorithm = self.algorithm
-        pipeline = algorithm.env_to_module_pipelines[algorithm._single_policy_id()]
+        source = self.source
+        pipeline = source.env_to_module_pipelines[only_policy_id(source)]
         space = self.layout.observation_space
 
         def observations(column: str, update: bool) -> Any:
@@ -201,7 +203,7 @@ class OfflineDataModule(ExperienceDataModule):
         seconds = self._read_seconds_this_iteration
         self.last_metrics = {
             "num_env_steps_trained_lifetime": float(self.num_env_steps_trained_lifetime),
-            "offline_data/num_passes": float(self.source.num_passes if self.source is not None else 0),
+            "offline_data/num_passes": float(self.reader.num_passes if self.reader is not None else 0),
             "time_total_s": self.time_total_s,
         }
         if seconds > 0:
@@ -211,12 +213,12 @@ class OfflineDataModule(ExperienceDataModule):
 
     def end_iteration(self) -> None:
         """Publish the filter state the connectors learned from this iteration's rows."""
-        algorithm = self.algorithm
-        policy_id = algorithm._single_policy_id()
-        pipeline = algorithm.env_to_module_pipelines[policy_id]
+        source = self.source
+        policy_id = only_policy_id(source)
+        pipeline = source.env_to_module_pipelines[policy_id]
         if len(pipeline):
             pipeline.pop_deltas()
-            algorithm.connector_state[policy_id] = pipeline.get_state()
+            source.connector_state[policy_id] = pipeline.get_state()
 
     # -- checkpointing -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

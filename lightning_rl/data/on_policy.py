@@ -1,8 +1,8 @@
 """On-policy experience (PPO and friends): sample, run the learner connectors, minibatch.
 
 One ``iter()`` of the training DataLoader is one training iteration (one Lightning epoch):
-sample ``train_batch_size`` steps with the current weights, let the algorithm post-process
-the whole ``[num_envs, T]`` batch (GAE, ...), then yield shuffled minibatches for
+sample ``train_batch_size`` steps with the current weights, let the source (the algorithm)
+post-process the whole ``[num_envs, T]`` batch (GAE, ...), then yield shuffled minibatches for
 ``num_epochs`` passes. The number of minibatches per iteration is fixed by the config, so
 every DDP rank yields the same count and the gradient all-reduce can never wait on an
 empty shard.
@@ -26,20 +26,21 @@ class OnPolicyDataModule(ExperienceDataModule):
     """Fresh samples every iteration, reused for ``num_epochs`` passes of minibatches."""
 
     def train_batch_size(self) -> int:
-        runners = max(1, self.setting("num_env_runners"))
-        return runners * self.setting("num_envs_per_env_runner") * self.rollout_fragment_length()
+        return self._rows() * self.rollout_fragment_length()
 
     def minibatches_per_iteration(self) -> int:
-        minibatch = self.setting("minibatch_size") or self.train_batch_size()
-        length = self.algorithm.sequence_length()
+        settings = self.settings
+        minibatch = settings.minibatch_size or self.train_batch_size()
+        length = self.source.sequence_length()
         if length:
             # Recurrent models learn from whole sequences: count them, padding included.
             sequences = self._rows() * math.ceil(self.rollout_fragment_length() / length)
-            return self.setting("num_epochs") * math.ceil(sequences / max(1, minibatch // length))
-        return self.setting("num_epochs") * math.ceil(self.train_batch_size() / minibatch)
+            return settings.num_epochs * math.ceil(sequences / max(1, minibatch // length))
+        return settings.num_epochs * math.ceil(self.train_batch_size() / minibatch)
 
     def _rows(self) -> int:
-        return max(1, self.setting("num_env_runners")) * self.setting("num_envs_per_env_runner")
+        settings = self.settings
+        return max(1, settings.num_env_runners) * settings.num_envs_per_env_runner
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_OnPolicyDataset(self), batch_size=None, collate_fn=identity_collate)
@@ -54,20 +55,21 @@ class _OnPolicyDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[Any]:
         datamodule = self.datamodule
-        algorithm = datamodule.algorithm
+        source = datamodule.source
+        settings = datamodule.settings
         batch = datamodule.sample()
         with torch.no_grad():
             if isinstance(batch, dict):
-                batch = algorithm.process_rollout({pid: b.to(algorithm.device) for pid, b in batch.items()})
+                batch = source.process_rollout({pid: b.to(source.device) for pid, b in batch.items()})
             else:
-                batch = algorithm.process_rollout(batch.to(algorithm.device))
-        num_epochs = datamodule.setting("num_epochs")
+                batch = source.process_rollout(batch.to(source.device))
+        num_epochs = settings.num_epochs
         per_epoch = len(self) // num_epochs
-        generator = algorithm.minibatch_generator
-        length = algorithm.sequence_length()
+        generator = source.minibatch_generator
+        length = source.sequence_length()
         if length and not isinstance(batch, dict):
             sequences = to_sequences(batch, length)
-            per_minibatch = max(1, (datamodule.setting("minibatch_size") or length) // length)
+            per_minibatch = max(1, (settings.minibatch_size or length) // length)
             for _ in range(num_epochs):
                 order = torch.randperm(sequences.batch_size[0], generator=generator)
                 for i in range(per_epoch):
@@ -75,7 +77,7 @@ class _OnPolicyDataset(IterableDataset):
             return
         if not isinstance(batch, dict):
             flat = batch.reshape(-1)
-            minibatch = datamodule.setting("minibatch_size") or flat.batch_size[0]
+            minibatch = settings.minibatch_size or flat.batch_size[0]
             for _ in range(num_epochs):
                 order = torch.randperm(flat.batch_size[0], generator=generator)
                 for i in range(per_epoch):

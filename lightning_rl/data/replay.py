@@ -176,7 +176,7 @@ class ReplayDataModule(ReplayingDataModule):
     # -- configuration ----------------------------------------------------------------------
     def replay_buffer_config(self) -> ReplayBufferConfig:
         if self._replay_config is None:
-            self._replay_config = resolve_replay_buffer_config(self.setting("replay_buffer_config"))
+            self._replay_config = resolve_replay_buffer_config(self.settings.replay_buffer_config)
         return self._replay_config
 
     @property
@@ -184,11 +184,11 @@ class ReplayDataModule(ReplayingDataModule):
         return self.replay_buffer_config().prioritized
 
     def minibatch_size(self) -> int:
-        return int(self.setting("train_batch_size"))
+        return int(self.settings.train_batch_size)
 
     def updates_per_iteration(self) -> Fraction:
         return updates_per_iteration(
-            self.setting("training_intensity"), self.steps_per_iteration(), self.minibatch_size()
+            self.settings.training_intensity, self.steps_per_iteration(), self.minibatch_size()
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class ReplayDataModule(ReplayingDataModule):
         super().setup(stage)
         if stage != "fit":
             return
-        for policy_id in self.algorithm.policy_ids:
+        for policy_id in self.source.policy_ids:
             if policy_id not in self.buffers:
                 self.buffers[policy_id] = make_replay_buffer(self.replay_buffer_config(), self.draw_generator)
         if self._pending_buffers is not None:
@@ -206,28 +206,27 @@ class ReplayDataModule(ReplayingDataModule):
     # -- experience -------------------------------------------------------------------------
     def collect(self) -> None:
         """Sample one iteration's steps (more in the first, to reach the learning start) and store them."""
-        algorithm = self.algorithm
+        source = self.source
         fragment = self.rollout_fragment_length()
         missing = (
-            int(self.setting("num_steps_sampled_before_learning_starts"))
-            - self.num_env_steps_sampled_lifetime
+            int(self.settings.num_steps_sampled_before_learning_starts) - self.num_env_steps_sampled_lifetime
         )
         if missing > 0:
             # The counter is global (all DDP ranks); each rank samples its share.
             ranks = self.trainer.world_size if self.trainer is not None else 1
             fragment = max(fragment, math.ceil(missing / (self.sampling_width() * ranks)))
         batch = self.sample(fragment)
-        device = algorithm.device
+        device = source.device
         with torch.no_grad():
             if isinstance(batch, dict):  # multi-agent: {policy_id: [M] transitions}
-                processed = algorithm.process_rollout({pid: b.to(device) for pid, b in batch.items()})
+                processed = source.process_rollout({pid: b.to(device) for pid, b in batch.items()})
             else:
-                processed = algorithm.process_rollout(batch.to(device))
+                processed = source.process_rollout(batch.to(device))
         self.add(processed)
 
     def add(self, batch: TensorDict | dict[str, TensorDict]) -> None:
         """Store ``[num_envs, T]`` (or already flat) transitions, per policy id."""
-        per_policy = batch if isinstance(batch, dict) else {self.algorithm.policy_ids[0]: batch}
+        per_policy = batch if isinstance(batch, dict) else {self.source.policy_ids[0]: batch}
         for policy_id, policy_batch in per_policy.items():
             if policy_batch.numel() == 0:  # a policy whose agents did not act this iteration
                 continue
@@ -251,7 +250,7 @@ class ReplayDataModule(ReplayingDataModule):
         Prioritized replay yields groups of one: each draw must see the priorities just updated.
         """
         size = self.minibatch_size()
-        device = self.algorithm.device
+        device = self.source.device
         # Policies whose agents have not acted yet have nothing to replay.
         policy_ids = [pid for pid, buffer in self.buffers.items() if len(buffer)]
         if self.prioritized:
@@ -273,7 +272,7 @@ class ReplayDataModule(ReplayingDataModule):
     # -- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        if self.setting("checkpoint_replay_buffer"):
+        if self.settings.checkpoint_replay_buffer:
             state["replay_buffers"] = {pid: self._buffer_state(buf) for pid, buf in self.buffers.items()}
         return state
 

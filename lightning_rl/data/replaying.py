@@ -42,7 +42,7 @@ class ReplayingDataModule(ExperienceDataModule, abc.ABC):
 
     Subclasses say how many updates an iteration makes (:meth:`updates_per_iteration`), how
     they collect (:meth:`collect`) and what those updates draw (:meth:`replay`); draws use
-    :attr:`draw_generator`, seeded once from the algorithm's seed and the DDP rank.
+    :attr:`draw_generator`, seeded once from the ``seed`` setting and the DDP rank.
     """
 
     def __init__(self, **overrides: Any) -> None:
@@ -54,7 +54,8 @@ class ReplayingDataModule(ExperienceDataModule, abc.ABC):
     # -- the update schedule ----------------------------------------------------------------
     def sampling_width(self) -> int:
         """Env copies sampled per iteration on this rank."""
-        return max(1, self.setting("num_env_runners")) * self.setting("num_envs_per_env_runner")
+        settings = self.settings
+        return max(1, settings.num_env_runners) * settings.num_envs_per_env_runner
 
     def steps_per_iteration(self) -> int:
         return self.rollout_fragment_length() * self.sampling_width()
@@ -76,7 +77,7 @@ class ReplayingDataModule(ExperienceDataModule, abc.ABC):
 
     @abc.abstractmethod
     def replay(self, count: int) -> Iterator[Any]:
-        """The batches of ``count`` updates, on the algorithm's device."""
+        """The batches of ``count`` updates, on the source's device."""
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_ReplayIteration(self), batch_size=None, collate_fn=identity_collate)
@@ -86,7 +87,7 @@ class ReplayingDataModule(ExperienceDataModule, abc.ABC):
         super().setup(stage)
         if stage == "fit" and not self._draws_seeded:
             # Once: TrainingRun re-enters fit() every iteration; a restored state wins.
-            seed = self.setting("seed")
+            seed = self.settings.seed
             if seed is not None:
                 self.draw_generator.manual_seed(int(seed) + self._rank_seed_offset())
             self._draws_seeded = True

@@ -220,7 +220,8 @@ class SequenceReplayBuffer:
 class SequenceReplayDataModule(ReplayingDataModule):
     """Samples into per-env-copy streams and replays ``[B, T]`` windows; see the module docstring.
 
-    Settings come from the algorithm: ``batch_size_B``, ``batch_length_T``, ``training_ratio``,
+    Settings (:class:`~lightning_rl.data.source.SamplingSettings`): ``batch_size_B``, ``batch_length_T``,
+    ``training_ratio``,
     ``replay_buffer_config["capacity"]`` (steps over all env copies of this rank),
     ``num_steps_sampled_before_learning_starts``, ``checkpoint_replay_buffer``.
     """
@@ -232,24 +233,25 @@ class SequenceReplayDataModule(ReplayingDataModule):
 
     # -- configuration ----------------------------------------------------------------------
     def steps_per_update(self) -> int:
-        return int(self.setting("batch_size_B")) * int(self.setting("batch_length_T"))
+        return int(self.settings.batch_size_B) * int(self.settings.batch_length_T)
 
     def rollout_fragment_length(self) -> int:
         """``"auto"``: the fewest steps per env copy that make at least one update per iteration."""
-        value = self.setting("rollout_fragment_length")
-        if value != "auto":
-            return int(value)
-        per_iteration = self.steps_per_update() / float(self.setting("training_ratio"))
+        settings = self.settings
+        if settings.rollout_fragment_length != "auto":
+            return int(settings.rollout_fragment_length)
+        per_iteration = self.steps_per_update() / float(settings.training_ratio)
         return max(1, math.ceil(per_iteration / self.sampling_width()))
 
     def updates_per_iteration(self) -> Fraction:
         return updates_per_iteration(
-            self.setting("training_ratio"), self.steps_per_iteration(), self.steps_per_update()
+            self.settings.training_ratio, self.steps_per_iteration(), self.steps_per_update()
         )
 
     def capacity_per_stream(self) -> int:
-        capacity = int((self.setting("replay_buffer_config") or {}).get("capacity", 1_000_000))
-        return max(int(self.setting("batch_length_T")), capacity // self.sampling_width())
+        settings = self.settings
+        capacity = int((settings.replay_buffer_config or {}).get("capacity", 1_000_000))
+        return max(int(settings.batch_length_T), capacity // self.sampling_width())
 
     # -- lifecycle --------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -266,11 +268,10 @@ class SequenceReplayDataModule(ReplayingDataModule):
     def collect(self) -> None:
         """Sample one iteration's steps (more in the first, to reach the learning start) and store them."""
         fragment = self.rollout_fragment_length()
-        length = int(self.setting("batch_length_T"))
+        length = int(self.settings.batch_length_T)
         shortest = int(self.buffer.count.min()) if self.buffer.num_streams else 0
         missing = (
-            int(self.setting("num_steps_sampled_before_learning_starts"))
-            - self.num_env_steps_sampled_lifetime
+            int(self.settings.num_steps_sampled_before_learning_starts) - self.num_env_steps_sampled_lifetime
         )
         if missing > 0 or shortest < length:
             # The step counter is global (all DDP ranks); each rank samples its share. Every copy
@@ -279,13 +280,13 @@ class SequenceReplayDataModule(ReplayingDataModule):
             fragment = max(fragment, math.ceil(missing / (self.sampling_width() * ranks)), length - shortest)
         batch = self.sample(fragment)
         with torch.no_grad():
-            batch = self.algorithm.process_rollout(batch)
+            batch = self.source.process_rollout(batch)
         self.add(batch, self.last_sample_worker_indices)
 
     def add(self, batch: TensorDict, worker_indices: list[int] | None = None) -> None:
         """Store a runner batch ``[N, T]`` (rows: ``num_envs_per_env_runner`` per worker, in order)."""
         steps, lengths = to_sequence_steps(batch.to("cpu"))
-        per_worker = int(self.setting("num_envs_per_env_runner"))
+        per_worker = int(self.settings.num_envs_per_env_runner)
         workers = worker_indices or [0] * max(1, batch.batch_size[0] // per_worker)
         for row in range(batch.batch_size[0]):
             key = (workers[min(row // per_worker, len(workers) - 1)], row % per_worker)
@@ -296,9 +297,9 @@ class SequenceReplayDataModule(ReplayingDataModule):
         self.last_metrics["replay_buffer/num_entries"] = float(len(self.buffer))
 
     def replay(self, count: int) -> Iterator[TensorDict]:
-        """``count`` replayed ``[B, T]`` windows on the algorithm's device."""
-        size, length = int(self.setting("batch_size_B")), int(self.setting("batch_length_T"))
-        device = self.algorithm.device
+        """``count`` replayed ``[B, T]`` windows on the source's device."""
+        size, length = int(self.settings.batch_size_B), int(self.settings.batch_length_T)
+        device = self.source.device
         for _ in range(count):
             window = self.buffer.sample(size, length)
             yield TensorDict(window, batch_size=[size, length]).to(device)
@@ -306,7 +307,7 @@ class SequenceReplayDataModule(ReplayingDataModule):
     # -- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        if self.setting("checkpoint_replay_buffer") and self.buffer is not None:
+        if self.settings.checkpoint_replay_buffer and self.buffer is not None:
             state["sequence_replay"] = self.buffer.state_dict()
         return state
 
