@@ -97,7 +97,7 @@ def test_shared_trunk_kl_loss_entropy_schedule_and_lr_schedule(quiet_trainer_kwa
     metrics = trainer.callback_metrics
     assert torch.isfinite(metrics["learners/default_policy/total_loss"])
     assert float(algo.module.kl_coeff) == pytest.approx(0.2 * 1.5**3), "each overshoot raises it 1.5x"
-    assert float(algo.module.loss.entropy_coeff) == pytest.approx(0.0)  # schedule ended at 256 steps
+    assert float(algo.module.entropy_coeff) == pytest.approx(0.0)  # schedule ended at 256 steps
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
 
 

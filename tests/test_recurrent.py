@@ -77,11 +77,11 @@ def test_sequences_are_padded_and_padding_never_reaches_the_loss():
     sequences = to_sequences(batch, 4)
     assert sequences.batch_size == (9, 4)
     assert sequences["mask"].sum() == 30 and not sequences["mask"][2::3, 2:].any()
-    loss, _ = algo.module.compute_loss(sequences, use_kl_loss=False)
+    loss, _ = algo.module.compute_loss(sequences)
     garbage = sequences.clone()
     garbage["advantage"][~garbage["mask"]] = 1e6
     garbage["value_target"][~garbage["mask"]] = -1e6
-    garbage_loss, _ = algo.module.compute_loss(garbage, use_kl_loss=False)
+    garbage_loss, _ = algo.module.compute_loss(garbage)
     assert torch.allclose(loss, garbage_loss), "padded steps changed the loss"
 
 

@@ -1,4 +1,4 @@
-"""Proximal Policy Optimization on torchrl's ``ClipPPOLoss`` and ``GAE``.
+"""Proximal Policy Optimization: its loss written out in :mod:`.loss`, advantages from torchrl's ``GAE``.
 
 One Lightning epoch is one iteration: the OnPolicyDataModule samples ``train_batch_size``
 steps, :meth:`PPO.process_rollout` adds GAE advantages and value targets with the current
@@ -13,14 +13,14 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import torch
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModule
-from torchrl.modules import ProbabilisticActor, ValueOperator
-from torchrl.objectives import ClipPPOLoss
+from torchrl.modules import ValueOperator
 from torchrl.objectives.value import GAE
 
 from lightning_rl.algorithms.base import Algorithm
-from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff, k3_kl
+from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff
 from lightning_rl.algorithms.policy_module import PolicyModule
+from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
+from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss
 from lightning_rl.algorithms.ppo.recurrent import RecurrentPPOModule
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.model_config import DefaultModelConfig
@@ -30,7 +30,7 @@ from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
 
 
 class PPOModule(PolicyModule):
-    """One policy's actor, critic, torchrl ``ClipPPOLoss`` and ``GAE``."""
+    """One policy's actor and critic, its GAE (torchrl's) and its loss (:mod:`.loss`)."""
 
     def __init__(
         self,
@@ -40,48 +40,29 @@ class PPOModule(PolicyModule):
         *,
         gamma: float,
         lambda_: float,
-        clip_param: float,
-        vf_clip_param: float | None,
-        vf_loss_coeff: float,
+        loss_config: PPOLossConfig,
         entropy_coeff: float,
-        use_entropy: bool,
-        normalize_advantages: bool,
         kl_coeff: float,
     ) -> None:
         super().__init__(observation_space, action_space, model_config)
         self.policy_net = PolicyNet(observation_space, action_space, model_config)
         shared = self.policy_net.encoder if model_config.vf_share_layers else None
         self.value_net = ValueNet(observation_space, model_config, shared_encoder=shared)
-        distribution = self.policy_net.distribution
-        param_keys = list(distribution.param_keys)
-        self.actor = ProbabilisticActor(
-            TensorDictModule(self.policy_net, in_keys=["observation"], out_keys=param_keys),
-            in_keys=param_keys,
-            distribution_class=distribution.torch_distribution_class(),
-            distribution_kwargs=distribution.torch_distribution_kwargs(),
-            return_log_prob=True,
-        )
+        self.loss_config = loss_config
         # A Dict observation (observation + action_mask) goes to the critic leaf by leaf: torchrl's
         # GAE scans its inputs with torch.isnan, which fails on a whole (all-float) TensorDict.
         leaves = self.value_net.leaf_keys
-        in_keys = [("observation", key) for key in leaves] if leaves else ["observation"]
-        self.critic = ValueOperator(self.value_net, in_keys=in_keys)
-        self.loss = ClipPPOLoss(
-            self.actor,
-            self.critic,
-            clip_epsilon=clip_param,
-            entropy_bonus=use_entropy,
-            entropy_coeff=entropy_coeff,
-            critic_coeff=vf_loss_coeff,
-            loss_critic_type="l2",
-            normalize_advantage=normalize_advantages,
-            clip_value=vf_clip_param,
-            # PPO has no target networks, so torchrl's functional parameter swapping buys
-            # nothing and costs ~0.2 ms per update (lossbench: 1.87 -> 1.68 ms on CartPole).
-            functional=False,
-        )
+        obs = PPO_KEYS.observation
+        in_keys = [(obs, key) for key in leaves] if leaves else [obs]
+        self.critic = ValueOperator(self.value_net, in_keys=in_keys, out_keys=[PPO_KEYS.old_value])
         self.gae = GAE(gamma=gamma, lmbda=lambda_, value_network=self.critic, average_gae=False)
+        self.gae.set_keys(
+            advantage=PPO_KEYS.advantage, value_target=PPO_KEYS.value_target, value=PPO_KEYS.old_value
+        )
+        # Set by PPO at every iteration from ``entropy_coeff_schedule``; not saved.
+        self.register_buffer("entropy_coeff", torch.tensor(float(entropy_coeff)), persistent=False)
         self.register_buffer("kl_coeff", torch.tensor(float(kl_coeff)))
+        self.register_load_state_dict_pre_hook(drop_legacy_loss_state)
 
     def policy_spec(self) -> PolicySpec:
         return self.runner_policy_spec(StochasticPolicy)
@@ -93,36 +74,30 @@ class PPOModule(PolicyModule):
         """GAE over the whole ``[num_envs, T]`` batch with the current critic."""
         return self.gae(batch)
 
-    def compute_loss(self, batch: TensorDict, use_kl_loss: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Clipped surrogate + value loss (+ entropy bonus, + KL penalty); returns stats too."""
-        out = self.loss(batch)
-        total = out["loss_objective"] + out["loss_critic"]
-        if "loss_entropy" in out:
-            total = total + out["loss_entropy"]
-        stats: dict[str, Any] = {
-            "policy_loss": out["loss_objective"],
-            "vf_loss": out["loss_critic"],
-            "mean_kl_loss": out["kl_approx"],
-            "clip_fraction": out["clip_fraction"],
-        }
-        if "entropy" in out:
-            stats["entropy"] = out["entropy"]
-        if "explained_variance" in out:
-            stats["vf_explained_var"] = out["explained_variance"]
-        if use_kl_loss:
-            kl = self.kl_divergence(batch)
-            total = total + self.kl_coeff * kl
-            stats["kl"] = kl
-            stats["kl_coeff"] = self.kl_coeff
-        stats["total_loss"] = total
-        return total, stats
+    def distribution(self, params: tuple[torch.Tensor, ...]) -> torch.distributions.Distribution:
+        """The torch distribution of the policy net's outputs (log-probs and entropy)."""
+        spec = self.policy_net.distribution
+        return spec.torch_distribution_class()(
+            **dict(zip(spec.param_keys, params, strict=True)), **spec.torch_distribution_kwargs()
+        )
 
-    def kl_divergence(self, batch: TensorDict) -> torch.Tensor:
-        """KL(old || new) from the stored log-probs (the low-variance 'k3' estimator)."""
-        distribution = self.policy_net.distribution
-        new_log_prob = distribution.log_prob(self.policy_net(batch["observation"]), batch["action"])
-        log_ratio = new_log_prob - batch["action_log_prob"]
-        return k3_kl(log_ratio).mean()
+    def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Clipped surrogate + value loss (+ entropy bonus, + KL penalty); returns stats too."""
+        keys = PPO_KEYS
+        dist = self.distribution(self.policy_net(batch[keys.observation]))
+        terms = ppo_loss(
+            log_prob=dist.log_prob(batch[keys.action]),
+            old_log_prob=batch[keys.old_log_prob],
+            advantage=batch[keys.advantage],
+            value=self.value_net(batch[keys.observation]),
+            value_target=batch[keys.value_target],
+            old_value=batch[keys.old_value],
+            entropy=dist.entropy() if self.loss_config.use_entropy else None,
+            config=self.loss_config,
+            entropy_coeff=self.entropy_coeff,
+            kl_coeff=self.kl_coeff,
+        )
+        return terms.total_loss, terms.stats()
 
 
 class PPO(Algorithm):
@@ -202,21 +177,29 @@ class PPO(Algorithm):
             self.model_config,
             gamma=h.gamma,
             lambda_=h.lambda_,
-            clip_param=h.clip_param,
-            vf_clip_param=h.vf_clip_param,
-            vf_loss_coeff=h.vf_loss_coeff,
+            loss_config=self.loss_config(),
             entropy_coeff=float(start_entropy),
-            use_entropy=bool(h.entropy_coeff) or bool(h.entropy_coeff_schedule),
-            normalize_advantages=h.normalize_advantages,
             kl_coeff=h.kl_coeff,
+        )
+
+    def loss_config(self) -> PPOLossConfig:
+        """The fixed settings of :func:`~lightning_rl.algorithms.ppo.loss.ppo_loss` from the hparams."""
+        h = self.hparams
+        return PPOLossConfig(
+            clip_param=float(h.clip_param),
+            vf_clip_param=None if h.vf_clip_param is None else float(h.vf_clip_param),
+            vf_loss_coeff=float(h.vf_loss_coeff),
+            use_entropy=bool(h.entropy_coeff) or bool(h.entropy_coeff_schedule),
+            normalize_advantages=bool(h.normalize_advantages),
+            use_kl_loss=bool(h.use_kl_loss),
         )
 
     # -- training ----------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         coeff = self._entropy_schedule(self.num_env_steps_sampled_lifetime)
         for module in self.policies.values():
-            if isinstance(module, PPOModule | RecurrentPPOModule) and module.loss.entropy_bonus:
-                module.loss.entropy_coeff.fill_(coeff)
+            if isinstance(module, PPOModule | RecurrentPPOModule):
+                module.entropy_coeff.fill_(coeff)
         self._iteration_kl = {}
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -233,11 +216,11 @@ class PPO(Algorithm):
     def compute_policy_loss(self, policy_id: str, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
         """One policy's loss and the stats to log; override to change PPO's loss.
 
-        ``batch`` holds the minibatch in torchrl's keys plus ``advantage`` and ``value_target``;
+        ``batch`` holds the minibatch under the keys of :class:`.loss.PPOLossKeys`;
         ``self.policies[policy_id]`` has the networks (``policy_net``, ``value_net`` or, for
         memory models, ``model``). See ``examples/ppo_custom_loss.py``.
         """
-        return self.policies[policy_id].compute_loss(batch, self.hparams.use_kl_loss)
+        return self.policies[policy_id].compute_loss(batch)
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
