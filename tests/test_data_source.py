@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 import torch
 
+from lightning_rl.algorithms.bc import BC
+from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.data.on_policy import OnPolicyDataModule
-from lightning_rl.data.source import SamplingSettings
+from lightning_rl.data.source import ExperienceSource, OfflineExperienceSource, SamplingSettings
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec
 from lightning_rl.env_runners.env_runner_group import FaultToleranceConfig
 from lightning_rl.envs.registration import resolve_env
@@ -142,3 +144,11 @@ def test_the_data_layer_never_imports_the_algorithms_package():
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.startswith("lightning_rl.algorithms")]
     assert offenders == []
+
+
+def test_algorithms_implement_the_interface_their_datamodules_need():
+    ppo = PPO("CartPole-v1", train_batch_size=64, minibatch_size=32, num_epochs=3)
+    assert isinstance(ppo, ExperienceSource) and isinstance(FakeSource(SamplingSettings()), ExperienceSource)
+    settings = ppo.sampling_settings()
+    assert (settings.train_batch_size, settings.minibatch_size, settings.num_epochs) == (64, 32, 3)
+    assert isinstance(BC("CartPole-v1"), OfflineExperienceSource)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from gymnasium import spaces
@@ -97,6 +97,7 @@ class SamplingSettings:
         return dataclasses.replace(self, **overrides)
 
 
+@runtime_checkable
 class ExperienceSource(Protocol):
     """What every DataModule samples for (an algorithm implements it; see the module docstring)."""
 
@@ -140,6 +141,7 @@ class ExperienceSource(Protocol):
         """Length of the sequences a recurrent model learns from, else None."""
 
 
+@runtime_checkable
 class OfflineExperienceSource(ExperienceSource, Protocol):
     """What the offline DataModule needs on top: the data's columns and the policy's connectors
     (offline rows pass through the same env-to-module pipeline as sampled ones)."""
