@@ -1,7 +1,8 @@
 """``lightning-rl export | evaluate | plot``: the subcommands that work on finished runs.
 
 They are plain argparse commands (handled before LightningCLI, which owns ``fit`` and
-``validate``) and import their heavy dependencies only when run.
+``validate``). This module is an entry point: it imports the layers it drives at module level,
+and :mod:`lightning_rl.cli` imports it only when one of its commands runs.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ import json
 import math
 from collections.abc import Sequence
 
+from lightning_rl.checkpoint import resolve_checkpoint_path
 from lightning_rl.errors import ConfigError
+from lightning_rl.export import EXPORT_FORMATS, default_export_path, export_policy
+from lightning_rl.plotting import DEFAULT_METRICS, plot_learning_curves
+from lightning_rl.training_run import TrainingRun, policy_from_checkpoint
+from lightning_rl.video import RecordEvaluationVideos
 
 
 def cmd_export(argv: Sequence[str]) -> int:
-    from lightning_rl.checkpoint import resolve_checkpoint_path
-    from lightning_rl.export import EXPORT_FORMATS, default_export_path, export_policy
-    from lightning_rl.policy import Policy
-
     parser = argparse.ArgumentParser(
         prog="lightning-rl export",
         description="Write a checkpoint's policy, connectors included, as an ONNX or TorchScript file.",
@@ -29,7 +31,7 @@ def cmd_export(argv: Sequence[str]) -> int:
     parser.add_argument("--policy_id", help="which policy of a multi-agent checkpoint")
     parser.add_argument("--explore", action="store_true", help="sample actions instead of the greedy action")
     args = parser.parse_args(list(argv))
-    policy = Policy.from_checkpoint(args.ckpt_path, args.policy_id)
+    policy = policy_from_checkpoint(args.ckpt_path, args.policy_id)
     output = args.output or default_export_path(
         resolve_checkpoint_path(args.ckpt_path), args.format, args.policy_id
     )
@@ -85,13 +87,9 @@ def evaluate_checkpoint(
     video_dir: str | None = None,
 ) -> dict:
     """Evaluate a checkpoint exactly as training evaluates: its evaluation runners, frozen filters."""
-    from lightning_rl.training_run import TrainingRun
-
     callbacks = []
     recorder = None
     if video_dir is not None:
-        from lightning_rl.video import RecordEvaluationVideos
-
         recorder = RecordEvaluationVideos(video_dir, log_videos=False)
         callbacks.append(recorder)
     trainer_kwargs = {"logger": False, "enable_progress_bar": False, "callbacks": callbacks}
@@ -117,8 +115,6 @@ def evaluate_checkpoint(
 
 
 def cmd_plot(argv: Sequence[str]) -> int:
-    from lightning_rl.plotting import DEFAULT_METRICS, plot_learning_curves
-
     parser = argparse.ArgumentParser(
         prog="lightning-rl plot",
         description="Draw learning curves (return vs env steps and vs wall time) of CSV-logged runs.",

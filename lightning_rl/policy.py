@@ -8,7 +8,10 @@ use (env-to-module connectors with their saved state, the inference policy from
 its only entry points, :meth:`Policy.compute_single_action` and :meth:`Policy.compute_actions`,
 run all of it, in the runner's order. Checkpoints carry that recipe as plain data (see
 :func:`checkpoint_recipes`), so :meth:`Policy.from_checkpoint` needs neither the training env
-nor Lightning; checkpoints without it (format 1) are served by rebuilding the algorithm.
+nor Lightning, nor the algorithm class: this module sits below the algorithms and reads only what
+the checkpoint stores. A checkpoint without a stored recipe (format 1, or a recipe with no
+plain-data form) needs its algorithm rebuilt, which is the training run's job:
+:func:`lightning_rl.training_run.policy_from_checkpoint` does both.
 
 Stateful connectors (frame stacks, previous actions and rewards) keep one state per row of
 the batch, like the runner keeps one per env copy: row ``i`` of every ``compute_actions`` call
@@ -24,7 +27,7 @@ import copy
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -45,10 +48,32 @@ from lightning_rl.errors import CheckpointError, ConfigError, UnknownNameError, 
 from lightning_rl.modules.policy import InferencePolicy, PolicySpec
 from lightning_rl.serialization import NotPlainDataError, from_plain, space_from_data, space_to_data, to_plain
 
-if TYPE_CHECKING:
-    from lightning_rl.algorithms.base import Algorithm
+__all__ = ["MissingRecipeError", "Policy", "PolicyRecipe", "PolicySource", "checkpoint_recipes"]
 
-__all__ = ["Policy", "PolicyRecipe", "checkpoint_recipes"]
+
+class MissingRecipeError(CheckpointError):
+    """The checkpoint stores no plain-data recipe for the policy: only a rebuilt algorithm can
+    serve it (:func:`lightning_rl.training_run.policy_from_checkpoint`)."""
+
+
+class PolicySource(Protocol):
+    """What a recipe is read from: a live algorithm's policy set, as the inference layer sees it.
+
+    The inference layer is below the algorithms, so it names the few members it reads instead
+    of the ``Algorithm`` class (every ``Algorithm`` is one).
+    """
+
+    policies: Mapping[str, Any]  # policy id -> module with policy_spec() and policy_weights()
+    env_to_module_pipelines: Mapping[str, Any]
+    module_to_env_specs: Mapping[str, Sequence[ConnectorSpec]]
+    connector_state: Mapping[str, Any]
+
+    @property
+    def policy_ids(self) -> Sequence[str]: ...
+
+    def policy_env_spaces(self, policy_id: str) -> tuple[gym.Space, gym.Space]: ...
+
+    def policy_extra(self, policy_id: str) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -67,7 +92,7 @@ class PolicyRecipe:
     algorithm: str | None = None
 
     @classmethod
-    def from_algorithm(cls, algorithm: Algorithm, policy_id: str, snapshot: bool = True) -> PolicyRecipe:
+    def from_algorithm(cls, algorithm: PolicySource, policy_id: str, snapshot: bool = True) -> PolicyRecipe:
         """The recipe of a live algorithm's policy; a ``snapshot`` copies the weights, so later
         training does not change it (without, the weights are the live tensors)."""
         module = algorithm.policies[policy_id]
@@ -160,7 +185,7 @@ def _storage_key(tensor: torch.Tensor) -> tuple:
     return (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
 
 
-def checkpoint_recipes(algorithm: Algorithm, state_dict: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def checkpoint_recipes(algorithm: PolicySource, state_dict: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``{policy_id: plain-data recipe}`` for ``checkpoint["lightning_rl"]["inference"]``.
 
     A policy whose recipe has no plain-data form (a space type or spec argument the codec does
@@ -238,9 +263,10 @@ class Policy:
     ) -> Policy:
         """Load one policy of a checkpoint file (or of the last ``*.ckpt``, by name, in a directory).
 
-        Opens the file with ``torch.load(weights_only=True)``; the training env is not created
-        unless the checkpoint predates the stored recipes (format 1) or its recipe is not
-        plain data, in which case the algorithm is rebuilt from its hyperparameters. Every
+        Opens the file with ``torch.load(weights_only=True)`` and builds the policy from the
+        recipe the checkpoint stores; the training env is never created. A checkpoint without
+        one (format 1, or a recipe with no plain-data form) raises :class:`MissingRecipeError`:
+        :func:`lightning_rl.training_run.policy_from_checkpoint` rebuilds its algorithm. Every
         class the file names must be registered, part of lightning-rl or an imported subclass
         of the expected base; ``trusted_classes`` (classes or ``"module:attr"`` paths) allows
         more, such as a custom model (see ``docs/security.md``).
@@ -264,12 +290,16 @@ class Policy:
                     section.get("algorithm"),
                 )
                 return cls(recipe, seed=seed)
-            ckpt.check_names(checkpoint, f"Checkpoint {str(path)!r}", trusted_classes)
-            return cls.from_algorithm(_rebuild_algorithm(checkpoint), policy_id, seed=seed)
+        raise MissingRecipeError(
+            f"Checkpoint {str(path)!r} stores no inference recipe for policy {policy_id!r} (format 1, "
+            "or a recipe that is not plain data), so its algorithm must be rebuilt: use "
+            "lightning_rl.training_run.policy_from_checkpoint(path) or "
+            "TrainingRun.from_checkpoint(path).get_policy() (the CLI's export does this itself)."
+        )
 
     @classmethod
     def from_algorithm(
-        cls, algorithm: Algorithm, policy_id: str | None = None, *, seed: int | None = None
+        cls, algorithm: PolicySource, policy_id: str | None = None, *, seed: int | None = None
     ) -> Policy:
         """A snapshot of a live algorithm's policy, e.g. in the middle of training."""
         policy_id = _select_policy_id(list(algorithm.policy_ids), policy_id, type(algorithm).__name__)
@@ -401,16 +431,3 @@ def _rows(values: Any, num_rows: int, dtype: torch.dtype) -> torch.Tensor:
     if tensor.numel() != num_rows:
         raise ConfigError(f"Expected one value per row ({num_rows}), got {tensor.numel()}: {values!r}")
     return tensor
-
-
-def _rebuild_algorithm(checkpoint: dict[str, Any]) -> Algorithm:
-    """The algorithm of a checkpoint without stored recipes, rebuilt from its hyperparameters."""
-    from lightning_rl.registry import get_algorithm_class
-    from lightning_rl.training_run import _load_into
-
-    name = checkpoint[ckpt.KEY].get("algorithm")
-    if not name:
-        raise CheckpointError("The checkpoint names no algorithm, so its policy cannot be rebuilt.")
-    algorithm = get_algorithm_class(name)(**ckpt.algorithm_init_kwargs(checkpoint))
-    _load_into(algorithm, checkpoint)
-    return algorithm

@@ -51,8 +51,9 @@ class RLProgressBar(TQDMProgressBar):
 
 
 def _live_sampling_metrics(pl_module: pl.LightningModule) -> dict[str, float]:
-    from lightning_rl.algorithms.base import Algorithm
-
-    if not isinstance(pl_module, Algorithm):
+    """The DataModule's numbers of the sample just taken, when the module samples through one
+    (an algorithm's ``experience``); read by attribute, so the bar needs no algorithm class."""
+    last_metrics = getattr(getattr(pl_module, "experience", None), "last_metrics", None)
+    if not isinstance(last_metrics, dict):
         return {}
-    return {k: v for k, v in pl_module.experience.last_metrics.items() if k in LABELS}
+    return {k: v for k, v in last_metrics.items() if k in LABELS}

@@ -4,6 +4,11 @@
 one more Lightning epoch of the same Trainer (``fit`` re-entered with ``max_epochs + 1``, which
 continues its counters; optimizers are cached by the algorithm), so a loop of ``train()``
 calls trains exactly like one ``trainer.fit`` with ``max_epochs`` iterations.
+
+The run drives *any* algorithm through what a LightningModule and the registry offer
+(``configure_datamodule``, ``get_policy``, the checkpoint's algorithm name): it never names an
+algorithm class, so it sits below the algorithm packages and their fluent configs can build
+one (``PPOConfig().build_algo()``) without an import cycle (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -11,16 +16,23 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_rl import checkpoint as ckpt
-from lightning_rl.algorithms.base import DEFAULT_POLICY_ID, Algorithm
+from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.env_runners.ray_utils import shutdown_ray_if_started_here
 from lightning_rl.errors import CheckpointError, ConfigError
+from lightning_rl.policy import MissingRecipeError, Policy
+from lightning_rl.progress import RLProgressBar
+from lightning_rl.registry import get_algorithm_class
 from lightning_rl.trainer_defaults import add_resilience_defaults
+
+if TYPE_CHECKING:  # type hints only: the run is generic over algorithms
+    from lightning_rl.algorithms.base import Algorithm
 
 _QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
@@ -139,7 +151,7 @@ class TrainingRun:
 
     def restore(self, path: str | Path) -> None:
         """Load weights now; the next ``train()`` also restores optimizers, counters and loops."""
-        path = _checkpoint_file(path)
+        path = ckpt.resolve_checkpoint_path(path)
         checkpoint = ckpt.load_checkpoint(path)
         _load_into(self.algorithm, checkpoint)
         key = type(self.datamodule).__qualname__
@@ -166,9 +178,7 @@ class TrainingRun:
         rules (``docs/security.md``); ``trusted_classes`` allows more, and names given in
         ``overrides`` are the caller's own and allowed.
         """
-        from lightning_rl.registry import get_algorithm_class
-
-        path = _checkpoint_file(path)
+        path = ckpt.resolve_checkpoint_path(path)
         trusted = [*ckpt.trusted_paths(trusted_classes), *_strings_in(overrides)]
         with ckpt.name_guard(f"Checkpoint {str(path)!r}", trusted):
             checkpoint = ckpt.load_checkpoint(path)
@@ -229,24 +239,10 @@ class TrainingRun:
 
 def _add_rl_progress_bar(kwargs: dict[str, Any]) -> None:
     """With the bar on, it is the RL bar (iteration, env steps, return), unless one is given."""
-    from lightning.pytorch.callbacks import ProgressBar
-
-    from lightning_rl.progress import RLProgressBar
-
     callbacks = kwargs.get("callbacks") or []
     callbacks = list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
     if not any(isinstance(c, ProgressBar) for c in callbacks):
         kwargs["callbacks"] = [*callbacks, RLProgressBar()]
-
-
-def _checkpoint_file(path: str | Path) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        candidates = sorted(path.glob("*.ckpt"))
-        if not candidates:
-            raise CheckpointError(f"No checkpoint (*.ckpt) found in directory {str(path)!r}.")
-        path = candidates[-1]
-    return path
 
 
 def _strings_in(value: Any) -> list[str]:
@@ -268,3 +264,33 @@ def _load_into(algorithm: Algorithm, checkpoint: dict[str, Any]) -> None:
             f"The checkpoint's weights do not fit this {type(algorithm).__name__}: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]} (was it trained with another model_config or env?)."
         )
+
+
+def _rebuild_algorithm(checkpoint: dict[str, Any]) -> Algorithm:
+    """The algorithm of a checkpoint, rebuilt from its hyperparameters with its weights loaded."""
+    name = checkpoint[ckpt.KEY].get("algorithm")
+    if not name:
+        raise CheckpointError("The checkpoint names no algorithm, so its policy cannot be rebuilt.")
+    algorithm = get_algorithm_class(name)(**ckpt.algorithm_init_kwargs(checkpoint))
+    _load_into(algorithm, checkpoint)
+    return algorithm
+
+
+def policy_from_checkpoint(
+    path: str | Path,
+    policy_id: str | None = None,
+    *,
+    seed: int | None = None,
+    trusted_classes: ckpt.TrustedClasses = (),
+) -> Policy:
+    """:meth:`Policy.from_checkpoint`, and for checkpoints without a stored recipe (format 1, or a
+    recipe with no plain-data form) the policy of the algorithm rebuilt from the hyperparameters
+    (which creates the training env once)."""
+    try:
+        return Policy.from_checkpoint(path, policy_id, seed=seed, trusted_classes=trusted_classes)
+    except MissingRecipeError:
+        pass
+    path = ckpt.resolve_checkpoint_path(path)
+    with ckpt.name_guard(f"Checkpoint {str(path)!r}", trusted_classes):
+        checkpoint = ckpt.load_checkpoint(path, trusted_classes=trusted_classes)  # checks every name
+        return Policy.from_algorithm(_rebuild_algorithm(checkpoint), policy_id, seed=seed)

@@ -243,7 +243,7 @@ def test_the_summary_names_the_stopping_rule(stop, quiet_trainer_kwargs):
 
     from lightning_rl.algorithms.ppo import PPO
     from lightning_rl.callbacks import StopOnEnvSteps, StopOnReturn
-    from lightning_rl.cli import stop_reason
+    from lightning_rl.lightning_cli import stop_reason
 
     callback = (
         StopOnReturn(1.0, metric="env_runners/episode_return_mean")
