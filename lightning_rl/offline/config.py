@@ -1,17 +1,16 @@
-"""Recording settings, light enough to import everywhere (no pyarrow until a recorder is built).
+"""Recording settings, light enough to import everywhere (no pyarrow).
 
-The algorithm turns its ``output``/``output_config`` settings into a :class:`RecordingSpec`
-that travels to the EnvRunners with their spec; only a runner that records imports the
-Parquet writer.
+The algorithm checks its ``output``/``output_config`` settings here and turns them into a
+:class:`~lightning_rl.offline.recorder.RecordingSpec` that travels to the EnvRunners with their
+spec; that class lives next to the recorder it builds, so only a runner that records (and so
+unpickles one) imports the Parquet writer.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
-
-import gymnasium as gym
 
 from lightning_rl.errors import ConfigError, unknown_name_message
 
@@ -58,44 +57,6 @@ class OutputConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-@dataclass
-class RecordingSpec:
-    """What an EnvRunner builds its recorder from: plain data, sent to Ray actors with the spec.
-
-    Args:
-        output: directory the runner's Parquet files go to (created if missing).
-        config: :class:`~lightning_rl.offline.writer.OutputConfig` keys.
-        metadata: extra plain data stored in every file's metadata (env name, ...).
-    """
-
-    output: str
-    config: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def build(
-        self, observation_space: gym.Space, action_space: gym.Space, num_envs: int, worker_index: int
-    ) -> Any:
-        from lightning_rl.offline.recorder import EpisodeRecorder
-
-        return EpisodeRecorder(
-            self.output,
-            OutputConfig.from_dict(self.config),
-            observation_space,
-            action_space,
-            num_envs,
-            metadata={**self.metadata, "worker_index": int(worker_index)},
-        )
-
-
-def recording_spec(
-    output: str | None, output_config: dict[str, Any] | None, env: str | None
-) -> RecordingSpec | None:
-    """The recorder recipe of an algorithm's ``output``/``output_config`` settings (None: off)."""
-    if output is None:
-        return None
-    return RecordingSpec(str(output), dict(output_config or {}), {"env": env})
 
 
 def check_output_settings(output: Any, output_config: dict[str, Any] | None, multi_agent: bool) -> None:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_rl.env_runners.env_runner import EnvRunner
 from lightning_rl.errors import ConfigError
-from lightning_rl.offline.config import RecordingSpec, check_output_settings
+from lightning_rl.offline.config import check_output_settings
+from lightning_rl.offline.recorder import RecordingSpec
 
 if TYPE_CHECKING:
     from lightning_rl.algorithms.base import Algorithm

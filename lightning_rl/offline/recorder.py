@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -37,6 +38,42 @@ from lightning_rl.offline.writer import ParquetFileWriter
 _SEQ = "__episode_seq__"  # recorder-internal episode number of each row (mapped to ids on write)
 _MASK = "#valid"  # suffix of an info column's validity mask
 _SKIPPED_INFO = {"final_obs", "final_info", "final_observation", "episode"}
+
+
+@dataclass
+class RecordingSpec:
+    """What an EnvRunner builds its recorder from: plain data, sent to Ray actors with the spec.
+
+    Args:
+        output: directory the runner's Parquet files go to (created if missing).
+        config: :class:`~lightning_rl.offline.config.OutputConfig` keys.
+        metadata: extra plain data stored in every file's metadata (env name, ...).
+    """
+
+    output: str
+    config: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def build(
+        self, observation_space: gym.Space, action_space: gym.Space, num_envs: int, worker_index: int
+    ) -> Any:
+        return EpisodeRecorder(
+            self.output,
+            OutputConfig.from_dict(self.config),
+            observation_space,
+            action_space,
+            num_envs,
+            metadata={**self.metadata, "worker_index": int(worker_index)},
+        )
+
+
+def recording_spec(
+    output: str | None, output_config: dict[str, Any] | None, env: str | None
+) -> RecordingSpec | None:
+    """The recorder recipe of an algorithm's ``output``/``output_config`` settings (None: off)."""
+    if output is None:
+        return None
+    return RecordingSpec(str(output), dict(output_config or {}), {"env": env})
 
 
 class EpisodeRecorder:
