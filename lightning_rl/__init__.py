@@ -8,9 +8,7 @@ lazily: ``import lightning_rl`` stays cheap, and an EnvRunner actor that only ne
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from lightning_rl._imports import lazy_exports
 from lightning_rl.version import __version__
 
 _EXPORTS = {
@@ -39,6 +37,8 @@ _EXPORTS = {
     "DreamerV3": "lightning_rl.algorithms.dreamerv3",
     "DreamerV3Config": "lightning_rl.algorithms.dreamerv3",
     "TrainingRun": "lightning_rl.training_run",
+    "RayTrainRun": "lightning_rl.ray_learners",
+    "RayLearnerSettings": "lightning_rl.ray_learners",
     # envs
     "MultiAgentEnv": "lightning_rl.envs.multi_agent",
     "PettingZooEnv": "lightning_rl.envs.wrappers.pettingzoo_env",
@@ -49,7 +49,7 @@ _EXPORTS = {
     "make_atari": "lightning_rl.envs.atari",
     "ExternalEnvClient": "lightning_rl.envs.external.client",
     "ExternalEnvConfig": "lightning_rl.envs.external.config",
-    "ExternalEnvRunner": "lightning_rl.envs.external.runner",
+    "ExternalEnvRunner": "lightning_rl.external_server.runner",
     # runners and data
     "EnvRunner": "lightning_rl.env_runners.env_runner",
     "EnvRunnerGroup": "lightning_rl.env_runners.env_runner_group",
@@ -101,16 +101,4 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lightning_rl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

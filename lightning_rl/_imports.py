@@ -181,3 +181,30 @@ def object_path(obj: Any) -> str | None:
     if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
         return None
     return f"{module}:{qualname}"
+
+
+def lazy_exports(
+    package: str, exports: dict[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for a package whose public names load on first use.
+
+    ``exports`` maps each public name to the module defining it; the package stays cheap to
+    import (``import lightning_rl`` does not import Lightning, an EnvRunner actor importing
+    ``lightning_rl.offline`` does not import tensordict). Use it only for modules *below or beside*
+    the package in the layers (docs/architecture.md): a lazy export must not reach up.
+    """
+    names = sorted(exports)
+    namespace = sys.modules[package].__dict__
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return names
+
+    return __getattr__, __dir__

@@ -11,9 +11,10 @@ import torch
 
 from lightning_rl.algorithms.dqn import DQN
 from lightning_rl.algorithms.ppo import PPO, PPOConfig
-from lightning_rl.envs.external import ExternalEnvClient, server_addresses
+from lightning_rl.envs.external import ExternalEnvClient
 from lightning_rl.envs.external.config import TOKEN_ENV_VAR
 from lightning_rl.errors import ConfigError, EnvError, UnknownNameError
+from lightning_rl.external_server import server_addresses
 from tests.external_helpers import TOKEN, StepCountEnv
 
 SPACES = {

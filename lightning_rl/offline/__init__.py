@@ -12,8 +12,7 @@ for importing tensordict (which only the readers use).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lightning_rl._imports import lazy_exports
 
 _EXPORTS = {
     "EpisodeLayout": "lightning_rl.offline.schema",
@@ -21,7 +20,7 @@ _EXPORTS = {
     "OutputConfig": "lightning_rl.offline.config",
     "ParquetFileWriter": "lightning_rl.offline.writer",
     "EpisodeRecorder": "lightning_rl.offline.recorder",
-    "RecordingSpec": "lightning_rl.offline.config",
+    "RecordingSpec": "lightning_rl.offline.recorder",
     "inspect_files": "lightning_rl.offline.reader",
     "read_files": "lightning_rl.offline.reader",
     "resolve_input_files": "lightning_rl.offline.reader",
@@ -31,16 +30,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lightning_rl.offline' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

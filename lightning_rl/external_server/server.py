@@ -8,10 +8,11 @@ iteration joins one batched forward pass that runs at the start of the next iter
 touches episodes, the policy or connectors runs on this thread; the runner's ``sample()``
 (the learner's thread, or a Ray actor's) hands over the new weights and waits for the batch.
 
-The *gate* keeps the data on-policy: actions are served and uploads accepted while a
-``sample()`` call is collecting; in between (while the learner updates) those requests wait
-in arrival order, and are answered with the new weights once the next ``sample()`` opens the
-gate. A connection whose request the server holds is never timed out for it.
+The *gate* keeps the data on-policy: actions of training episodes are served and their
+uploads accepted while a ``sample()`` call is collecting; in between (while the learner
+updates) those requests wait in arrival order, and are answered with the new weights once the
+next ``sample()`` opens the gate. A connection whose request the server holds is never timed
+out for it. Episodes with training off are never learned from, so they never wait.
 
 Each connection has exactly one request in flight (frames that arrive meanwhile wait, and
 reading pauses once more than one frame's worth is buffered), so replies come back in request
@@ -47,11 +48,11 @@ from typing import Any
 import torch
 
 from lightning_rl.envs.external import protocol as proto
-from lightning_rl.envs.external.backend import PolicyBackend, UploadedEpisode
 from lightning_rl.envs.external.config import ExternalEnvConfig
-from lightning_rl.envs.external.episodes import LiveEpisode, concat_segments, row, steps_to_segment
 from lightning_rl.envs.external.protocol import PRE_AUTH_MAX_FRAME_BYTES, ProtocolError
 from lightning_rl.errors import ConfigError, EnvError
+from lightning_rl.external_server.backend import PolicyBackend, UploadedEpisode
+from lightning_rl.external_server.episodes import LiveEpisode, concat_segments, row, steps_to_segment
 from lightning_rl.version import __version__
 
 log = logging.getLogger(__name__)
@@ -719,7 +720,8 @@ class PolicyServer:
         self._queue_action(_Action(connection, episode, observation))
 
     def _queue_action(self, action: _Action) -> None:
-        if self.gate == CLOSED:
+        # Only training steps wait for the next sample's weights; the rest is served at once.
+        if self.gate == CLOSED and action.episode.training:
             self._held.append(("action", action.connection, action.episode, action.observation))
             return
         self._pending.append(action)
@@ -733,10 +735,13 @@ class PolicyServer:
         batch, self._pending = [a for a in self._pending if not a.connection.closed], []
         if not batch:
             return
-        if self.gate == CLOSED:  # the sample ended before this tick: answer with the next weights
+        if self.gate == CLOSED:  # the sample ended before this tick: training steps get the next weights
             for action in batch:
-                self._queue_action(action)
-            return
+                if action.episode.training:
+                    self._queue_action(action)
+            batch = [a for a in batch if not a.episode.training]
+            if not batch:
+                return
         groups: dict[tuple[bool, bool], list[_Action]] = {}
         for action in batch:
             key = (self.explore and action.episode.explore, action.episode.training)
@@ -768,7 +773,9 @@ class PolicyServer:
             episode = action.episode
             observation = module_obs[index] if plain else row(module_obs, index)
             if episode.pending is None:
-                episode.reward_since_action = 0.0  # rewards before the first action belong to no step
+                # Rewards before the first action belong to no step: not learned, not in the return.
+                episode.total_return -= episode.reward_since_action
+                episode.reward_since_action = 0.0
             elif episode.close_pending(observation) is not None and episode.training:
                 self._live_steps += 1
             episode.pending = (observation, out["action"][index], {k: out[k][index] for k in extra_keys})
@@ -859,7 +866,7 @@ class PolicyServer:
         self._queue_upload(connection, decoded)
 
     def _queue_upload(self, connection: _Connection, episodes: list[UploadedEpisode]) -> None:
-        if self.gate == CLOSED:
+        if self.gate == CLOSED and any(episode.training for episode in episodes):
             self._held.append(("upload", connection, episodes))
             return
         steps = 0

@@ -27,10 +27,10 @@ import torch
 from lightning_rl.connectors.base import ConnectorSpec
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.env_runners.env_runner import EpisodeStats, RunnerResult
-from lightning_rl.envs.external.backend import PolicyBackend
 from lightning_rl.envs.external.config import ExternalEnvConfig, resolve_external_config
-from lightning_rl.envs.external.server import PolicyServer
 from lightning_rl.errors import ConfigError
+from lightning_rl.external_server.backend import PolicyBackend
+from lightning_rl.external_server.server import PolicyServer
 from lightning_rl.modules.policy import PolicySpec
 
 

@@ -94,10 +94,6 @@ def steps_to_segment(steps: list[Step], terminated: bool, truncated: bool) -> di
     return segment
 
 
-def segment_length(segment: dict[str, Any]) -> int:
-    return int(segment["next"]["reward"].shape[0])
-
-
 def concat_segments(segments: list[dict[str, Any]]) -> dict[str, Any]:
     """Segments back to back, with a leading axis of 1: the ``[1, M]`` single-agent batch layout."""
 

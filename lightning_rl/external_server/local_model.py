@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightning_rl.errors import ConfigError
-from lightning_rl.export import ExportedPolicy, example_inputs, metadata
+from lightning_rl.export import METADATA_KEY, ExportedPolicy, example_inputs, metadata
 from lightning_rl.modules.distributions import CategoricalDistribution
 from lightning_rl.optional import require
 from lightning_rl.policy import Policy, PolicyRecipe
 
 if TYPE_CHECKING:
-    from lightning_rl.envs.external.backend import PolicyBackend
+    from lightning_rl.external_server.backend import PolicyBackend
 
 MODEL_FORMATS = ("onnx", "torchscript")
 OUTPUT_NAMES = ["action", "module_action", "action_log_prob"]
@@ -176,8 +176,6 @@ def _onnx_bytes(module: torch.nn.Module, examples: dict[str, torch.Tensor]) -> b
 
 
 def _with_onnx_metadata(data: bytes, info: dict[str, Any]) -> bytes:
-    from lightning_rl.export import METADATA_KEY
-
     onnx = require("onnx", purpose="Serving an ONNX model to external clients")
     model = onnx.load_from_string(data)
     entry = model.metadata_props.add()
@@ -188,8 +186,6 @@ def _with_onnx_metadata(data: bytes, info: dict[str, Any]) -> bytes:
 def _torchscript_bytes(
     module: torch.nn.Module, examples: dict[str, torch.Tensor], info: dict[str, Any]
 ) -> bytes:
-    from lightning_rl.export import METADATA_KEY
-
     traced = torch.jit.trace(module, tuple(examples.values()), check_trace=False)
     buffer = io.BytesIO()
     torch.jit.save(traced, buffer, _extra_files={f"{METADATA_KEY}.json": json.dumps(info)})

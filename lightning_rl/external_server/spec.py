@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lightning_rl.envs.external.runner import ExternalEnvRunnerSpec
+from lightning_rl.external_server.runner import ExternalEnvRunnerSpec
 
 if TYPE_CHECKING:
     from lightning_rl.algorithms.base import Algorithm

@@ -24,6 +24,7 @@ from lightning_rl.env_runners.env_runner import to_env_actions
 from lightning_rl.envs.external import protocol as proto
 from lightning_rl.envs.external.protocol import ProtocolError
 from lightning_rl.errors import ConfigError
+from lightning_rl.external_server.local_model import LocalModelExporter
 from lightning_rl.modules.policy import InferencePolicy, PolicySpec
 from lightning_rl.serialization import space_to_data, to_plain
 
@@ -314,8 +315,6 @@ class PolicyBackend:
         thread; the export builds its own copy of the policy from it, so inference and new
         weights on the server's thread never race with it.
         """
-        from lightning_rl.envs.external.local_model import LocalModelExporter
-
         if self._model_exporter is None:
             self._model_exporter = LocalModelExporter(self)
         return self._model_exporter.job(fmt)
