@@ -17,7 +17,9 @@ def main() -> None:
     config = (
         PPOConfig()
         .environment("CartPole-v1")
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
+        .env_runners(
+            **{"num_env_runners": 0, "num_envs_per_env_runner": 2, **settings.get("env_runners", {})}
+        )
         .training(train_batch_size=64, minibatch_size=64, num_epochs=2, lr=1e-3)
         .learners(
             num_learners=2,
