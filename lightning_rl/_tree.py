@@ -45,10 +45,6 @@ def stack_structures(items: Sequence[Any]) -> Any:
     return np.stack([np.asarray(item) for item in items])
 
 
-def index_structure(tree: Any, index: Any) -> Any:
-    return map_structure(lambda x: x[index], tree)
-
-
 def batch_size_of(tree: Any) -> int:
     if isinstance(tree, dict):
         return batch_size_of(next(iter(tree.values())))

@@ -127,7 +127,3 @@ class AgentTrajectories:
 
     def num_open(self) -> int:
         return len(self._open)
-
-    def open_policy(self, env_index: int, agent_id: Hashable) -> str | None:
-        opened = self._open.get((env_index, agent_id))
-        return opened.policy_id if opened else None
