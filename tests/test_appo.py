@@ -139,7 +139,7 @@ def test_the_circular_buffer_hands_out_each_batch_at_most_k_times_and_drops_the_
 
 def test_appo_config_and_errors():
     algo = APPOConfig().environment("CartPole-v1").training(clip_param=0.3, tau=0.5).build_algorithm()
-    assert algo.module.clip_param == 0.3 and algo.hparams.tau == 0.5
+    assert algo.module.loss_config.clip_param == 0.3 and algo.hparams.tau == 0.5
     with pytest.raises(ConfigError, match="num_epochs must stay 1"):
         APPO("CartPole-v1", num_epochs=2)
     with pytest.raises(ConfigError, match=r"tau must be in \(0, 1\], got 1.5"):

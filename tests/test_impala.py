@@ -134,7 +134,7 @@ def test_fluent_config_and_clear_errors():
         .build_algorithm()
     )
     assert algo.hparams.max_requests_in_flight_per_env_runner == 3
-    assert algo.module.clip_pg_rho == 0.5
+    assert algo.module.loss_config.vtrace_clip_pg_rho_threshold == 0.5
     with pytest.raises(
         ConfigError, match=r"minibatch_size \(25\) must be a multiple of rollout_fragment_length"
     ):

@@ -13,18 +13,21 @@ IMPALA's learner (asynchronous runners, V-trace) with three changes from RLlib's
   ``kl_target`` at every target update;
 
 and a **circular buffer** of recent batches (``circular_buffer_num_batches``), each learned
-from up to ``circular_buffer_iterations_per_batch`` times (:class:`AsyncDataModule`).
+from up to ``circular_buffer_iterations_per_batch`` times (:class:`AsyncDataModule`). The loss
+is written out in :mod:`.loss`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import gymnasium as gym
 import torch
 from tensordict import TensorDict
 
+from lightning_rl.algorithms.appo.loss import APPO_KEYS, APPOLossConfig, appo_loss
 from lightning_rl.algorithms.impala.impala import IMPALA, ImpalaModule
 from lightning_rl.algorithms.impala.recurrent import RecurrentNetworks
 from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff
@@ -47,47 +50,41 @@ class APPOModule(ImpalaModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(observation_space, action_space, model_config, **kwargs)
-        self.clip_param = float(clip_param)
-        self.use_kl_loss = bool(use_kl_loss)
+        self.loss_config = APPOLossConfig(
+            **dataclasses.asdict(self.loss_config),
+            clip_param=float(clip_param),
+            use_kl_loss=bool(use_kl_loss),
+        )
         self.target_policy_net = copy.deepcopy(self.policy_network())
         self.target_policy_net.requires_grad_(False)
         self.register_buffer("kl_coeff", torch.tensor(float(kl_coeff)))
 
     def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
+        """APPO's loss (:mod:`.loss`): V-trace towards the target policy, clipped surrogate."""
+        keys = APPO_KEYS
         params, value = self.forward_sequences(batch)
         dist = self.distribution(params)
-        action = batch["action"]
+        action = batch[keys.action]
         log_prob = dist.log_prob(action).unsqueeze(-1)
         with torch.no_grad():
             target_dist = self.distribution(self.policy_params_of(self.target_policy_net, batch))
             target_log_prob = target_dist.log_prob(action).unsqueeze(-1)
         vs, advantages = self.vtrace_targets(batch, value, target_log_prob)
-        behaviour_log_prob = batch["action_log_prob"].unsqueeze(-1).to(log_prob.dtype)
-        is_ratio = (behaviour_log_prob - target_log_prob).exp().clamp(0.0, 2.0)
-        ratio = is_ratio * (log_prob - behaviour_log_prob).exp()
-        surrogate = torch.minimum(
-            advantages * ratio, advantages * ratio.clamp(1.0 - self.clip_param, 1.0 + self.clip_param)
+        behaviour_log_prob = batch[keys.behaviour_log_prob].unsqueeze(-1)
+        stats = appo_loss(
+            log_prob=log_prob,
+            target_log_prob=target_log_prob,
+            behaviour_log_prob=behaviour_log_prob,
+            value=value,
+            vs=vs,
+            advantages=advantages,
+            entropy=dist.entropy(),
+            kl=torch.distributions.kl_divergence(target_dist, dist),
+            config=self.loss_config,
+            entropy_coeff=self.entropy_coeff,
+            kl_coeff=self.kl_coeff,
         )
-        policy_loss = -surrogate.mean()
-        vf_loss = 0.5 * (value - vs).pow(2).mean()
-        entropy = dist.entropy().mean()
-        total = policy_loss + self.vf_loss_coeff * vf_loss - self.entropy_coeff * entropy
-        kl = torch.distributions.kl_divergence(target_dist, dist).mean()
-        if self.use_kl_loss:
-            total = total + self.kl_coeff * kl
-        with torch.no_grad():
-            clipped = ((ratio - 1.0).abs() > self.clip_param).float().mean()
-        stats = {
-            "policy_loss": policy_loss,
-            "vf_loss": vf_loss,
-            "entropy": entropy,
-            "mean_kl_loss": kl,
-            "kl_coeff": self.kl_coeff,
-            "clip_fraction": clipped,
-            "total_loss": total,
-            **self._diagnostics(batch, log_prob, value, vs),
-        }
-        return total, stats
+        return stats["total_loss"], stats
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:

@@ -6,7 +6,8 @@ as ``learners/<policy>/policy_lag_mean``). V-trace (:mod:`.vtrace`, on torchrl's
 turns such off-policy sequences into value targets and policy-gradient advantages with
 clipped importance ratios. Each minibatch is a set of whole ``[rows, T]`` sequences; the
 targets are computed in the loss with the current networks, so a batch reused for several
-passes is corrected against the policy that learns from it. With a memory model in
+passes is corrected against the policy that learns from it. The loss itself is written out in
+:mod:`.loss`. With a memory model in
 ``model_config`` (``use_lstm``/``use_gru``/``use_attention``) the module is
 :class:`RecurrentImpalaModule`, which replays each fragment from the runner's stored states
 (:mod:`.recurrent`).
@@ -22,8 +23,9 @@ from tensordict import TensorDict
 from torch import nn
 
 from lightning_rl.algorithms.base import Algorithm
+from lightning_rl.algorithms.impala.loss import IMPALA_KEYS, ImpalaLossConfig, impala_loss, vtrace_targets
 from lightning_rl.algorithms.impala.recurrent import RecurrentNetworks
-from lightning_rl.algorithms.impala.vtrace import bootstrap_next_values, vtrace
+from lightning_rl.algorithms.impala.vtrace import bootstrap_next_values
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.data.async_data import AsyncDataModule
 from lightning_rl.data.experience import ExperienceDataModule
@@ -52,10 +54,12 @@ class ImpalaModule(PolicyModule):
     ) -> None:
         super().__init__(observation_space, action_space, model_config)
         self.build_networks()
-        self.gamma = float(gamma)
-        self.clip_rho = float(vtrace_clip_rho_threshold)
-        self.clip_pg_rho = float(vtrace_clip_pg_rho_threshold)
-        self.vf_loss_coeff = float(vf_loss_coeff)
+        self.loss_config = ImpalaLossConfig(
+            gamma=float(gamma),
+            vtrace_clip_rho_threshold=float(vtrace_clip_rho_threshold),
+            vtrace_clip_pg_rho_threshold=float(vtrace_clip_pg_rho_threshold),
+            vf_loss_coeff=float(vf_loss_coeff),
+        )
         self.register_buffer("entropy_coeff", torch.tensor(float(entropy_coeff)))
 
     # -- networks (memory models override this group, see ``recurrent.py``) -------------------
@@ -76,15 +80,15 @@ class ImpalaModule(PolicyModule):
 
     def forward_sequences(self, batch: TensorDict) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """Distribution parameters and values ``[rows, T, 1]`` of a minibatch of sequences."""
-        return self.policy_and_value(batch["observation"])
+        return self.policy_and_value(batch[IMPALA_KEYS.observation])
 
     def policy_params_of(self, network: nn.Module, batch: TensorDict) -> tuple[torch.Tensor, ...]:
         """Distribution parameters of ``network`` (a copy of :meth:`policy_network`) on ``batch``."""
-        return network(batch["observation"])
+        return network(batch[IMPALA_KEYS.observation])
 
     def bootstrap_values(self, rows: TensorDict) -> torch.Tensor:
         """``V`` ``[K, 1]`` of the true next observations of ``rows`` (a flat ``[K]`` batch)."""
-        return self.value_net(rows["next", "observation"])
+        return self.value_net(rows[IMPALA_KEYS.next_observation])
 
     # -- what the runners run ----------------------------------------------------------------
     def policy_spec(self) -> PolicySpec:
@@ -118,54 +122,43 @@ class ImpalaModule(PolicyModule):
             **dict(zip(spec.param_keys, params, strict=True)), **spec.torch_distribution_kwargs()
         )
 
-    # -- loss --------------------------------------------------------------------------------
+    # -- loss (written out in ``loss.py``) ----------------------------------------------------
     def vtrace_targets(
         self, batch: TensorDict, value: torch.Tensor, target_log_prob: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(v_s, pg_advantages)`` of ``[rows, T]`` sequences, ``target_log_prob`` ``[rows, T, 1]``."""
-        value = value.detach()
+        keys = IMPALA_KEYS
         with torch.no_grad():
-            next_value = bootstrap_next_values(value, batch, self.bootstrap_values)
-        return vtrace(
-            behaviour_log_prob=batch["action_log_prob"].unsqueeze(-1).to(value.dtype),
-            target_log_prob=target_log_prob.detach(),
+            next_value = bootstrap_next_values(value.detach(), batch, self.bootstrap_values)
+        return vtrace_targets(
+            behaviour_log_prob=batch[keys.behaviour_log_prob].unsqueeze(-1),
+            target_log_prob=target_log_prob,
             value=value,
             next_value=next_value,
-            reward=batch["next", "reward"].to(value.dtype),
-            done=batch["next", "done"],
-            terminated=batch["next", "terminated"],
-            gamma=self.gamma,
-            clip_rho_threshold=self.clip_rho,
-            clip_pg_rho_threshold=self.clip_pg_rho,
+            reward=batch[keys.reward],
+            done=batch[keys.done],
+            terminated=batch[keys.terminated],
+            config=self.loss_config,
         )
 
     def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
         """Policy gradient with V-trace advantages + value regression onto ``v_s`` - entropy."""
+        keys = IMPALA_KEYS
         params, value = self.forward_sequences(batch)
         dist = self.distribution(params)
-        log_prob = dist.log_prob(batch["action"]).unsqueeze(-1)
+        log_prob = dist.log_prob(batch[keys.action]).unsqueeze(-1)
         vs, advantages = self.vtrace_targets(batch, value, log_prob)
-        policy_loss = -(log_prob * advantages).mean()
-        vf_loss = 0.5 * (value - vs).pow(2).mean()
-        entropy = dist.entropy().mean()
-        total = policy_loss + self.vf_loss_coeff * vf_loss - self.entropy_coeff * entropy
-        stats = {
-            "policy_loss": policy_loss,
-            "vf_loss": vf_loss,
-            "entropy": entropy,
-            "total_loss": total,
-            **self._diagnostics(batch, log_prob, value, vs),
-        }
-        return total, stats
-
-    @staticmethod
-    def _diagnostics(
-        batch: TensorDict, log_prob: torch.Tensor, value: torch.Tensor, vs: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            rho = (log_prob.detach() - batch["action_log_prob"].unsqueeze(-1)).exp()
-            explained = 1.0 - (vs - value.detach()).var() / vs.var().clamp_min(1e-8)
-        return {"mean_rho": rho.mean(), "vf_explained_var": explained}
+        stats = impala_loss(
+            log_prob=log_prob,
+            behaviour_log_prob=batch[keys.behaviour_log_prob].unsqueeze(-1),
+            value=value,
+            vs=vs,
+            advantages=advantages,
+            entropy=dist.entropy(),
+            config=self.loss_config,
+            entropy_coeff=self.entropy_coeff,
+        )
+        return stats["total_loss"], stats
 
 
 class RecurrentImpalaModule(RecurrentNetworks, ImpalaModule):
