@@ -35,7 +35,7 @@ from torchrl.modules import (
 from torchrl.objectives import DiscreteSACLoss, DistributionalDQNLoss, DQNLoss, SACLoss, SoftUpdate
 from torchrl.objectives.utils import ValueEstimators
 
-from lightning_rl.algorithms.dqn.losses import distributional_loss, q_learning_loss
+from lightning_rl.algorithms.dqn.loss import distributional_loss, q_learning_loss
 from lightning_rl.algorithms.off_policy import soft_update_
 from lightning_rl.algorithms.sac import DiscreteSACModule, SACModule
 from lightning_rl.modules.model_config import resolve_model_config

@@ -17,7 +17,7 @@ from torchrl.objectives import DistributionalDQNLoss, DQNLoss
 from torchrl.objectives.utils import ValueEstimators
 
 from lightning_rl.algorithms.dqn import DQN, DQNConfig
-from lightning_rl.algorithms.dqn.losses import distributional_loss, q_learning_loss
+from lightning_rl.algorithms.dqn.loss import distributional_loss, q_learning_loss
 from lightning_rl.algorithms.off_policy import soft_update_
 from lightning_rl.callbacks import StopOnEnvSteps, StopOnReturn
 from lightning_rl.errors import ConfigError, SpaceError

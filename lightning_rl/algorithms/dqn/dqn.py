@@ -16,7 +16,7 @@ import torch
 from gymnasium import spaces
 from tensordict import TensorDict
 
-from lightning_rl.algorithms.dqn.losses import distributional_loss, q_learning_loss
+from lightning_rl.algorithms.dqn.loss import distributional_loss, q_learning_loss
 from lightning_rl.algorithms.off_policy import OffPolicyAlgorithm, OffPolicyModule, soft_update_
 from lightning_rl.data.n_step import n_step_transitions
 from lightning_rl.errors import ConfigError, SpaceError

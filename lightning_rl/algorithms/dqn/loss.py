@@ -1,5 +1,14 @@
 """DQN's losses on plain tensors: the (double) Q-learning TD loss and C51's distributional loss.
 
+Q-learning, per transition ``(s, a, r, s')`` (n-step: ``r`` summed, ``gamma^k`` per row)::
+
+    a*   = argmax_a Q(s', a)   (double_q: the online network; else the target network)
+    y    = r + gamma^k * (1 - terminated) * Q'(s', a*)
+    loss = mean(huber(Q(s, a) - y))   (or the squared error; weighted with prioritized replay)
+
+C51 projects ``r + gamma^k * z`` with the target distribution of ``a*`` onto the support and
+minimises the cross-entropy to the online distribution of ``a``.
+
 They compute exactly what torchrl's ``DQNLoss`` (TD(0) estimator, ``steps_to_next_obs``
 discounting) and ``DistributionalDQNLoss`` compute (``tests/test_dqn.py`` checks both against
 torchrl on the same networks and data), without the TensorDict plumbing around every call:
@@ -9,11 +18,28 @@ backward passes (``benchmarks/off_policy_update_cost.py``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch.nn import functional as F
 
 from lightning_rl.algorithms.off_policy import discounts, weighted_mean
 from lightning_rl.modules.q_networks import QNetwork
+
+
+@dataclass(frozen=True)
+class DQNLossKeys:
+    """Where DQN's losses find their inputs in a replayed minibatch. (The prioritized-replay
+    weights and the n-step lengths are read by :func:`weighted_mean` and :func:`discounts`.)"""
+
+    observation: str = "observation"
+    action: str = "action"
+    next_observation: tuple[str, str] = ("next", "observation")
+    reward: tuple[str, str] = ("next", "reward")
+    terminated: tuple[str, str] = ("next", "terminated")
+
+
+DQN_KEYS = DQNLossKeys()
 
 
 def element_loss(td_error: torch.Tensor, kind: str) -> torch.Tensor:
@@ -32,10 +58,11 @@ def q_learning_loss(
     loss_fn: str = "huber",
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(loss, TD errors ``[B]``, stats) of one (double) Q-learning minibatch."""
-    obs, next_obs = batch["observation"], batch["next", "observation"]
-    action = batch["action"].long().reshape(-1, 1)
-    reward = batch["next", "reward"].reshape(-1)
-    terminated = batch["next", "terminated"].reshape(-1)
+    keys = DQN_KEYS
+    obs, next_obs = batch[keys.observation], batch[keys.next_observation]
+    action = batch[keys.action].long().reshape(-1, 1)
+    reward = batch[keys.reward].reshape(-1)
+    terminated = batch[keys.terminated].reshape(-1)
     if double_q:
         # One online forward over [obs; next_obs]: per-call overhead dominates small networks.
         q_values, next_online = q_net(torch.cat([obs, next_obs])).chunk(2)
@@ -87,10 +114,11 @@ def distributional_loss(
     double_q: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(loss, per-sample cross-entropies ``[B]`` as TD errors, stats) of one C51 minibatch."""
-    obs, next_obs = batch["observation"], batch["next", "observation"]
-    action = batch["action"].long().reshape(-1)
-    reward = batch["next", "reward"].reshape(-1)
-    terminated = batch["next", "terminated"].reshape(-1)
+    keys = DQN_KEYS
+    obs, next_obs = batch[keys.observation], batch[keys.next_observation]
+    action = batch[keys.action].long().reshape(-1)
+    reward = batch[keys.reward].reshape(-1)
+    terminated = batch[keys.terminated].reshape(-1)
     rows = torch.arange(action.shape[0], device=action.device)
     log_probs = q_net.logits(obs).log_softmax(-1)[rows, action]
     with torch.no_grad():
