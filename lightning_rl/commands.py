@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Sequence
 
-from lightning_rl.checkpoint import resolve_checkpoint_path
+from lightning_rl.checkpoint_format import resolve_checkpoint_path
 from lightning_rl.errors import ConfigError
 from lightning_rl.export import EXPORT_FORMATS, default_export_path, export_policy
 from lightning_rl.plotting import DEFAULT_METRICS, plot_learning_curves

@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning_rl import registry
 from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.callbacks import CheckpointOnInterrupt, StopOnEnvSteps, StopOnReturn
-from lightning_rl.checkpoint import check_algorithm, checkpoint_algorithm, load_checkpoint
+from lightning_rl.checkpoint_format import check_algorithm, checkpoint_algorithm, load_checkpoint
 from lightning_rl.cli_errors import check_yaml_files, explain_parse_error, flag_values
 from lightning_rl.errors import LightningRLError, PluginError, unknown_name_message
 from lightning_rl.progress import RLProgressBar

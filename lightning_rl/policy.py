@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from lightning_rl import checkpoint as ckpt
+from lightning_rl import checkpoint_format as ckpt
 from lightning_rl._imports import import_object, object_path
 from lightning_rl._tree import batch_size_of, map_structure, stack_structures, to_torch
 from lightning_rl.connectors.base import (

@@ -44,10 +44,10 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from lightning_rl import checkpoint as ckpt
+from lightning_rl import checkpoint_format as ckpt
 from lightning_rl import distributed
 from lightning_rl.algorithms.base import Algorithm
-from lightning_rl.checkpoint_io import AtomicCheckpointIO
+from lightning_rl.atomic_checkpoint_io import AtomicCheckpointIO
 from lightning_rl.env_runners.env_runner_group import EnvRunnerPlacement
 from lightning_rl.env_runners.ray_utils import ensure_ray, shutdown_ray_if_started_here
 from lightning_rl.errors import CheckpointError, ConfigError

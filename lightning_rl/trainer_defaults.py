@@ -6,8 +6,8 @@ from typing import Any
 
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
+from lightning_rl.atomic_checkpoint_io import AtomicCheckpointIO
 from lightning_rl.callbacks import CheckpointOnInterrupt
-from lightning_rl.checkpoint_io import AtomicCheckpointIO
 
 
 def add_resilience_defaults(

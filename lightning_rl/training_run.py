@@ -22,7 +22,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from lightning_rl import checkpoint as ckpt
+from lightning_rl import checkpoint_format as ckpt
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.env_runners.ray_utils import shutdown_ray_if_started_here
 from lightning_rl.errors import CheckpointError, ConfigError

@@ -30,7 +30,7 @@ import lightning.pytorch as pl
 from ray import tune
 from ray.tune import PlacementGroupFactory
 
-from lightning_rl import checkpoint as ckpt
+from lightning_rl import checkpoint_format as ckpt
 from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.config.algorithm_config import AlgorithmConfig, algorithm_parameters
 from lightning_rl.errors import ConfigError

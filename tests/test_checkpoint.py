@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from lightning_rl import checkpoint as ckpt
+from lightning_rl import checkpoint_format as ckpt
 from lightning_rl.algorithms.ppo import PPO, PPOConfig
 from lightning_rl.errors import CheckpointError
 from lightning_rl.training_run import TrainingRun

@@ -191,7 +191,7 @@ def test_a_cli_checkpoint_loads_through_every_entry_point(cli_fit):
     from lightning_rl import Policy, TrainingRun
     from lightning_rl.algorithms.dqn import DQN
     from lightning_rl.algorithms.ppo import PPO
-    from lightning_rl.checkpoint import load_checkpoint
+    from lightning_rl.checkpoint_format import load_checkpoint
     from lightning_rl.errors import CheckpointError
 
     path = cli_fit["checkpoint"]

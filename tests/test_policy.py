@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_rl import checkpoint as ckpt
+from lightning_rl import checkpoint_format as ckpt
 from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.env_runners.env_runner import EnvRunner, EnvRunnerSpec
 from lightning_rl.envs.registration import resolve_env

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lightning_rl.algorithms.ppo import PPO
-from lightning_rl.checkpoint_io import AtomicCheckpointIO
+from lightning_rl.atomic_checkpoint_io import AtomicCheckpointIO
 from lightning_rl.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import torch
 from ray import tune
 from ray.tune import PlacementGroupFactory
 
-from lightning_rl import checkpoint as ckpt
+from lightning_rl import checkpoint_format as ckpt
 from lightning_rl.algorithms.ppo import PPO, PPOConfig
 from lightning_rl.config.algorithm_config import is_search_space
 from lightning_rl.errors import UnknownNameError

@@ -1,7 +1,7 @@
 """What an algorithm adds to a Lightning checkpoint, and the checks it runs when reading one.
 
 Lightning saves the weights and hyperparameters; an algorithm adds a lightning-rl section
-(:mod:`lightning_rl.checkpoint`: format version, algorithm name, policy ids, policies added
+(:mod:`lightning_rl.checkpoint_format`: format version, algorithm name, policy ids, policies added
 during training, connector state, inference recipes, RNG streams) and a checksum. On loading,
 the section is checked and migrated before anything is restored, and networks that do not fit
 are one clear error instead of Lightning's list of missing keys.
@@ -21,7 +21,7 @@ from typing import Any, Self
 import torch
 from lightning.pytorch.core.saving import load_hparams_from_yaml
 
-from lightning_rl import checkpoint as ckpt
+from lightning_rl import checkpoint_format as ckpt
 from lightning_rl import rng
 from lightning_rl.algorithms.policy_set import PolicySet
 from lightning_rl.errors import CheckpointError
@@ -37,7 +37,7 @@ def stamp_checkpoint(
     inference: dict[str, Any],
     minibatch_generator: torch.Generator,
 ) -> None:
-    """Write the lightning-rl section (call :func:`lightning_rl.checkpoint.add_checksum` last)."""
+    """Write the lightning-rl section (call :func:`lightning_rl.checkpoint_format.add_checksum` last)."""
     ckpt.stamp(
         checkpoint,
         algorithm=algorithm_name,

@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from gymnasium import spaces
 
-from lightning_rl import checkpoint as ckpt
+from lightning_rl import checkpoint_format as ckpt
 from lightning_rl.connectors.base import EnvToModulePipeline, connector_spec
 from lightning_rl.errors import ConfigError, UnknownNameError, unknown_name_message
 from lightning_rl.policy import PolicyRecipe

@@ -17,7 +17,7 @@ import gymnasium as gym
 
 from lightning_rl import registry
 from lightning_rl._imports import import_object, object_path
-from lightning_rl.checkpoint import accept_env
+from lightning_rl.checkpoint_format import accept_env
 from lightning_rl.errors import EnvError, UnknownNameError, unknown_name_message
 from lightning_rl.optional import EXTRA_OF_PACKAGE, require
 

@@ -21,11 +21,11 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_rl import Policy
-from lightning_rl import checkpoint as ckpt
+from lightning_rl import checkpoint_format as ckpt
 from lightning_rl.algorithms.dqn import DQN
 from lightning_rl.algorithms.ppo import PPO
+from lightning_rl.atomic_checkpoint_io import AtomicCheckpointIO
 from lightning_rl.callbacks import CheckpointOnInterrupt
-from lightning_rl.checkpoint_io import AtomicCheckpointIO
 from lightning_rl.errors import CheckpointError
 
 
@@ -113,7 +113,7 @@ def test_another_algorithms_checkpoint_names_both_algorithms(tmp_path):
 WRITER = textwrap.dedent(
     """
     import json, resource, signal, sys, torch
-    from lightning_rl.checkpoint_io import AtomicCheckpointIO
+    from lightning_rl.atomic_checkpoint_io import AtomicCheckpointIO
     from lightning_rl.errors import CheckpointError
 
     path, limit = sys.argv[1], int(sys.argv[2])
@@ -150,7 +150,7 @@ def test_a_failed_write_names_the_path_and_the_reason_and_keeps_the_previous_che
 KILLED_WRITER = textwrap.dedent(
     """
     import sys, time, torch
-    from lightning_rl.checkpoint_io import AtomicCheckpointIO
+    from lightning_rl.atomic_checkpoint_io import AtomicCheckpointIO
 
     class Slow:  # pickling it blocks, so the save is caught half-way
         def __reduce__(self):

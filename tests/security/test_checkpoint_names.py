@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from lightning_rl import Policy
-from lightning_rl import checkpoint as ckpt
+from lightning_rl import checkpoint_format as ckpt
 from lightning_rl.algorithms.ppo import PPO, PPOConfig
 from lightning_rl.cli import main as cli_main
 from lightning_rl.errors import CheckpointError

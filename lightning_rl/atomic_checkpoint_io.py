@@ -1,6 +1,6 @@
 """Checkpoint files that are never half-written: Lightning ``CheckpointIO`` with write-then-rename.
 
-Kept apart from :mod:`lightning_rl.checkpoint` because it imports Lightning, which the
+Kept apart from :mod:`lightning_rl.checkpoint_format` because it imports Lightning, which the
 inference path (``Policy.from_checkpoint``) avoids.
 """
 
