@@ -12,7 +12,7 @@ never imports this package. Protocol: ``docs/external_env_protocol.md``.
 
 from __future__ import annotations
 
+from lightning_rl.external_server.addresses import server_addresses
 from lightning_rl.external_server.runner import ExternalEnvRunner, ExternalEnvRunnerSpec
-from lightning_rl.external_server.spec import external_runner_spec, server_addresses
 
-__all__ = ["ExternalEnvRunner", "ExternalEnvRunnerSpec", "external_runner_spec", "server_addresses"]
+__all__ = ["ExternalEnvRunner", "ExternalEnvRunnerSpec", "server_addresses"]
