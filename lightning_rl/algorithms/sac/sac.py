@@ -6,10 +6,8 @@ Each update trains three parameter groups from one forward pass: the twin critic
 and the entropy temperature ``alpha`` towards the target entropy. Discrete SAC
 (Christodoulou, 2019) takes the expectations over actions exactly instead of sampling.
 
-The losses are those of torchrl's ``SACLoss`` and ``DiscreteSACLoss`` (``tests/test_sac.py``
-checks them against torchrl on the same networks), computed on plain tensors: torchrl's
-TensorDict plumbing cost several times the networks' own forward and backward passes per
-update on Pendulum-sized networks (``benchmarks/off_policy_update_cost.py``).
+The losses are written out in :mod:`.loss`; they are those of torchrl's ``SACLoss`` and
+``DiscreteSACLoss`` (``tests/test_sac.py`` checks them against torchrl on the same networks).
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ from __future__ import annotations
 import abc
 import copy
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
@@ -27,13 +23,8 @@ from gymnasium import spaces
 from tensordict import TensorDict
 from torch import nn
 
-from lightning_rl.algorithms.off_policy import (
-    OffPolicyAlgorithm,
-    OffPolicyModule,
-    discounts,
-    soft_update_,
-    weighted_mean,
-)
+from lightning_rl.algorithms.off_policy import OffPolicyAlgorithm, OffPolicyModule, soft_update_
+from lightning_rl.algorithms.sac.loss import SACLossConfig, continuous_sac_loss, discrete_sac_loss
 from lightning_rl.data.n_step import n_step_transitions
 from lightning_rl.errors import ConfigError, SpaceError
 from lightning_rl.modules.model_config import DefaultModelConfig
@@ -63,18 +54,6 @@ class DiscreteQEnsemble(nn.Module):
 DISCRETE_TARGET_ENTROPY_SCALE = 0.98
 
 
-@contextmanager
-def frozen(parameters: list[nn.Parameter]) -> Iterator[None]:
-    """No weight gradients for ``parameters`` inside (the actor loss must not train the critics)."""
-    for parameter in parameters:
-        parameter.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for parameter in parameters:
-            parameter.requires_grad_(True)
-
-
 class _SACModuleBase(OffPolicyModule):
     """What both SAC flavours share: critics, target critics, temperature, n-step, target updates."""
 
@@ -98,6 +77,7 @@ class _SACModuleBase(OffPolicyModule):
         self.register_buffer("target_entropy", torch.tensor(float(target_entropy)))
         self.gamma = float(gamma)
         self.n_step = int(n_step)
+        self.loss_config = SACLossConfig(gamma=self.gamma)
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.target_critic.parameters())
 
@@ -125,39 +105,6 @@ class _SACModuleBase(OffPolicyModule):
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.detach().exp()
 
-    def _td_target(self, batch: TensorDict, next_value: torch.Tensor) -> torch.Tensor:
-        reward = batch["next", "reward"].reshape(-1)
-        not_terminated = ~batch["next", "terminated"].reshape(-1)
-        return reward + discounts(batch, self.gamma) * not_terminated * next_value
-
-    def _combine(
-        self,
-        batch: TensorDict,
-        predictions: torch.Tensor,
-        target: torch.Tensor,
-        actor_loss: torch.Tensor,
-        entropy: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """Critic regression (``predictions``: ``[num_q, B]``) + actor loss + temperature loss.
-
-        Their gradients reach disjoint parameter groups, so one backward pass serves all three.
-        """
-        errors = predictions - target
-        critic_loss = 0.5 * weighted_mean(errors.pow(2).sum(0), batch)
-        # The temperature rises while the policy's entropy is below the target, falls above it.
-        alpha_loss = weighted_mean(self.log_alpha * (entropy - self.target_entropy), batch)
-        td_error = errors.detach().abs().amax(0)
-        stats = {
-            "critic_loss": critic_loss,
-            "actor_loss": actor_loss,
-            "alpha_loss": alpha_loss,
-            "alpha": self.alpha(),
-            "entropy": entropy.mean(),
-            "qf_mean": predictions[0].detach().mean(),
-            "td_error_abs_mean": td_error.mean(),
-        }
-        return critic_loss + actor_loss + alpha_loss, td_error, stats
-
 
 class SACModule(_SACModuleBase):
     """Continuous SAC: a tanh-squashed Gaussian actor over a bounded 1-D Box and Q(s, a) critics."""
@@ -177,21 +124,16 @@ class SACModule(_SACModuleBase):
         return self.actor.state_dict()
 
     def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        obs, action, next_obs = batch["observation"], batch["action"], batch["next", "observation"]
-        size = obs.shape[0]
-        alpha = self.alpha()
-        # One actor pass over [obs; next_obs]: per-call overhead dominates small networks.
-        actions, log_probs = self.actor.sample(torch.cat([obs, next_obs]))
-        new_action, log_prob = actions[:size], log_probs[:size]
-        with torch.no_grad():
-            next_action, next_log_prob = actions[size:].detach(), log_probs[size:].detach()
-            next_q = self.target_critic(next_obs, next_action).amin(0)
-            target = self._td_target(batch, next_q - alpha * next_log_prob)
-        predictions = self.critic(obs, action)
-        with frozen(self._critic_params):
-            q_new = self.critic(obs, new_action).amin(0)
-        actor_loss = weighted_mean(alpha * log_prob - q_new, batch)
-        return self._combine(batch, predictions, target, actor_loss, -log_prob.detach())
+        """SAC's loss (:func:`.loss.continuous_sac_loss`): ``(total, |TD errors|, stats)``."""
+        return continuous_sac_loss(
+            self.actor,
+            self.critic,
+            self.target_critic,
+            batch,
+            log_alpha=self.log_alpha,
+            target_entropy=self.target_entropy,
+            config=self.loss_config,
+        )
 
 
 class DiscreteSACModule(_SACModuleBase):
@@ -212,23 +154,16 @@ class DiscreteSACModule(_SACModuleBase):
         return self.actor.state_dict()
 
     def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        obs, next_obs = batch["observation"], batch["next", "observation"]
-        action = batch["action"].long().reshape(-1, 1)
-        size = obs.shape[0]
-        alpha = self.alpha()
-        all_log_probs = self.actor(torch.cat([obs, next_obs]))[0].log_softmax(-1)
-        log_probs, probs = all_log_probs[:size], all_log_probs[:size].exp()
-        with torch.no_grad():
-            next_log_probs = all_log_probs[size:].detach()
-            next_q = self.target_critic(next_obs).amin(0)
-            next_value = (next_log_probs.exp() * (next_q - alpha * next_log_probs)).sum(-1)
-            target = self._td_target(batch, next_value)
-        q_values = self.critic(obs)
-        predictions = q_values.gather(-1, action.expand(q_values.shape[0], -1, -1)).squeeze(-1)
-        q_min = q_values.detach().amin(0)
-        actor_loss = weighted_mean((probs * (alpha * log_probs - q_min)).sum(-1), batch)
-        entropy = -(probs * log_probs).sum(-1).detach()
-        return self._combine(batch, predictions, target, actor_loss, entropy)
+        """Discrete SAC's loss (:func:`.loss.discrete_sac_loss`): ``(total, |TD errors|, stats)``."""
+        return discrete_sac_loss(
+            self.actor,
+            self.critic,
+            self.target_critic,
+            batch,
+            log_alpha=self.log_alpha,
+            target_entropy=self.target_entropy,
+            config=self.loss_config,
+        )
 
 
 class SAC(OffPolicyAlgorithm):
