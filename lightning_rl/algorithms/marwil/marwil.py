@@ -1,9 +1,7 @@
 """MARWIL (Wang et al., 2018): behaviour cloning re-weighted by exponentiated advantages.
 
-RLlib's loss, step by step: value targets are discounted returns bootstrapped with the
-current critic where a segment ends without termination (GAE with lambda = 1; see
-:mod:`lightning_rl.offline.returns`), ``A = target - V(s)``; a moving average of ``A^2``
-(``c^2 <- c^2 + rate * (mean(A^2) - c^2)``) normalises the advantages, and
+RLlib's loss, written out step by step in :mod:`.loss`: advantages ``A = target - V(s)``
+against bootstrapped discounted returns, normalised by a moving average of ``A^2``, and
 
     policy_loss = -mean(exp(beta * A / (1e-8 + c)) * (log pi(a|s) + bc_logstd_coeff * log std))
     total_loss = policy_loss + vf_coeff * 0.5 * mean(A^2)
@@ -21,17 +19,21 @@ import gymnasium as gym
 import torch
 from tensordict import TensorDict
 
+from lightning_rl.algorithms.marwil.loss import (
+    MARWIL_KEYS,
+    MARWILLossConfig,
+    advantage_weights,
+    behaviour_cloning_loss,
+    log_likelihood,
+    marwil_loss,
+    value_targets,
+)
 from lightning_rl.algorithms.offline import OfflineAlgorithm
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
-from lightning_rl.offline.rows import (
-    BOOTSTRAP_DISCOUNT,
-    BOOTSTRAP_OBSERVATION,
-    RETURN_TO_GO,
-    OfflineRequirements,
-)
+from lightning_rl.offline.rows import OfflineRequirements
 
 
 class MARWILModule(PolicyModule):
@@ -59,10 +61,12 @@ class MARWILModule(PolicyModule):
         self.policy_net = PolicyNet(observation_space, action_space, model_config)
         fit = beta > 0 if fit_value_function is None else fit_value_function
         self.value_net = ValueNet(observation_space, model_config) if fit else None
-        self.beta = float(beta)
-        self.bc_logstd_coeff = float(bc_logstd_coeff)
-        self.vf_coeff = float(vf_coeff)
-        self.update_rate = float(moving_average_sqd_adv_norm_update_rate)
+        self.loss_config = MARWILLossConfig(
+            beta=float(beta),
+            bc_logstd_coeff=float(bc_logstd_coeff),
+            vf_coeff=float(vf_coeff),
+            moving_average_sqd_adv_norm_update_rate=float(moving_average_sqd_adv_norm_update_rate),
+        )
         # c^2: kept in checkpoints with the weights.
         self.register_buffer(
             "moving_avg_sqd_adv_norm", torch.tensor(float(moving_average_sqd_adv_norm_start))
@@ -78,48 +82,37 @@ class MARWILModule(PolicyModule):
         self, batch: TensorDict
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(exp-weights (no grad), advantages, value targets, mean A^2)``; updates c^2 first."""
-        values = self.value_net(batch["observation"]).squeeze(-1)
+        keys = MARWIL_KEYS
+        values = self.value_net(batch[keys.observation]).squeeze(-1)
         with torch.no_grad():
-            bootstrap = self.value_net(batch[BOOTSTRAP_OBSERVATION]).squeeze(-1)
-            targets = batch[RETURN_TO_GO] + batch[BOOTSTRAP_DISCOUNT] * bootstrap
-        advantages = targets - values
-        squared_mean = advantages.pow(2).mean()
-        with torch.no_grad():
-            self.moving_avg_sqd_adv_norm.add_(
-                self.update_rate * (squared_mean.detach() - self.moving_avg_sqd_adv_norm)
-            )
-            weights = torch.exp(
-                self.beta * advantages.detach() / (1e-8 + self.moving_avg_sqd_adv_norm.sqrt())
-            )
+            bootstrap = self.value_net(batch[keys.bootstrap_observation]).squeeze(-1)
+            targets = value_targets(batch[keys.return_to_go], batch[keys.bootstrap_discount], bootstrap)
+        weights, advantages, squared_mean = advantage_weights(
+            values, targets, self.moving_avg_sqd_adv_norm, self.loss_config
+        )
         return weights, advantages, targets, squared_mean
 
     def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
-        params = self.policy_net(batch["observation"])
-        log_prob = self.policy_net.distribution.log_prob(params, batch["action"])
-        if self.bc_logstd_coeff > 0.0 and self.policy_net.continuous:
-            log_prob = log_prob + self.bc_logstd_coeff * params[1].log().mean(-1)
-        stats: dict[str, Any] = {}
+        """MARWIL's loss (:mod:`.loss`); without a critic, behaviour cloning's."""
+        keys = MARWIL_KEYS
+        params = self.policy_net(batch[keys.observation])
+        log_prob = self.policy_net.distribution.log_prob(params, batch[keys.action])
+        log_std = params[1].log() if self.policy_net.continuous else None
+        log_lik = log_likelihood(log_prob, log_std, self.loss_config)
         if self.value_net is None:
-            policy_loss = -log_prob.mean()
-            total = policy_loss
+            stats = behaviour_cloning_loss(log_lik)
         else:
             weights, advantages, targets, squared_mean = self.advantage_weights(batch)
-            policy_loss = -(weights * log_prob).mean()
-            vf_loss = 0.5 * squared_mean
-            total = policy_loss + self.vf_coeff * vf_loss
-            stats.update(
-                vf_loss=vf_loss,
-                moving_avg_sqd_adv_norm=self.moving_avg_sqd_adv_norm.clone(),
-                vf_explained_var=_explained_variance(targets, targets - advantages.detach()),
-                advantage_weight_mean=weights.mean(),
+            stats = marwil_loss(
+                log_lik=log_lik,
+                weights=weights,
+                advantages=advantages,
+                value_target=targets,
+                squared_mean=squared_mean,
+                moving_avg_sqd_adv_norm=self.moving_avg_sqd_adv_norm,
+                config=self.loss_config,
             )
-        stats.update(policy_loss=policy_loss, total_loss=total, action_log_prob_mean=log_prob.detach().mean())
-        return total, stats
-
-
-def _explained_variance(targets: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
-    variance = targets.var()
-    return 1.0 - (targets - predictions).var() / variance.clamp_min(1e-8)
+        return stats["total_loss"], stats
 
 
 class MARWIL(OfflineAlgorithm):
