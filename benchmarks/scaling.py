@@ -10,8 +10,8 @@ results -> one TensorDict, measured on the same results), ``learn`` (everything 
 iteration: GAE, the updates, Lightning's hooks).
 
 Fragment fetch: one actor returns an Atari-shaped fragment (uint8 observations and next
-observations ``[16, 128, 4, 84, 84]``, ~116 MB) five times per form, timed from the call to the
-result in the driver (median): pickled torch tensors,
+observations ``[16, 128, 4, 84, 84]``, ~116 MB) five times per form, the forms taken in turn,
+timed from the call to the result in the driver (median): pickled torch tensors,
 numpy arrays (Ray's out-of-band zero-copy path), and lightning-rl's path (numpy across Ray, then
 writable torch tensors: one copy). Runner counts above the machine's cores are oversubscribed;
 ``--ddp`` adds PPO learner updates/s with 1 and 2 DDP ranks. Last line: one JSON object, also
@@ -69,25 +69,24 @@ def fetch_cost(repeats: int = 5) -> dict:
     source = ray.remote(num_cpus=0)(FragmentSource).remote()
     ray.get(source.numpy.remote())  # actor up
 
-    def timed(call, convert=lambda x: x) -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()  # the round trip: serialised by the actor, fetched here
-            convert(ray.get(call.remote()))
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
     def ours(data: dict) -> None:
         result = torch_result(RunnerResult(data, EpisodeStats(), {}, 0, 1))
         result.data["observation"].add_(0)  # writable
 
-    numpy_s = timed(source.numpy)
-    result = {
-        "fragment_mb": round(2 * int(np.prod(ATARI_SHAPE)) / 1e6, 1),
-        "pickled_torch_ms": round(1000 * timed(source.torch), 1),
-        "numpy_ms": round(1000 * numpy_s, 1),
-        "lightning_rl_ms": round(1000 * timed(source.numpy, ours), 1),
+    forms = {
+        "pickled_torch_ms": (source.torch, lambda x: x),
+        "numpy_ms": (source.numpy, lambda x: x),
+        "lightning_rl_ms": (source.numpy, ours),
     }
+    times: dict[str, list[float]] = {name: [] for name in forms}
+    # Round-robin, so a burst of load from the machine's other jobs hits every form alike.
+    for _ in range(repeats):
+        for name, (call, convert) in forms.items():
+            start = time.perf_counter()  # the round trip: serialised by the actor, fetched here
+            convert(ray.get(call.remote()))
+            times[name].append(time.perf_counter() - start)
+    result = {"fragment_mb": round(2 * int(np.prod(ATARI_SHAPE)) / 1e6, 1)}
+    result.update({name: round(1000 * statistics.median(t), 1) for name, t in times.items()})
     result["lightning_rl_vs_numpy"] = round(result["lightning_rl_ms"] / result["numpy_ms"], 2)
     ray.kill(source)
     return result
