@@ -7,11 +7,10 @@ subclass adds is small: ``build_policy_module`` (one :class:`PolicyModule` per p
 the networks, what the EnvRunners run and the learner connector: GAE, n-step, V-trace ...) and
 ``training_step`` (combining the modules' losses).
 
-This module is the Lightning glue only: construction, hooks, logging, optimizers. The other
-jobs each have a module of their own in this package: ``policy_set`` (spaces, connector
-pipelines, mapping, the policy API), ``experience_source`` (what the DataModule calls),
-``runner_specs`` (runner specs, placement, fault tolerance), ``settings_validation``,
-``checkpoint_stamp`` (what checkpoints carry, the checks on loading), ``non_finite``,
+This module is the Lightning glue only: construction, hooks, logging, optimizers. Each other
+job has a module of its own here: ``policy_set`` (spaces, pipelines, mapping),
+``algorithm_policies`` (the policy API), ``experience_source`` (what DataModules call),
+``runner_specs``, ``settings_validation``, ``checkpoint_stamp``, ``non_finite``,
 ``logged_metrics``, ``process_settings`` (warning filters, torch threads), ``policy_transfer``.
 
 Experience comes from a DataModule of the kind named by ``datamodule_class``, which sees the
@@ -33,6 +32,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from lightning_rl.algorithms import settings_validation as validation
+from lightning_rl.algorithms.algorithm_policies import AlgorithmPolicies
 from lightning_rl.algorithms.checkpoint_stamp import AlgorithmCheckpointHooks
 from lightning_rl.algorithms.experience_source import ExperienceSourceMethods
 from lightning_rl.algorithms.logged_metrics import LearnerMetrics, evaluation_metrics
@@ -40,7 +40,6 @@ from lightning_rl.algorithms.multi_agent import normalize_policies, resolve_mapp
 from lightning_rl.algorithms.non_finite import NonFiniteGuard, NonFiniteHooks
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.algorithms.policy_set import (
-    AlgorithmPolicies,
     PolicySet,
     build_learner_connectors,
     connector_specs,
