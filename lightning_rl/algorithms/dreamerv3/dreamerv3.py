@@ -29,6 +29,7 @@ from tensordict import TensorDict
 
 from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.algorithms.dreamerv3.behavior import Behavior
+from lightning_rl.algorithms.dreamerv3.loss import DREAMER_KEYS, DreamerV3LossConfig, dreamer_losses
 from lightning_rl.algorithms.dreamerv3.model_sizes import resolve_model_dims
 from lightning_rl.algorithms.dreamerv3.runner_policy import DreamerV3Policy, action_dim, policy_weights
 from lightning_rl.algorithms.dreamerv3.world_model import WorldModel, check_observation_space, is_image_space
@@ -94,43 +95,11 @@ class DreamerV3Module(PolicyModule):
         return actions.float()
 
     def compute_losses(
-        self,
-        window: TensorDict,
-        *,
-        free_bits: float,
-        dynamics_loss_scale: float,
-        representation_loss_scale: float,
-        horizon: int,
-        gamma: float,
-        lambda_: float,
-        entropy_scale: float,
-        reinforce: bool,
+        self, window: TensorDict, config: DreamerV3LossConfig
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """World-model, actor and critic losses of one ``[B, T]`` window batch, and stats."""
-        cont = (~window["is_terminated"]).float()
-        world_model_loss, stats, h, z = self.world_model.loss(
-            window["observation"],
-            self.model_actions(window["prev_action"]),
-            window["reward"],
-            window["is_first"],
-            cont,
-            free_bits=free_bits,
-            dyn_scale=dynamics_loss_scale,
-            rep_scale=representation_loss_scale,
-        )
-        actor_loss, critic_loss, behavior_stats, _ = self.behavior.loss(
-            self.world_model,
-            h.reshape(-1, h.shape[-1]),
-            z.reshape(-1, z.shape[-1]),
-            cont.reshape(-1),
-            horizon=horizon,
-            gamma=gamma,
-            lambda_=lambda_,
-            entropy_scale=entropy_scale,
-            reinforce=reinforce,
-        )
-        stats.update(behavior_stats)
-        return world_model_loss, actor_loss, critic_loss, stats
+        """World-model, actor and critic losses of one ``[B, T]`` window batch, and stats (:mod:`.loss`)."""
+        actions = self.model_actions(window[DREAMER_KEYS.prev_action])
+        return dreamer_losses(self.world_model, self.behavior, window, actions, config)
 
     @torch.no_grad()
     def open_loop_prediction(self, window: TensorDict, context: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -366,16 +335,19 @@ class DreamerV3(Algorithm):
         self, module: DreamerV3Module, window: TensorDict
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """World-model, actor and critic losses of one ``[B, T]`` window batch, with this config."""
+        return module.compute_losses(window, self.loss_config())
+
+    def loss_config(self) -> DreamerV3LossConfig:
+        """The settings of :func:`~lightning_rl.algorithms.dreamerv3.loss.dreamer_losses` from the hparams."""
         h = self.hparams
-        return module.compute_losses(
-            window,
-            free_bits=h.free_bits,
-            dynamics_loss_scale=h.dynamics_loss_scale,
-            representation_loss_scale=h.representation_loss_scale,
-            horizon=h.horizon_H,
-            gamma=h.gamma,
-            lambda_=h.gae_lambda,
-            entropy_scale=h.entropy_scale,
+        return DreamerV3LossConfig(
+            free_bits=float(h.free_bits),
+            dynamics_loss_scale=float(h.dynamics_loss_scale),
+            representation_loss_scale=float(h.representation_loss_scale),
+            horizon=int(h.horizon_H),
+            gamma=float(h.gamma),
+            lambda_=float(h.gae_lambda),
+            entropy_scale=float(h.entropy_scale),
             reinforce=self.uses_reinforce(),
         )
 
