@@ -1,6 +1,6 @@
 """What one PPO minibatch update costs through the framework, against a plain PyTorch loop.
 
-    python benchmarks/learner_overhead.py [--iterations 40] [--rounds 3]
+    python benchmarks/learner_overhead.py [--iterations 12] [--rounds 2]
 
 Same process, same data, same thread count (1, the learner's default), alternating rounds so
 that a load change on the machine hits both sides alike:
@@ -168,9 +168,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--iterations", type=int, default=40, help="training iterations per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup-iterations", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=12, help="training iterations per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--warmup-iterations", type=int, default=2)
     parser.add_argument("--config", type=Path, default=CONFIG)
     args = parser.parse_args()
 

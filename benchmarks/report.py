@@ -251,7 +251,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "`compare_sb3.py` (Stable-Baselines3 2.9.2 with RL-Zoo settings, same criteria and seeds)",
-        _cmd("compare_sb3.py", "--seeds 0 1 2", "--seeds 0"),
+        _cmd("compare_sb3.py", "--seeds 0 1 2", "--seeds 0 --tasks ppo_in_process ppo"),
         _compare_sb3,
     ),
     Row("`learner_overhead.py`", _cmd("learner_overhead.py"), _learner_overhead),
