@@ -29,6 +29,7 @@ EXTRA_OF_PACKAGE = {
     "scipy": "sisl",
     "pygame": "sisl",
     "stable_baselines3": "bench",
+    "mujoco": "mujoco",
 }
 
 

@@ -146,3 +146,25 @@ def test_every_optional_package_belongs_to_a_declared_extra():
     extras = project["optional-dependencies"]
     for package, extra in EXTRA_OF_PACKAGE.items():
         assert extra in extras, f"{package} maps to the undeclared extra {extra!r}"
+
+
+def _mujoco_env_without_mujoco(**kwargs):
+    import gymnasium as gym
+
+    # What gymnasium's MuJoCo envs raise when the package is missing.
+    raise gym.error.DependencyNotInstalled('MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`')
+
+
+def test_a_gymnasium_env_missing_its_dependency_names_our_extra():
+    import gymnasium as gym
+
+    from lightning_rl import make_env
+
+    gym.register("LightningRlTestNoMujoco-v0", entry_point=_mujoco_env_without_mujoco)
+    try:
+        with pytest.raises(
+            MissingExtraError, match=r'LightningRlTestNoMujoco-v0.*pip install "lightning-rl\[mujoco\]"'
+        ):
+            make_env("LightningRlTestNoMujoco-v0")
+    finally:
+        gym.registry.pop("LightningRlTestNoMujoco-v0", None)

@@ -18,8 +18,8 @@ import gymnasium as gym
 from lightning_rl import registry
 from lightning_rl._imports import import_object, object_path
 from lightning_rl.checkpoint_format import accept_env
-from lightning_rl.errors import EnvError, UnknownNameError, unknown_name_message
-from lightning_rl.optional import EXTRA_OF_PACKAGE, require
+from lightning_rl.errors import EnvError, MissingExtraError, UnknownNameError, unknown_name_message
+from lightning_rl.optional import EXTRA_OF_PACKAGE, missing_extra_error, require
 
 EnvLike = str | type | Callable[..., Any]
 
@@ -84,7 +84,23 @@ def register_env(name: str, creator: Callable[[dict], Any]) -> None:
 def _make_gymnasium_env(env_id: str, env_config: dict) -> gym.Env:
     kwargs = dict(env_config)
     kwargs.setdefault("disable_env_checker", True)
-    return gym.make(env_id, **kwargs)
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.DependencyNotInstalled as exc:
+        # gymnasium names its own extra ("gymnasium[mujoco]"); ours brings the same packages.
+        package = (getattr(exc, "name", None) or "").split(".")[0]
+        extra = EXTRA_OF_PACKAGE.get(package) or _extra_named_in(str(exc))
+        if extra is None:
+            raise
+        raise missing_extra_error(package or extra, f"the env {env_id!r}", extra=extra) from exc
+
+
+def _extra_named_in(message: str) -> str | None:
+    """Our extra for the gymnasium extra its DependencyNotInstalled message names, if we have one."""
+    for gym_extra, ours in (("mujoco", "mujoco"), ("box2d", None), ("atari", "atari")):
+        if f"gymnasium[{gym_extra}]" in message:
+            return ours
+    return None
 
 
 def _ray_tune_creator(name: str) -> Callable | None:
@@ -128,6 +144,8 @@ class EnvCreator:
             context = EnvContext(context)
         try:
             env = self.creator(context)
+        except MissingExtraError:
+            raise  # already names the env and the extra to install
         except Exception as exc:
             raise EnvError(f"Creating env {self.name!r} failed: {type(exc).__name__}: {exc}") from exc
         if env is None:
