@@ -52,6 +52,8 @@ _EXPORTS = {
     "ExternalEnvRunner": "lightning_rl.external_server.runner",
     # runners and data
     "EnvRunner": "lightning_rl.env_runners.env_runner",
+    "RLlibCallback": "lightning_rl.env_runners.rllib_callbacks",
+    "MetricsLogger": "lightning_rl.env_runners.rllib_callbacks",
     "EnvRunnerGroup": "lightning_rl.env_runners.env_runner_group",
     "ExperienceDataModule": "lightning_rl.data.experience",
     "OnPolicyDataModule": "lightning_rl.data.on_policy",

@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning_rl import checkpoint_format as ckpt
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.env_runners.ray_utils import shutdown_ray_if_started_here
+from lightning_rl.env_runners.rllib_callbacks import CustomMetrics, MetricsLogger
 from lightning_rl.errors import CheckpointError, ConfigError
 from lightning_rl.policy import MissingRecipeError, Policy
 from lightning_rl.progress import RLProgressBar
@@ -87,6 +88,11 @@ class TrainingRun:
         self._resume_iteration: int | None = None
         self._stopped = False
         self._start_time = time.perf_counter()
+        # RLlib callbacks' driver hooks (the runners build their own copy for episode hooks).
+        settings = getattr(algorithm, "rllib_callbacks", None)
+        self.callbacks = settings.build() if settings is not None else None
+        self.metrics_logger = MetricsLogger()
+        self._driver_metrics = CustomMetrics()
 
     # -- RLlib API ---------------------------------------------------------------------------
     @property
@@ -112,7 +118,9 @@ class TrainingRun:
         )
         self._resume_from = None
         self._resume_iteration = None
-        return self._results(time.perf_counter() - start, evaluated_since=first)
+        result = self._results(time.perf_counter() - start, evaluated_since=first)
+        self._driver_hook("on_train_result", result, result=result)
+        return result
 
     def evaluate(self) -> dict[str, Any]:
         """Run ``evaluation_duration`` episodes now; RLlib's ``algo.evaluate()``.
@@ -123,12 +131,15 @@ class TrainingRun:
         self._check_running()
         limit = self.trainer.limit_val_batches
         self.trainer.limit_val_batches = 1.0  # evaluation_interval=None turns periodic runs off only
+        self._driver_hook("on_evaluate_start")
         try:
             results = self.trainer.validate(self.algorithm, datamodule=self.datamodule, verbose=False)
         finally:
             self.trainer.limit_val_batches = limit
         evaluation = nest_metrics(results[0] if results else {}).get("evaluation", {})
-        return {"env_runners": dict(evaluation), **evaluation}
+        evaluation = {"env_runners": dict(evaluation), **evaluation}
+        self._driver_hook("on_evaluate_end", evaluation, evaluation_metrics=evaluation)
+        return evaluation
 
     def save(self, path: str | Path | None = None) -> str:
         """Write a checkpoint (a file; a directory gets ``algorithm.ckpt`` inside) and return its path."""
@@ -159,6 +170,7 @@ class TrainingRun:
             self.datamodule.load_state_dict(checkpoint[key])
         self._resume_from = str(path)
         self._resume_iteration = int(checkpoint.get("epoch", 0))
+        self._driver_hook("on_checkpoint_loaded")
 
     restore_from_path = restore
 
@@ -204,6 +216,19 @@ class TrainingRun:
     def get_policy(self, policy_id: str | None = None) -> Any:
         """RLlib's ``algo.get_policy()``: a :class:`~lightning_rl.Policy` snapshot with its connectors."""
         return self.algorithm.get_policy(policy_id)
+
+    def _driver_hook(self, name: str, into: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        """Call an RLlib driver hook; what it logs lands in ``into`` (the result it was given)."""
+        if self.callbacks is None or not self.callbacks.has(name):
+            return
+        self.callbacks.call(name, algorithm=self, metrics_logger=self.metrics_logger, **kwargs)
+        logged = self._driver_metrics.merge([self.metrics_logger.pop()])
+        if into is not None:
+            for key, value in nest_metrics(logged).items():
+                if isinstance(value, dict) and isinstance(into.get(key), dict):
+                    into[key].update(value)
+                else:
+                    into[key] = value
 
     def _check_running(self) -> None:
         if self._stopped:

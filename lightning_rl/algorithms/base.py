@@ -54,6 +54,7 @@ from lightning_rl.algorithms.process_settings import (
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.data.experience import ExperienceDataModule
 from lightning_rl.data.on_policy import OnPolicyDataModule
+from lightning_rl.env_runners.rllib_callbacks import resolve_callbacks
 from lightning_rl.envs.external.config import resolve_external_config
 from lightning_rl.envs.registration import EnvLike, env_name, resolve_env
 from lightning_rl.errors import ConfigError
@@ -120,6 +121,9 @@ class Algorithm(
             only its episode is dropped (RLlib's name); False: the runner fails as a whole.
         on_non_finite_env_output: an env's NaN/inf reward or observation: ``"error"`` (stop,
             naming the env) or ``"drop_episode"`` (drop that episode, keep training).
+        callbacks: RLlib callbacks (``config.callbacks(...)``): an
+            :class:`~lightning_rl.RLlibCallback` subclass or its import path, or
+            ``{"callbacks_class": ..., "on_episode_end": fn, ...}``; checkpoints keep import paths.
         max_consecutive_non_finite_updates: updates skipped in a row for a non-finite loss or
             gradient before training stops with a :class:`~lightning_rl.errors.NonFiniteError`.
         min_healthy_env_runners: start sampling once this many runners answer (None: all); the
@@ -213,6 +217,7 @@ class Algorithm(
         external: Any = None,
         output: str | None = None,
         output_config: dict | None = None,
+        callbacks: Any = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -227,6 +232,7 @@ class Algorithm(
         policy_settings = normalize_policies(policies)
         mapping_fn, stored_mapping = resolve_mapping_fn(policy_mapping_fn, list(policy_settings))
         self._external = resolve_external_config(external)
+        self.rllib_callbacks = resolve_callbacks(callbacks)
         self.save_hyperparameters(
             {
                 **self.hparams,
@@ -242,6 +248,7 @@ class Algorithm(
                 "external": None if self._external is None else self._external.to_dict(),
                 "output": None if output is None else str(output),
                 "output_config": dict(output_config or {}),
+                "callbacks": None if self.rllib_callbacks is None else self.rllib_callbacks.to_plain(),
             }
         )
         validation.validate_common(self.hparams)

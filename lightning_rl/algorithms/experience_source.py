@@ -99,6 +99,7 @@ class ExperienceSourceMethods:
             num_envs=num_envs,
             evaluation=evaluation,
             seed_offset=seed_offset,
+            callbacks=self.rllib_callbacks,
         )
 
     def env_runner_placement_kwargs(self, evaluation: bool = False) -> dict[str, Any]:

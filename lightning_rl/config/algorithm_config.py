@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 
+from lightning_rl.env_runners.rllib_callbacks import resolve_callbacks
 from lightning_rl.errors import ConfigError, UnknownNameError, unknown_name_message
 from lightning_rl.ray_learners import LEARNER_PLACEMENTS, RayTrainRun
 from lightning_rl.training_run import TrainingRun
@@ -417,6 +418,48 @@ class AlgorithmConfig:
     def api_stack(self, **_: Any) -> AlgorithmConfig:
         """Accepted for RLlib compatibility; there is only one stack here."""
         return self
+
+    def callbacks(
+        self,
+        callbacks_class: Any = NotProvided,
+        *,
+        on_episode_start: Any = NotProvided,
+        on_episode_step: Any = NotProvided,
+        on_episode_end: Any = NotProvided,
+        on_sample_end: Any = NotProvided,
+        on_train_result: Any = NotProvided,
+        on_evaluate_start: Any = NotProvided,
+        on_evaluate_end: Any = NotProvided,
+        on_checkpoint_loaded: Any = NotProvided,
+    ) -> AlgorithmConfig:
+        """RLlib's callbacks: an :class:`~lightning_rl.RLlibCallback` subclass (or its import path)
+        and/or per-hook callables (RLlib 2.4x+), each a callable, an import path or a list.
+
+        Checked here (one :class:`ConfigError` naming a bad class or hook); stored as the
+        algorithm's ``callbacks`` setting, so YAML and checkpoints carry their import paths.
+        Lightning ``Callback`` objects still go to ``.trainer(callbacks=[...])``.
+        """
+        given = {
+            "callbacks_class": callbacks_class,
+            "on_episode_start": on_episode_start,
+            "on_episode_step": on_episode_step,
+            "on_episode_end": on_episode_end,
+            "on_sample_end": on_sample_end,
+            "on_train_result": on_train_result,
+            "on_evaluate_start": on_evaluate_start,
+            "on_evaluate_end": on_evaluate_end,
+            "on_checkpoint_loaded": on_checkpoint_loaded,
+        }
+        current = self.algo_kwargs.get("callbacks")
+        if current is None:
+            settings: dict[str, Any] = {}
+        elif isinstance(current, dict):
+            settings = dict(current)
+        else:
+            settings = {"callbacks_class": current}
+        settings.update({k: v for k, v in given.items() if v is not NotProvided})
+        resolve_callbacks(settings, " in config.callbacks()")  # check now, not at build time
+        return self._set("callbacks", callbacks=settings)
 
     def trainer(self, **trainer_kwargs: Any) -> AlgorithmConfig:
         """Extra ``lightning.Trainer`` kwargs (logger, callbacks, default_root_dir, precision ...)."""

@@ -30,6 +30,7 @@ from lightning_rl.distributed import rank as dist_rank
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
 from lightning_rl.env_runners.env_runner_group import EnvRunnerGroup, EnvRunnerPlacement, RayConnection
 from lightning_rl.env_runners.ray_utils import ensure_ray
+from lightning_rl.env_runners.rllib_callbacks import CustomMetrics
 from lightning_rl.errors import ConfigError
 
 
@@ -85,6 +86,7 @@ class ExperienceDataModule(pl.LightningDataModule):
         # Env copies rebuilt inside runners and episodes they dropped (crashes, NaN/inf outputs).
         self.num_env_restarts_lifetime = 0
         self.num_episodes_dropped_lifetime = 0
+        self._custom_metrics = CustomMetrics()  # RLlib callbacks' metrics_logger values
         # Wall time spent inside sample() (runner round trips included), for "where time goes".
         self.sampling_seconds_lifetime = 0.0
         self._episode_returns: deque[float] = deque(maxlen=100)
@@ -261,6 +263,9 @@ class ExperienceDataModule(pl.LightningDataModule):
             metrics["env_runners/episode_len_mean"] = sum(self._episode_lengths) / len(self._episode_lengths)
         if self.source.is_multi_agent:
             metrics.update(self._record_multi_agent(results))
+        if any(r.stats.custom_metrics for r in results):
+            custom = self._custom_metrics.merge([r.stats.custom_metrics for r in results])
+            metrics.update({f"env_runners/{key}": value for key, value in custom.items()})
         self.last_metrics = metrics
 
     def _record_multi_agent(self, results: list[RunnerResult]) -> dict[str, float]:

@@ -21,6 +21,12 @@ from gymnasium import spaces
 from lightning_rl._tree import map_structure, stack_structures, to_torch
 from lightning_rl.connectors.base import ConnectorSpec, EnvToModulePipeline, ModuleToEnvPipeline
 from lightning_rl.constants import DEFAULT_POLICY_ID
+from lightning_rl.env_runners.rllib_callbacks import (
+    EPISODE_HOOKS,
+    CallbackSettings,
+    MetricsLogger,
+    RunnerEpisode,
+)
 from lightning_rl.envs.registration import EnvContext, EnvCreator
 from lightning_rl.envs.vector import CallDeadline, EnvCallTimeout, make_vector_env
 from lightning_rl.errors import EnvError
@@ -58,6 +64,8 @@ class EnvRunnerSpec:
     # (num_workers == 0; Ray runners are bounded by their group): a copy whose call hangs
     # longer is rebuilt like one that raised.
     sample_timeout_s: float | None = None
+    # RLlib callbacks (``config.callbacks(...)``); None costs nothing per step.
+    callbacks: CallbackSettings | None = None
 
     @staticmethod
     def runner_class() -> type:
@@ -79,6 +87,8 @@ class EpisodeStats:
     # Env copies rebuilt after raising or hanging, and episodes dropped (crash or non-finite output).
     num_env_restarts: int = 0
     num_episodes_dropped: int = 0
+    # What RLlib callbacks logged with ``metrics_logger.log_value`` (MetricsLogger.pop()).
+    custom_metrics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -143,6 +153,14 @@ class EnvRunner:
             if spec.recorder is not None
             else None
         )
+        # RLlib callbacks: built here (one object per runner process). Episode objects are kept
+        # only when an episode hook is overridden, so runners without callbacks pay nothing.
+        self.callbacks = spec.callbacks.build() if spec.callbacks is not None else None
+        self.metrics = MetricsLogger()
+        self._track_episodes = self.callbacks is not None and self.callbacks.has(*EPISODE_HOOKS)
+        self._episodes: list[RunnerEpisode] = []
+        self._finished_episodes: list[RunnerEpisode] = []
+        self._episode_counter = 0
 
     # -- state from the learner --------------------------------------------------------------
     def set_state(self, state: dict[str, Any] | None) -> None:
@@ -188,7 +206,7 @@ class EnvRunner:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
-    def _reset_all(self) -> None:
+    def _reset_all(self, evaluation: bool = False) -> None:
         seed = None
         if not self._seeded and self.spec.seed is not None:
             seed = int(self.spec.seed)
@@ -202,6 +220,9 @@ class EnvRunner:
         self.env_to_module.episode_start(all_ids)
         start_policy_episodes(self.policy, all_ids)
         self._obs = self.env_to_module(to_torch(raw), update=self.spec.update_connectors)
+        if self._track_episodes and not evaluation:  # evaluation episodes are not reported
+            self._episodes = [None] * self.num_envs  # type: ignore[list-item]
+            self._start_episodes(range(self.num_envs), raw)
         self._episode_return[:] = 0.0
         self._episode_length[:] = 0
         self._is_init[:] = True
@@ -267,6 +288,8 @@ class EnvRunner:
                 truncated_buf[:, t, 0] = torch.from_numpy(np.asarray(truncated))
                 self.env_to_module.record_step(actions, reward_t)
                 done = np.logical_or(terminated, truncated)
+                if self._track_episodes:
+                    self._step_episodes(env_actions, raw, reward, terminated, truncated, info)
                 self._is_init[:] = done
                 self._episode_return += reward
                 self._episode_length += 1
@@ -282,6 +305,8 @@ class EnvRunner:
                     self.env_to_module.episode_start(all_ids)
                     start_policy_episodes(self.policy, all_ids)
                     self._finish_episodes(ended_ids, stats)
+                    if self._track_episodes:
+                        self._start_episodes(np.flatnonzero(done), raw)
                     # A dropped episode is not reported; its aborted step loops back to the
                     # observation it acted on (finite), cut as truncated.
                     dropped = np.flatnonzero(aborted)
@@ -309,6 +334,12 @@ class EnvRunner:
         if recorder is not None:
             recorder.end_fragment()
         stats.num_env_steps = n * steps
+        if self.callbacks is not None:
+            self.callbacks.call(
+                "on_sample_end", env_runner=self, metrics_logger=self.metrics, samples=self._finished_episodes
+            )
+            self._finished_episodes = []
+            stats.custom_metrics = self.metrics.pop()
         stats.seconds = time.perf_counter() - start
         data = {
             "observation": obs_buf,
@@ -336,8 +367,46 @@ class EnvRunner:
         for i in done_ids:
             stats.returns.append(float(self._episode_return[i]))
             stats.lengths.append(int(self._episode_length[i]))
+            if self._track_episodes:
+                self._episode_hook("on_episode_end", self._episodes[i])
+                self._finished_episodes.append(self._episodes[i])
         self._episode_return[done_ids] = 0.0
         self._episode_length[done_ids] = 0
+
+    # -- RLlib callbacks (only with an episode hook) ----------------------------------------
+    def _episode_hook(self, name: str, episode: RunnerEpisode) -> None:
+        self.callbacks.call(  # type: ignore[union-attr]
+            name,
+            episode=episode,
+            env_runner=self,
+            metrics_logger=self.metrics,
+            env=self.env,
+            env_index=episode.env_index,
+            rl_module=self.policy,
+        )
+
+    def _start_episodes(self, env_ids: Any, raw: Any) -> None:
+        for i in env_ids:
+            self._episode_counter += 1
+            episode = RunnerEpisode(
+                self.worker_index * 1_000_000_000 + self._episode_counter, int(i), _row(raw, int(i))
+            )
+            self._episodes[i] = episode
+            self._episode_hook("on_episode_start", episode)
+
+    def _step_episodes(
+        self, actions: np.ndarray, raw: Any, reward: Any, terminated: Any, truncated: Any, info: dict
+    ) -> None:
+        """Append one step to each copy's episode (its final observation where it ended) and
+        call ``on_episode_step``; episodes of crashed copies are dropped unreported."""
+        aborted = self.env.aborted
+        for i, episode in enumerate(self._episodes):
+            if aborted[i]:
+                continue
+            ended = bool(terminated[i] or truncated[i])
+            obs = info["final_obs"][i] if ended else _row(raw, i)
+            episode.add_step(obs, actions[i], reward[i], terminated[i], truncated[i])
+            self._episode_hook("on_episode_step", episode)
 
     def evaluate(
         self, num_episodes: int, explore: bool = False, state: dict[str, Any] | None = None
@@ -359,7 +428,7 @@ class EnvRunner:
 
     def _evaluate(self, num_episodes: int, explore: bool) -> RunnerResult:
         start = time.perf_counter()
-        self._reset_all()
+        self._reset_all(evaluation=True)
         quota = np.full(self.num_envs, num_episodes // self.num_envs, dtype=np.int64)
         quota[: num_episodes % self.num_envs] += 1
         # Dropped episodes do not count towards the quota; an env whose copies keep failing
@@ -440,6 +509,15 @@ def to_env_actions(
     if discrete_start:
         env_actions = env_actions + discrete_start
     return env_actions
+
+
+def _row(raw: Any, i: int) -> Any:
+    """Env copy ``i``'s entry of a batched (possibly dict/tuple) observation."""
+    if isinstance(raw, dict):
+        return {k: _row(v, i) for k, v in raw.items()}
+    if isinstance(raw, tuple):
+        return tuple(_row(v, i) for v in raw)
+    return raw[i]
 
 
 def _write(buffers: Any, values: Any, t: int) -> None:
