@@ -67,13 +67,12 @@ class NonFiniteGuard:
         the step was skipped. ``any_rank``: reduces the decision over DDP ranks (or None)."""
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         grads = [p.grad for p in params]
-        total = torch.zeros((), dtype=torch.float64)
-        if self.loss is not None:
-            total = total + self.loss.double().sum().cpu()
+        # The loss and every gradient norm in one sum and one read back to the host: this runs
+        # at every update (float64, so that large finite norms cannot add up to a false inf).
+        checks = [self.loss.reshape(-1)] if self.loss is not None else []
         if check_gradients and grads:
-            norms = torch._foreach_norm(grads)
-            total = total + torch.stack([n.double() for n in norms]).sum().cpu()
-        bad = not bool(torch.isfinite(total))
+            checks.extend(norm.reshape(1) for norm in torch._foreach_norm(grads))
+        bad = bool(checks) and not bool(torch.isfinite(torch.cat(checks).double().sum()))
         if any_rank is not None:
             bad = bool(any_rank(bad))
         owners = self._owners(optimizer, policies)
