@@ -35,14 +35,23 @@ def to_torch(tree: Any) -> Any:
     return map_structure(convert, tree)
 
 
-def stack_structures(items: Sequence[Any]) -> Any:
-    """Stack a list of per-env observations (arrays, dicts or tuples) into one batch."""
+def _stack_leaves(items: Sequence[Any], stack_leaves: Callable[[list[Any]], Any]) -> Any:
     first = items[0]
     if isinstance(first, dict):
-        return {k: stack_structures([item[k] for item in items]) for k in first}
+        return {k: _stack_leaves([item[k] for item in items], stack_leaves) for k in first}
     if isinstance(first, tuple):
-        return tuple(stack_structures([item[i] for item in items]) for i in range(len(first)))
-    return np.stack([np.asarray(item) for item in items])
+        return tuple(_stack_leaves([item[i] for item in items], stack_leaves) for i in range(len(first)))
+    return stack_leaves(list(items))
+
+
+def stack_structures(items: Sequence[Any]) -> Any:
+    """Stack a list of per-env observations (arrays, dicts or tuples) into one numpy batch."""
+    return _stack_leaves(items, lambda leaves: np.stack([np.asarray(leaf) for leaf in leaves]))
+
+
+def stack_tensor_structures(items: Sequence[Any]) -> Any:
+    """Stack a list of tensor observations (tensors, dicts or tuples of them) into one batch."""
+    return _stack_leaves(items, torch.stack)
 
 
 def batch_size_of(tree: Any) -> int:

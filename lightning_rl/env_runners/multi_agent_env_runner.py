@@ -21,10 +21,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from lightning_rl._tree import map_structure, stack_structures, to_torch
+from lightning_rl._tree import map_structure, stack_structures, stack_tensor_structures, to_torch
 from lightning_rl.connectors.base import ConnectorSpec, EnvToModulePipeline, ModuleToEnvPipeline
 from lightning_rl.env_runners.agent_trajectories import AgentTrajectories, CompletedSegment
 from lightning_rl.env_runners.env_runner import EpisodeStats, RunnerResult, to_env_actions
+from lightning_rl.env_runners.transition_batch import transitions_to_batch
 from lightning_rl.envs.multi_agent import ALL, MultiAgentEnv
 from lightning_rl.envs.registration import EnvContext, EnvCreator
 from lightning_rl.envs.vector import (
@@ -311,7 +312,7 @@ class MultiAgentEnvRunner:
                 groups.setdefault(self._episodes[index].mapping[agent_id], []).append((index, agent_id, obs))
         actions: list[dict[Hashable, Any]] = [{} for _ in self.envs]
         for policy_id, items in groups.items():
-            obs_batch = _stack([obs for _, _, obs in items])
+            obs_batch = stack_tensor_structures([obs for _, _, obs in items])
             out = self.policies[policy_id](obs_batch, explore, self.generator)
             env_actions = to_env_actions(
                 self.module_to_env[policy_id], out["action"], self._discrete_start[policy_id]
@@ -507,15 +508,6 @@ def _leaves(tree: Any) -> list[Any]:
     return [tree]
 
 
-def _stack(rows: list[Any]) -> Any:
-    first = rows[0]
-    if isinstance(first, dict):
-        return {k: _stack([r[k] for r in rows]) for k in first}
-    if isinstance(first, tuple):
-        return tuple(_stack([r[i] for r in rows]) for i in range(len(first)))
-    return torch.stack(rows)
-
-
 def _segments_to_batches(segments: list[CompletedSegment]) -> tuple[dict[str, dict[str, Any]], int]:
     """Closed transitions -> per policy flat nested dicts ``[M]`` in torchrl's key layout."""
     per_policy: dict[str, list] = {}
@@ -527,18 +519,5 @@ def _segments_to_batches(segments: list[CompletedSegment]) -> tuple[dict[str, di
         agent_steps += len(transitions)
         terminated = torch.tensor([[t.terminated] for t in transitions])
         truncated = torch.tensor([[t.truncated] for t in transitions])
-        batch = {
-            "observation": _stack([t.observation for t in transitions]),
-            "action": torch.stack([t.action for t in transitions]),
-            "next": {
-                "observation": _stack([t.next_observation for t in transitions]),
-                "reward": torch.tensor([[t.reward] for t in transitions], dtype=torch.float32),
-                "terminated": terminated,
-                "truncated": truncated,
-                "done": terminated | truncated,
-            },
-        }
-        for key in transitions[0].extras:
-            batch[key] = torch.stack([t.extras[key] for t in transitions])
-        batches[policy_id] = batch
+        batches[policy_id] = transitions_to_batch(transitions, terminated, truncated)
     return batches, agent_steps

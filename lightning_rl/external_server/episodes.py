@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from lightning_rl._tree import map_structure
+from lightning_rl.env_runners.transition_batch import transitions_to_batch
 
 
 @dataclass
@@ -62,15 +63,6 @@ class LiveEpisode:
         return step
 
 
-def _stack(rows: list[Any]) -> Any:
-    first = rows[0]
-    if isinstance(first, dict):
-        return {k: _stack([r[k] for r in rows]) for k in first}
-    if isinstance(first, tuple):
-        return tuple(_stack([r[i] for r in rows]) for i in range(len(first)))
-    return torch.stack(rows)
-
-
 def steps_to_segment(steps: list[Step], terminated: bool, truncated: bool) -> dict[str, Any]:
     """Closed transitions -> one segment ``[T]``; the flags apply to its last transition."""
     length = len(steps)
@@ -78,20 +70,7 @@ def steps_to_segment(steps: list[Step], terminated: bool, truncated: bool) -> di
     truncated_column = torch.zeros((length, 1), dtype=torch.bool)
     terminated_column[-1, 0] = terminated
     truncated_column[-1, 0] = truncated
-    segment = {
-        "observation": _stack([s.observation for s in steps]),
-        "action": torch.stack([s.action for s in steps]),
-        "next": {
-            "observation": _stack([s.next_observation for s in steps]),
-            "reward": torch.tensor([[s.reward] for s in steps], dtype=torch.float32),
-            "terminated": terminated_column,
-            "truncated": truncated_column,
-            "done": terminated_column | truncated_column,
-        },
-    }
-    for key in steps[0].extras:
-        segment[key] = torch.stack([s.extras[key] for s in steps])
-    return segment
+    return transitions_to_batch(steps, terminated_column, truncated_column)
 
 
 def concat_segments(segments: list[dict[str, Any]]) -> dict[str, Any]:
