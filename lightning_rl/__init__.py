@@ -58,7 +58,7 @@ _EXPORTS = {
     "ExperienceDataModule": "lightning_rl.data.experience",
     "OnPolicyDataModule": "lightning_rl.data.on_policy",
     "AsyncDataModule": "lightning_rl.data.async_data",
-    "ReplayDataModule": "lightning_rl.data.replay",
+    "ReplayDataModule": "lightning_rl.data.transition_replay",
     "OfflineDataModule": "lightning_rl.data.offline",
     "record_episodes": "lightning_rl.offline.record",
     # connectors
@@ -72,8 +72,8 @@ _EXPORTS = {
     "FrameStack": "lightning_rl.connectors.frame_stack",
     # modules
     "DefaultModelConfig": "lightning_rl.modules.model_config",
-    "PolicySpec": "lightning_rl.modules.policy",
-    "InferencePolicy": "lightning_rl.modules.policy",
+    "PolicySpec": "lightning_rl.modules.policy_networks",
+    "InferencePolicy": "lightning_rl.modules.policy_networks",
     # self-play
     "SelfPlayCallback": "lightning_rl.self_play",
     "LeagueCallback": "lightning_rl.self_play",

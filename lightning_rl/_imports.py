@@ -39,8 +39,19 @@ TRUSTED_PACKAGES = ("lightning_rl",)
 TRUSTED_CLASSES_ENV_VAR = "LIGHTNING_RL_TRUSTED_CLASSES"
 
 
+#: Modules renamed since checkpoints and configs started storing import paths: old name -> new.
+#: Saved files keep their old paths (their checksums cover them), so the rename is applied where
+#: a path is read, and every stored path resolves, is checked and is compared under its new name.
+RENAMED_MODULES = {
+    "lightning_rl.modules.policy": "lightning_rl.modules.policy_networks",
+    "lightning_rl.data.replay": "lightning_rl.data.transition_replay",
+    "lightning_rl.data.replaying": "lightning_rl.data.replay_schedule",
+}
+
+
 def split_path(path: str) -> tuple[str, str]:
-    """``"package.module:attr"`` or ``"package.module.attr"`` -> ``(module, attr)``."""
+    """``"package.module:attr"`` or ``"package.module.attr"`` -> ``(module, attr)``, with a
+    renamed module (:data:`RENAMED_MODULES`) given its current name."""
     if not isinstance(path, str):
         raise ImportError(f"{path!r} is not an import path of the form 'package.module:attr'")
     if ":" in path:
@@ -49,7 +60,7 @@ def split_path(path: str) -> tuple[str, str]:
         module_name, _, attr = path.rpartition(".")
     if not module_name or not attr:
         raise ImportError(f"{path!r} is not an import path of the form 'package.module:attr'")
-    return module_name, attr
+    return RENAMED_MODULES.get(module_name, module_name), attr
 
 
 def canonical_path(path: str) -> str:

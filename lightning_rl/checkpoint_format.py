@@ -219,7 +219,7 @@ def verify_checksum(checkpoint: dict[str, Any], source: str = "checkpoint") -> N
 
 # -- names a checkpoint may carry ----------------------------------------------------------------
 CONNECTOR_BASE = registry.CONNECTOR_BASE
-INFERENCE_POLICY_BASE = "lightning_rl.modules.policy:InferencePolicy"
+INFERENCE_POLICY_BASE = "lightning_rl.modules.policy_networks:InferencePolicy"
 ALGORITHM_BASE = registry.ALGORITHM_BASE
 ENV_BASES = (
     "gymnasium.core:Env",

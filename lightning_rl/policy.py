@@ -45,7 +45,7 @@ from lightning_rl.connectors.base import (
 )
 from lightning_rl.env_runners.env_runner import reset_policy_state, start_policy_episodes, to_env_actions
 from lightning_rl.errors import CheckpointError, ConfigError, UnknownNameError, unknown_name_message
-from lightning_rl.modules.policy import InferencePolicy, PolicySpec
+from lightning_rl.modules.policy_networks import InferencePolicy, PolicySpec
 from lightning_rl.serialization import NotPlainDataError, from_plain, space_from_data, space_to_data, to_plain
 
 __all__ = ["MissingRecipeError", "Policy", "PolicyRecipe", "PolicySource", "checkpoint_recipes"]

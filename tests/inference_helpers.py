@@ -16,7 +16,7 @@ from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.connectors import EnvToModule
 from lightning_rl.env_runners.env_runner import EnvRunner
 from lightning_rl.envs.classes import MultiAgentCartPole
-from lightning_rl.modules.policy import InferencePolicy
+from lightning_rl.modules.policy_networks import InferencePolicy
 
 
 class RecordingCartPole(gym.Wrapper):

@@ -13,7 +13,7 @@ from gymnasium import spaces
 
 from lightning_rl import DQNConfig, PPOConfig
 from lightning_rl.algorithms.multi_agent import RandomPolicy
-from lightning_rl.modules.policy import MASKED_LOGIT, StochasticPolicy
+from lightning_rl.modules.policy_networks import MASKED_LOGIT, StochasticPolicy
 from lightning_rl.modules.q_networks import EpsilonGreedyQPolicy
 
 N_ACTIONS = 4

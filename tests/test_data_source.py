@@ -23,7 +23,7 @@ from lightning_rl.env_runners.env_runner import EnvRunnerSpec
 from lightning_rl.env_runners.env_runner_group import FaultToleranceConfig
 from lightning_rl.envs.registration import resolve_env
 from lightning_rl.errors import ConfigError
-from lightning_rl.modules.policy import InferencePolicy, PolicySpec
+from lightning_rl.modules.policy_networks import InferencePolicy, PolicySpec
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "lightning_rl" / "data"
 

@@ -10,7 +10,7 @@ import torch
 from lightning_rl.env_runners import EnvRunner, EnvRunnerGroup, EnvRunnerSpec
 from lightning_rl.envs.registration import resolve_env
 from lightning_rl.errors import EnvError
-from lightning_rl.modules.policy import PolicySpec, StochasticPolicy
+from lightning_rl.modules.policy_networks import PolicySpec, StochasticPolicy
 from tests.envs import CountingEnv, FailingEnv
 from tests.ray_helpers import actor_dies_within
 

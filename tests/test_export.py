@@ -18,7 +18,7 @@ from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.cli import main
 from lightning_rl.errors import ConfigError
 from lightning_rl.export import export_policy, read_export_metadata
-from lightning_rl.modules.policy import PolicySpec, StochasticPolicy
+from lightning_rl.modules.policy_networks import PolicySpec, StochasticPolicy
 from lightning_rl.policy import Policy, PolicyRecipe
 from tests.inference_helpers import (
     PreviousActionReward,

@@ -25,7 +25,7 @@ from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.env_runners.env_runner import EnvRunner, EnvRunnerSpec
 from lightning_rl.envs.registration import resolve_env
 from lightning_rl.errors import ConfigError
-from lightning_rl.modules.policy import PolicySpec, StochasticPolicy
+from lightning_rl.modules.policy_networks import PolicySpec, StochasticPolicy
 from lightning_rl.offline import OfflineDataError, RecordingSpec, resolve_input_files
 from lightning_rl.offline.config import OutputConfig
 from lightning_rl.offline.reader import open_parquet

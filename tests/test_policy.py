@@ -11,7 +11,7 @@ from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.env_runners.env_runner import EnvRunner, EnvRunnerSpec
 from lightning_rl.envs.registration import resolve_env
 from lightning_rl.errors import CheckpointError, ConfigError, UnknownNameError
-from lightning_rl.modules.policy import PolicySpec
+from lightning_rl.modules.policy_networks import PolicySpec
 from lightning_rl.policy import MissingRecipeError, Policy, PolicyRecipe
 from lightning_rl.training_run import TrainingRun, policy_from_checkpoint
 from tests.inference_helpers import (
@@ -58,7 +58,7 @@ def test_from_checkpoint_reads_plain_data_and_never_creates_the_env(trained, mon
     raw = torch.load(path, weights_only=True)
     recipe = raw["lightning_rl"]["inference"]["default_policy"]
     assert recipe["observation_space"]["type"] == "Box"
-    assert recipe["policy_class"] == "lightning_rl.modules.policy:StochasticPolicy"
+    assert recipe["policy_class"] == "lightning_rl.modules.policy_networks:StochasticPolicy"
     assert recipe["weight_tensors"] == {}, "weights are referenced in state_dict, not stored twice"
 
     def no_env(*args, **kwargs):
@@ -81,6 +81,26 @@ def test_format_1_checkpoints_migrate_and_rebuild_the_policy_from_hyperparameter
     run = TrainingRun.from_checkpoint(tmp_path / "v1.ckpt", trainer_kwargs={"logger": False})
     assert np.array_equal(run.get_policy().compute_actions(obs), actions)
     run.stop()
+
+
+def test_checkpoints_saved_before_the_module_renames_still_load(trained, tmp_path):
+    """``modules/policy.py`` became ``modules/policy_networks.py``: a file that stores the old
+    path (its checksum covers it, so it is not rewritten) still loads, through the rename table."""
+    _, path, obs, actions = trained
+    raw = torch.load(path, weights_only=True)
+    recipe = raw["lightning_rl"]["inference"]["default_policy"]
+    recipe["policy_class"] = "lightning_rl.modules.policy:StochasticPolicy"
+    ckpt.add_checksum(raw)
+    torch.save(raw, tmp_path / "before_rename.ckpt")
+    assert np.array_equal(
+        Policy.from_checkpoint(tmp_path / "before_rename.ckpt").compute_actions(obs), actions
+    )
+    # A name that never existed is still refused by the name rules.
+    recipe["policy_class"] = "lightning_rl.modules.policy:os.system"
+    ckpt.add_checksum(raw)
+    torch.save(raw, tmp_path / "hostile.ckpt")
+    with pytest.raises(CheckpointError):
+        Policy.from_checkpoint(tmp_path / "hostile.ckpt")
 
 
 @pytest.mark.parametrize(

@@ -12,14 +12,14 @@ from tensordict import TensorDict
 
 from lightning_rl.algorithms.dqn import DQN, DQNConfig
 from lightning_rl.data.n_step import n_step_transitions
-from lightning_rl.data.replay import (
+from lightning_rl.data.segment_tree import MinSegmentTree, SumSegmentTree
+from lightning_rl.data.transition_replay import (
     PrioritizedReplaySampler,
     ReplayBufferConfig,
     ReplayDataModule,
     make_replay_buffer,
     resolve_replay_buffer_config,
 )
-from lightning_rl.data.segment_tree import MinSegmentTree, SumSegmentTree
 from lightning_rl.errors import ConfigError
 from lightning_rl.training_run import TrainingRun
 from tests.envs import CountingEnv

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from lightning_rl.data.replaying import updates_per_iteration
+from lightning_rl.data.replay_schedule import updates_per_iteration
 from lightning_rl.data.sequence_replay import SequenceReplayBuffer, to_sequence_steps
 from lightning_rl.errors import CheckpointError, ConfigError
 

@@ -25,7 +25,7 @@ from lightning_rl._imports import import_object, object_path
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.errors import ConfigError, SpaceError
-from lightning_rl.modules.policy import (
+from lightning_rl.modules.policy_networks import (
     InferencePolicy,
     PolicySpec,
     apply_action_mask,

@@ -1,7 +1,7 @@
 """The shared base of replay-based algorithms (DQN, SAC): replay settings, updates, target networks.
 
 One gradient update of every trained policy per replayed minibatch (a ``training_step`` gets
-a group of them: see :meth:`~lightning_rl.data.replay.ReplayDataModule.minibatch_groups`): the
+a group of them: see :meth:`~lightning_rl.data.transition_replay.ReplayDataModule.minibatch_groups`): the
 module's ``compute_loss`` returns one loss (SAC: critic + actor + temperature losses, whose
 gradients reach disjoint parameter groups), and Lightning's manual optimisation runs
 ``zero_grad``/``manual_backward``/``step`` on the policy's optimizer, so nothing else
@@ -22,8 +22,8 @@ import torch
 from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.data.n_step import STEPS_KEY
-from lightning_rl.data.replay import ReplayDataModule, resolve_replay_buffer_config
-from lightning_rl.data.replaying import updates_per_iteration
+from lightning_rl.data.replay_schedule import updates_per_iteration
+from lightning_rl.data.transition_replay import ReplayDataModule, resolve_replay_buffer_config
 from lightning_rl.errors import ConfigError
 
 

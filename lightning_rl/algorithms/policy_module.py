@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from lightning_rl.modules.model_config import DefaultModelConfig
-from lightning_rl.modules.policy import PolicySpec
+from lightning_rl.modules.policy_networks import PolicySpec
 
 
 class PolicyModule(nn.Module, abc.ABC):

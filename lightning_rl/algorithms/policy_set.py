@@ -42,7 +42,7 @@ from lightning_rl.envs.multi_agent import is_multi_agent
 from lightning_rl.envs.registration import EnvContext
 from lightning_rl.errors import CheckpointError, ConfigError, EnvError
 from lightning_rl.modules.model_config import resolve_model_config
-from lightning_rl.modules.policy import PolicySpec
+from lightning_rl.modules.policy_networks import PolicySpec
 
 
 @dataclass

@@ -4,7 +4,7 @@ from lightning_rl.data.async_data import AsyncDataModule
 from lightning_rl.data.experience import ExperienceDataModule
 from lightning_rl.data.offline import OfflineDataModule
 from lightning_rl.data.on_policy import OnPolicyDataModule
-from lightning_rl.data.replay import ReplayDataModule
+from lightning_rl.data.transition_replay import ReplayDataModule
 
 __all__ = [
     "AsyncDataModule",

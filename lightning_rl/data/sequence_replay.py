@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from tensordict import TensorDict
 
-from lightning_rl.data.replaying import ReplayingDataModule, updates_per_iteration
+from lightning_rl.data.replay_schedule import ReplayingDataModule, updates_per_iteration
 from lightning_rl.errors import CheckpointError, ConfigError
 
 STEP_FIELDS = ("observation", "prev_action", "reward", "is_first", "is_terminated")

@@ -30,7 +30,7 @@ from lightning_rl.env_runners.rllib_callbacks import (
 from lightning_rl.envs.registration import EnvContext, EnvCreator
 from lightning_rl.envs.vector import CallDeadline, EnvCallTimeout, make_vector_env
 from lightning_rl.errors import EnvError
-from lightning_rl.modules.policy import PolicySpec
+from lightning_rl.modules.policy_networks import PolicySpec
 
 
 @dataclass

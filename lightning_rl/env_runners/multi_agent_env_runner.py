@@ -38,7 +38,7 @@ from lightning_rl.envs.vector import (
     rebuilt_seed,
 )
 from lightning_rl.errors import ConfigError, EnvError, SpaceError
-from lightning_rl.modules.policy import InferencePolicy, PolicySpec
+from lightning_rl.modules.policy_networks import InferencePolicy, PolicySpec
 
 log = logging.getLogger(__name__)
 

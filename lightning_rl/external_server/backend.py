@@ -25,7 +25,7 @@ from lightning_rl.envs.external import protocol as proto
 from lightning_rl.envs.external.protocol import ProtocolError
 from lightning_rl.errors import ConfigError
 from lightning_rl.external_server.local_model import LocalModelExporter
-from lightning_rl.modules.policy import InferencePolicy, PolicySpec
+from lightning_rl.modules.policy_networks import InferencePolicy, PolicySpec
 from lightning_rl.serialization import space_to_data, to_plain
 
 LOG_PROB_KEY = "action_log_prob"

@@ -31,7 +31,7 @@ from lightning_rl.envs.external.config import ExternalEnvConfig, resolve_externa
 from lightning_rl.errors import ConfigError
 from lightning_rl.external_server.backend import PolicyBackend
 from lightning_rl.external_server.server import PolicyServer
-from lightning_rl.modules.policy import PolicySpec
+from lightning_rl.modules.policy_networks import PolicySpec
 
 
 @dataclass

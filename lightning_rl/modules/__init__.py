@@ -8,7 +8,13 @@ from lightning_rl.modules.distributions import (
 )
 from lightning_rl.modules.encoders import CNNEncoder, MLPEncoder, build_encoder, mlp
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
-from lightning_rl.modules.policy import InferencePolicy, PolicyNet, PolicySpec, StochasticPolicy, ValueNet
+from lightning_rl.modules.policy_networks import (
+    InferencePolicy,
+    PolicyNet,
+    PolicySpec,
+    StochasticPolicy,
+    ValueNet,
+)
 
 __all__ = [
     "ActionDistribution",

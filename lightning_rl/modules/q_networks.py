@@ -23,7 +23,12 @@ from lightning_rl.errors import SpaceError
 from lightning_rl.modules.distributions import CategoricalDistribution
 from lightning_rl.modules.encoders import activation, build_encoder, init_linear
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
-from lightning_rl.modules.policy import InferencePolicy, apply_action_mask, observation_key, split_action_mask
+from lightning_rl.modules.policy_networks import (
+    InferencePolicy,
+    apply_action_mask,
+    observation_key,
+    split_action_mask,
+)
 
 
 def _layer(in_dim: int, out_dim: int, noisy: bool, sigma0: float, gain: float, orthogonal: bool) -> nn.Module:

@@ -24,7 +24,12 @@ from torch import nn
 from lightning_rl.modules.distributions import DiagGaussianDistribution, distribution_for
 from lightning_rl.modules.encoders import build_encoder, init_linear
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
-from lightning_rl.modules.policy import PolicySpec, apply_action_mask, observation_key, split_action_mask
+from lightning_rl.modules.policy_networks import (
+    PolicySpec,
+    apply_action_mask,
+    observation_key,
+    split_action_mask,
+)
 
 
 class RecurrentCore(nn.Module, abc.ABC):

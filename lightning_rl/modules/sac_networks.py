@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from lightning_rl.errors import SpaceError
 from lightning_rl.modules.encoders import activation, build_encoder, build_head_hiddens, init_linear, mlp
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
-from lightning_rl.modules.policy import InferencePolicy
+from lightning_rl.modules.policy_networks import InferencePolicy
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0

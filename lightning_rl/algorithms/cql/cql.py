@@ -35,7 +35,7 @@ from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.errors import ConfigError, SpaceError
 from lightning_rl.modules.encoders import mlp
 from lightning_rl.modules.model_config import DefaultModelConfig
-from lightning_rl.modules.policy import PolicySpec
+from lightning_rl.modules.policy_networks import PolicySpec
 from lightning_rl.modules.q_networks import EpsilonGreedyQPolicy, QNetwork
 from lightning_rl.modules.sac_networks import (
     SquashedGaussianActor,

@@ -21,7 +21,7 @@ from lightning_rl.algorithms.off_policy import OffPolicyAlgorithm, OffPolicyModu
 from lightning_rl.data.n_step import n_step_transitions
 from lightning_rl.errors import ConfigError, SpaceError
 from lightning_rl.modules.model_config import DefaultModelConfig
-from lightning_rl.modules.policy import PolicySpec
+from lightning_rl.modules.policy_networks import PolicySpec
 from lightning_rl.modules.q_networks import EpsilonGreedyQPolicy, QNetwork
 from lightning_rl.schedules import PiecewiseSchedule
 

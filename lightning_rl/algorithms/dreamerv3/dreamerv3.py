@@ -34,11 +34,11 @@ from lightning_rl.algorithms.dreamerv3.model_sizes import resolve_model_dims
 from lightning_rl.algorithms.dreamerv3.runner_policy import DreamerV3Policy, action_dim, policy_weights
 from lightning_rl.algorithms.dreamerv3.world_model import WorldModel, check_observation_space, is_image_space
 from lightning_rl.algorithms.policy_module import PolicyModule
-from lightning_rl.data.replaying import updates_per_iteration
+from lightning_rl.data.replay_schedule import updates_per_iteration
 from lightning_rl.data.sequence_replay import SequenceReplayDataModule
 from lightning_rl.errors import ConfigError, SpaceError, unknown_name_message
 from lightning_rl.modules.model_config import DefaultModelConfig
-from lightning_rl.modules.policy import PolicySpec
+from lightning_rl.modules.policy_networks import PolicySpec
 
 ACTOR_GRADIENTS = ("auto", "reinforce", "dynamics")
 

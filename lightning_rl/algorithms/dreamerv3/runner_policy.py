@@ -25,7 +25,7 @@ from torch import nn
 from lightning_rl.algorithms.dreamerv3.model_sizes import resolve_model_dims
 from lightning_rl.algorithms.dreamerv3.networks import Actor
 from lightning_rl.algorithms.dreamerv3.world_model import RSSM, build_encoder
-from lightning_rl.modules.policy import InferencePolicy
+from lightning_rl.modules.policy_networks import InferencePolicy
 
 
 def action_dim(action_space: gym.Space) -> int:

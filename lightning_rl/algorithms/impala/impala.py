@@ -32,7 +32,7 @@ from lightning_rl.data.experience import ExperienceDataModule
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.distributions import ActionDistribution
 from lightning_rl.modules.model_config import DefaultModelConfig
-from lightning_rl.modules.policy import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
+from lightning_rl.modules.policy_networks import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
 from lightning_rl.modules.recurrent import is_recurrent
 from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
 

@@ -21,7 +21,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from lightning_rl.modules.distributions import ActionDistribution
-from lightning_rl.modules.policy import PolicySpec
+from lightning_rl.modules.policy_networks import PolicySpec
 from lightning_rl.modules.recurrent import RecurrentActorCritic, RecurrentStochasticPolicy
 
 

@@ -32,7 +32,7 @@ from lightning_rl.algorithms.offline import OfflineAlgorithm
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.model_config import DefaultModelConfig
-from lightning_rl.modules.policy import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
+from lightning_rl.modules.policy_networks import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
 from lightning_rl.offline.rows import OfflineRequirements
 
 

@@ -24,7 +24,7 @@ from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss
 from lightning_rl.algorithms.ppo.recurrent import RecurrentPPOModule
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.model_config import DefaultModelConfig
-from lightning_rl.modules.policy import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
+from lightning_rl.modules.policy_networks import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
 from lightning_rl.modules.recurrent import is_recurrent
 from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
 

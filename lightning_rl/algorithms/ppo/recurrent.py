@@ -24,7 +24,7 @@ from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss
 from lightning_rl.modules.model_config import DefaultModelConfig
-from lightning_rl.modules.policy import PolicySpec
+from lightning_rl.modules.policy_networks import PolicySpec
 from lightning_rl.modules.recurrent import RecurrentActorCritic, RecurrentStochasticPolicy
 
 

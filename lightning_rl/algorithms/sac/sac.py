@@ -28,7 +28,7 @@ from lightning_rl.algorithms.sac.loss import SACLossConfig, continuous_sac_loss,
 from lightning_rl.data.n_step import n_step_transitions
 from lightning_rl.errors import ConfigError, SpaceError
 from lightning_rl.modules.model_config import DefaultModelConfig
-from lightning_rl.modules.policy import PolicyNet, PolicySpec, StochasticPolicy
+from lightning_rl.modules.policy_networks import PolicyNet, PolicySpec, StochasticPolicy
 from lightning_rl.modules.q_networks import QNetwork
 from lightning_rl.modules.sac_networks import (
     ContinuousQEnsemble,

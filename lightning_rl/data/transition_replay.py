@@ -43,7 +43,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, PrioritizedSampler, RandomSampler, TensorDictReplayBuffer
 
-from lightning_rl.data.replaying import ReplayingDataModule, updates_per_iteration
+from lightning_rl.data.replay_schedule import ReplayingDataModule, updates_per_iteration
 from lightning_rl.data.segment_tree import MinSegmentTree, SumSegmentTree
 from lightning_rl.errors import CheckpointError, ConfigError, unknown_name_message
 
