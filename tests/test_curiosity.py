@@ -12,6 +12,7 @@ from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.callbacks import StopOnReturn
 from lightning_rl.connectors.learner import RND, CountBasedCuriosity
 from lightning_rl.envs.classes import CombinationLock
+from lightning_rl.errors import ConfigError
 
 
 def batch_of(next_obs):
@@ -52,6 +53,36 @@ def test_count_based_curiosity_rounds_continuous_observations_only_when_asked():
     obs = torch.tensor([[[0.1], [0.2]]])
     assert exact(rollout_of(obs, obs))["next", "intrinsic_reward"][0, :, 0].tolist() == [1.0, 1.0]
     assert rounded(rollout_of(obs, obs))["next", "intrinsic_reward"][0, :, 0].tolist() == [1.0, 0.5]
+
+
+def test_count_table_is_bounded_with_an_error_that_names_the_way_out():
+    curiosity = CountBasedCuriosity(max_distinct_observations=3)
+    obs = torch.tensor([[[0.1], [0.2], [0.1], [0.3]]])
+    curiosity(rollout_of(obs, obs))  # 3 distinct: at the bound, fine
+    with pytest.raises(ConfigError, match=r"max_distinct_observations=3.*obs_decimals"):
+        curiosity(rollout_of(torch.tensor([[[0.4]]]), torch.zeros(1, 1, 1)))
+    assert len(curiosity.get_state()["keys"]) == 3
+    with pytest.raises(ConfigError, match="max_distinct_observations"):
+        CountBasedCuriosity(max_distinct_observations=0)
+
+
+def test_rnd_never_learns_from_a_non_finite_observation():
+    """A NaN row keeps its own NaN bonus (the learner's guard refuses that update), but the
+    predictor and the bonus scale learn only from the finite rows and stay usable."""
+    torch.manual_seed(0)
+    rnd = RND(updates_per_batch=3)
+    rnd.setup(spaces.Box(-1, 1, (4,)), spaces.Discrete(2))
+    next_obs = torch.rand(8, 4)
+    next_obs[3, 1] = float("nan")
+    out = rnd(batch_of(next_obs))
+    bonus = out["next", "intrinsic_reward"][:, 0]
+    assert torch.isnan(bonus[3]) and torch.isfinite(bonus[torch.arange(8) != 3]).all()
+    assert all(torch.isfinite(p).all() for p in rnd.predictor.parameters())
+    later = rnd(batch_of(torch.rand(8, 4)))["next", "intrinsic_reward"]
+    assert torch.isfinite(later).all()
+    all_nan = rnd(batch_of(torch.full((2, 4), float("nan"))))  # nothing to learn from: no step
+    assert torch.isnan(all_nan["next", "intrinsic_reward"]).all()
+    assert all(torch.isfinite(p).all() for p in rnd.predictor.parameters())
 
 
 def test_rnd_bonus_shrinks_on_familiar_observations():

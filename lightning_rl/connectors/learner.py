@@ -24,7 +24,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from lightning_rl.connectors.base import Connector
-from lightning_rl.errors import SpaceError
+from lightning_rl.errors import ConfigError, SpaceError
 
 
 class LearnerConnector(Connector, abc.ABC):
@@ -55,9 +55,23 @@ class CountBasedCuriosity(LearnerConnector):
     continuous observations before counting (None, the default, counts them exactly as RLlib).
     """
 
-    def __init__(self, intrinsic_reward_coeff: float = 1.0, obs_decimals: int | None = None) -> None:
+    def __init__(
+        self,
+        intrinsic_reward_coeff: float = 1.0,
+        obs_decimals: int | None = None,
+        max_distinct_observations: int = 1_000_000,
+    ) -> None:
         self.intrinsic_reward_coeff = float(intrinsic_reward_coeff)
         self.obs_decimals = None if obs_decimals is None else int(obs_decimals)
+        # The count table grows by one entry per distinct observation: bounded, so that exact
+        # counting of continuous observations (every step distinct) stops with a clear error
+        # instead of growing until the learner runs out of memory.
+        self.max_distinct_observations = int(max_distinct_observations)
+        if self.max_distinct_observations < 1:
+            raise ConfigError(
+                "CountBasedCuriosity max_distinct_observations must be >= 1, "
+                f"got {max_distinct_observations!r}"
+            )
         self._counts: Counter = Counter()
 
     def setup(self, observation_space: gym.Space, action_space: gym.Space) -> None:
@@ -76,6 +90,13 @@ class CountBasedCuriosity(LearnerConnector):
         bonus = np.empty(len(rows), dtype=np.float64)
         for i, row in enumerate(rows):
             key = tuple(row.tolist())
+            if key not in self._counts and len(self._counts) >= self.max_distinct_observations:
+                raise ConfigError(
+                    f"CountBasedCuriosity has counted {len(self._counts):,} distinct observations "
+                    f"(max_distinct_observations={self.max_distinct_observations:,}); continuous "
+                    "observations are almost never seen twice, so counting them exactly only grows "
+                    "the table: round them with obs_decimals=... or raise max_distinct_observations."
+                )
             self._counts[key] += 1
             bonus[i] = self.intrinsic_reward_coeff / self._counts[key]
         return _add_intrinsic(batch, torch.as_tensor(bonus))
@@ -128,11 +149,18 @@ class RND(LearnerConnector):
         next_obs = batch["next", "observation"].reshape(-1, batch["next", "observation"].shape[-1]).float()
         with torch.no_grad():
             bonus = self._error(next_obs)
-        self._bonus_var = 0.99 * self._bonus_var + 0.01 * float(bonus.var(unbiased=False) + bonus.mean() ** 2)
+        finite_bonus = bonus[torch.isfinite(bonus)]
+        if len(finite_bonus):  # the running scale, like the predictor, learns from finite rows only
+            second_moment = float(finite_bonus.var(unbiased=False) + finite_bonus.mean() ** 2)
+            self._bonus_var = 0.99 * self._bonus_var + 0.01 * second_moment
+        # The predictor learns only from finite observations: one NaN row (a broken env step)
+        # would turn its weights into NaN for good and every later bonus with them. That row's own
+        # bonus stays NaN, so the learner's non-finite guard refuses the update it reaches.
+        finite_rows = next_obs[torch.isfinite(next_obs).all(-1)]
         with torch.enable_grad():
-            for _ in range(self.updates_per_batch):
+            for _ in range(self.updates_per_batch if len(finite_rows) else 0):
                 loss = self.loss(
-                    TensorDict({("next", "observation"): next_obs}, batch_size=[next_obs.shape[0]])
+                    TensorDict({("next", "observation"): finite_rows}, batch_size=[finite_rows.shape[0]])
                 )
                 self.optimizer.zero_grad()
                 loss["loss_predictor"].backward()
