@@ -74,6 +74,17 @@ _EXPORTS = {
     "DefaultModelConfig": "lightning_rl.modules.model_config",
     "PolicySpec": "lightning_rl.modules.policy_networks",
     "InferencePolicy": "lightning_rl.modules.policy_networks",
+    # RLlib's RLModule surface
+    "RLModule": "lightning_rl.modules.rl_module",
+    "TorchRLModule": "lightning_rl.modules.rl_module",
+    "RLModuleSpec": "lightning_rl.modules.rl_module",
+    "MultiRLModuleSpec": "lightning_rl.modules.rl_module",
+    "MultiRLModule": "lightning_rl.modules.rl_module",
+    "RandomRLModule": "lightning_rl.modules.rl_module",
+    "ValueFunctionAPI": "lightning_rl.modules.rl_module",
+    "Columns": "lightning_rl.modules.rl_module",
+    "DefaultPPOTorchRLModule": "lightning_rl.modules.ppo_rl_module",
+    "PPOTorchRLModule": "lightning_rl.modules.ppo_rl_module",
     # self-play
     "SelfPlayCallback": "lightning_rl.self_play",
     "LeagueCallback": "lightning_rl.self_play",

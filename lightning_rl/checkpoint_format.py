@@ -263,6 +263,15 @@ def accept_custom_model(obj: Any) -> bool:
     return _is_module(obj) and str(obj.__module__).startswith("lightning_rl.")
 
 
+_is_rl_module = subclass_named("lightning_rl.modules.rl_module:RLModule")
+
+
+def accept_rl_module_class(obj: Any) -> bool:
+    """An ``rl_module_spec``'s ``module_class``: only lightning-rl's own RLModules without an
+    allow-list; a user's RLModule must be allowed explicitly, as a custom model is."""
+    return _is_rl_module(obj) and str(obj.__module__).startswith("lightning_rl.")
+
+
 def accept_mapping_class(obj: Any) -> bool:
     """Policy-mapping classes store themselves as ``{"class_path", "init_args"}`` via ``to_config``."""
     in_package = str(getattr(obj, "__module__", "")).startswith("lightning_rl.")
@@ -384,6 +393,8 @@ def _check_tree(value: Any, where: str) -> None:
             _check_env(item, place)
         elif key == "custom_model" and isinstance(item, str):
             _check_path(item, f"model_config custom_model ({place})", accept_custom_model)
+        elif key == "module_class" and isinstance(item, str):
+            _check_path(item, f"rl_module_spec module_class ({place})", accept_rl_module_class)
         elif key == "policy_mapping_fn" and isinstance(item, str):
             _check_path(item, f"policy_mapping_fn ({place})", None)
         elif key in {"class_path", "_class_path"} and isinstance(item, str):

@@ -59,6 +59,12 @@ from lightning_rl.envs.external.config import resolve_external_config
 from lightning_rl.envs.registration import EnvLike, env_name, resolve_env
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.model_config import resolve_model_config
+from lightning_rl.modules.rl_module import (
+    check_rl_module_specs,
+    plain_rl_module_spec,
+    policies_with_specs,
+    resolve_rl_module_specs,
+)
 from lightning_rl.offline.config import check_output_settings, flush_runner_group
 
 silence_inapplicable_lightning_warnings()
@@ -99,6 +105,9 @@ class Algorithm(
         evaluation_explore: sample actions in evaluation (False: greedy/mean actions).
         evaluation_env_config: entries that replace ``env_config``'s in evaluation runners.
         model_config: :class:`~lightning_rl.modules.DefaultModelConfig` keys.
+        rl_module_spec: RLlib's custom-model surface: an ``RLModuleSpec`` (every policy) or a
+            ``MultiRLModuleSpec`` (per policy id) naming an ``RLModule`` class, run by algorithms
+            with ``supports_rl_modules`` (PPO); see :mod:`lightning_rl.modules.rl_module`.
         policies: multi-agent envs only: policy ids (set/list), or ``{policy_id: None | "random" |
             {"observation_space": ..., "action_space": ...}}``; default one shared policy.
         policy_mapping_fn: ``fn(agent_id, episode, **kwargs) -> policy_id`` (called once per agent
@@ -162,6 +171,8 @@ class Algorithm(
     # Whether the algorithm's modules honour model_config's use_lstm/use_gru/use_attention; any
     # other algorithm rejects them at construction instead of silently training without memory.
     supports_memory_models: ClassVar[bool] = False
+    # Whether build_policy_module turns an rl_module_spec's module_class into the policy's networks.
+    supports_rl_modules: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -218,6 +229,7 @@ class Algorithm(
         output: str | None = None,
         output_config: dict | None = None,
         callbacks: Any = None,
+        rl_module_spec: Any = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -229,6 +241,8 @@ class Algorithm(
             probe, env_to_module_connector, module_to_env_connector, learner_connector, model_config
         )
         model_config = validation.plain_model_config(model_config)
+        self.rl_module_specs = resolve_rl_module_specs(rl_module_spec)
+        policies = policies_with_specs(policies, self.rl_module_specs)
         policy_settings = normalize_policies(policies)
         mapping_fn, stored_mapping = resolve_mapping_fn(policy_mapping_fn, list(policy_settings))
         self._external = resolve_external_config(external)
@@ -249,6 +263,7 @@ class Algorithm(
                 "output": None if output is None else str(output),
                 "output_config": dict(output_config or {}),
                 "callbacks": None if self.rllib_callbacks is None else self.rllib_callbacks.to_plain(),
+                "rl_module_spec": plain_rl_module_spec(rl_module_spec),
             }
         )
         validation.validate_common(self.hparams)
@@ -270,6 +285,9 @@ class Algorithm(
             normalize_actions=normalize_actions,
             clip_actions=clip_actions,
             env_name=self.env_creator.name,
+        )
+        check_rl_module_specs(
+            self.rl_module_specs, self.policy_ids, type(self).__name__, self.supports_rl_modules
         )
         # Built with the learner's thread count: some initialisations (orthogonal, via QR) give
         # different numbers with 1 or 2 threads, which made seeded runs depend on what ran before.

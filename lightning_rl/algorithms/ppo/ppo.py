@@ -22,10 +22,12 @@ from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss
 from lightning_rl.algorithms.ppo.recurrent import RecurrentPPOModule
+from lightning_rl.algorithms.rl_module_adapter import RLModulePPOModule
 from lightning_rl.errors import ConfigError
-from lightning_rl.modules.model_config import DefaultModelConfig
+from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
 from lightning_rl.modules.policy_networks import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
 from lightning_rl.modules.recurrent import is_recurrent
+from lightning_rl.modules.rl_module import spec_for_policy
 from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
 
 
@@ -122,6 +124,7 @@ class PPO(Algorithm):
     """
 
     supports_memory_models: ClassVar[bool] = True
+    supports_rl_modules: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -170,11 +173,27 @@ class PPO(Algorithm):
     def build_policy_module(self, policy_id: str, observation_space, action_space) -> PolicyModule:
         h = self.hparams
         start_entropy = schedule_or_constant(h.entropy_coeff_schedule, h.entropy_coeff)(0)
-        module_class = RecurrentPPOModule if is_recurrent(self.model_config) else PPOModule
+        spec = spec_for_policy(self.rl_module_specs, policy_id)
+        if spec is not None and spec.module_class is not None:  # a user's RLModule (RLlib's surface)
+            return RLModulePPOModule(
+                observation_space,
+                action_space,
+                self.model_config,
+                spec=spec,
+                gamma=h.gamma,
+                lambda_=h.lambda_,
+                loss_config=self.loss_config(),
+                entropy_coeff=float(start_entropy),
+                kl_coeff=h.kl_coeff,
+            )
+        model_config = self.model_config
+        if spec is not None and spec.model_config:  # RLModuleSpec(model_config=...): this policy's
+            model_config = resolve_model_config({**model_config.to_dict(), **dict(spec.model_config)})
+        module_class = RecurrentPPOModule if is_recurrent(model_config) else PPOModule
         return module_class(
             observation_space,
             action_space,
-            self.model_config,
+            model_config,
             gamma=h.gamma,
             lambda_=h.lambda_,
             loss_config=self.loss_config(),
@@ -198,7 +217,7 @@ class PPO(Algorithm):
     def on_train_epoch_start(self) -> None:
         coeff = self._entropy_schedule(self.num_env_steps_sampled_lifetime)
         for module in self.policies.values():
-            if isinstance(module, PPOModule | RecurrentPPOModule):
+            if isinstance(module, PPOModule | RecurrentPPOModule | RLModulePPOModule):
                 module.entropy_coeff.fill_(coeff)
         self._iteration_kl = {}
 
