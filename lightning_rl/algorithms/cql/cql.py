@@ -1,4 +1,4 @@
-"""Conservative Q-Learning (Kumar et al., 2020) on torchrl's ``CQLLoss`` and ``DiscreteCQLLoss``.
+"""Conservative Q-Learning (Kumar et al., 2020): the LightningModule and its per-policy networks.
 
 Continuous actions: SAC's tanh-squashed Gaussian actor and twin Q(s, a) critics, plus the CQL
 regulariser that pushes Q down on actions the data does not support (``min_q_weight`` times
@@ -6,38 +6,47 @@ regulariser that pushes Q down on actions the data does not support (``min_q_wei
 action). For the first ``bc_iters`` updates the actor is trained by behaviour cloning
 (RLlib's schedule), then by the SAC actor loss. Discrete actions: a Q-network (DQN's) with
 the discrete CQL regulariser ``logsumexp_a Q(s, a) - Q(s, a_data)``; the runners act greedily.
+The objectives are written out in :mod:`lightning_rl.algorithms.cql.loss`.
 
-One ``training_step`` is one update. The actor, critic and temperature losses reach disjoint
-parameters (torchrl detaches the rest), so their sum is back-propagated once and one Adam
-over three parameter groups (each at its own rate) steps them all; the Lagrangian ``alpha'``
-gets its own gradient (its loss is the negative of a critic term). Target critics follow
+One ``training_step`` is one update. The actor, critic, temperature (and Lagrangian
+``alpha'``) losses reach disjoint parameters, so their sum is back-propagated once and one
+Adam over the parameter groups (each at its own rate) steps them all. Target critics follow
 with Polyak averaging (``tau``) after every update.
+
+Checkpoints written while CQL ran on torchrl's ``CQLLoss``/``DiscreteCQLLoss`` (their weights
+under ``loss.*``) load into these modules: :func:`_from_torchrl_keys` renames them on load.
+Their optimizer state does not fit the new parameter groups: resume such a run with fresh
+optimizers (load the weights, then ``fit`` without ``ckpt_path``).
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import re
 from typing import Any
 
 import gymnasium as gym
 import torch
 from gymnasium import spaces
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModule
 from torch import nn
-from torchrl.data import Bounded
-from torchrl.modules import ProbabilisticActor, QValueActor, ValueOperator
-from torchrl.modules.distributions import TanhNormal
-from torchrl.objectives import CQLLoss, DiscreteCQLLoss, SoftUpdate
 
+from lightning_rl.algorithms.cql.loss import (
+    CQLLossConfig,
+    DiscreteCQLLossConfig,
+    cql_loss,
+    discrete_cql_loss,
+)
+from lightning_rl.algorithms.off_policy import soft_update_
 from lightning_rl.algorithms.offline import OfflineAlgorithm
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.errors import ConfigError, SpaceError
-from lightning_rl.modules.encoders import mlp
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy_networks import PolicySpec
 from lightning_rl.modules.q_networks import EpsilonGreedyQPolicy, QNetwork
 from lightning_rl.modules.sac_networks import (
+    ContinuousQEnsemble,
     SquashedGaussianActor,
     SquashedGaussianPolicy,
     bounded_box,
@@ -45,36 +54,45 @@ from lightning_rl.modules.sac_networks import (
 )
 from lightning_rl.offline.rows import OfflineRequirements
 
-
-class _LocScale(nn.Module):
-    """The squashed actor's ``(loc, log_std)`` as the ``(loc, scale)`` torchrl's ``TanhNormal`` takes."""
-
-    def __init__(self, actor: SquashedGaussianActor) -> None:
-        super().__init__()
-        self.actor = actor
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, log_std = self.actor(obs)
-        return loc, log_std.exp()
+_TORCHRL_CRITIC = re.compile(r"loss\.(target_)?qvalue_network_params\.module\.net\.(\d+)\.(weight|bias)")
 
 
-class _QValue(nn.Module):
-    """``Q(s, a)`` from the concatenated observation and action, shape ``[B, 1]``."""
+def _from_torchrl_keys(state_dict: dict[str, Any], prefix: str, renames: dict[str, str]) -> None:
+    """Rename the weights a torchrl-loss CQL module saved under ``loss.*`` (in place).
 
-    def __init__(
-        self, observation_space: gym.Space, action_space: gym.Space, config: DefaultModelConfig
-    ) -> None:
-        super().__init__()
-        size = vector_size(observation_space, "CQL's Q-network") + int(action_space.shape[0])
-        hiddens = list(config.fcnet_hiddens) + list(config.head_fcnet_hiddens)
-        self.net = mlp(size, hiddens, config.fcnet_activation, 1, orthogonal=config.orthogonal_init)
-
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([obs, action], dim=-1))
+    ``renames`` maps old names (after ``prefix``) to new ones; the twin critics' stacked
+    ``[2, out, in]`` linear layers become :class:`EnsembleMLP`'s ``[2, in, out]`` weights and
+    ``[2, 1, out]`` biases. Other ``loss.*`` entries (torchrl's copies of the actor, its
+    constants) are dropped: the module holds them already.
+    """
+    old = [key for key in state_dict if key.startswith(prefix + "loss.")]
+    if not old:
+        return
+    layers: dict[bool, list[int]] = {False: [], True: []}
+    for key in old:
+        match = _TORCHRL_CRITIC.fullmatch(key[len(prefix) :])
+        if match and match.group(3) == "weight":
+            layers[bool(match.group(1))].append(int(match.group(2)))
+    for key in old:
+        value = state_dict.pop(key)
+        name = key[len(prefix) :]
+        match = _TORCHRL_CRITIC.fullmatch(name)
+        if match:
+            target, index, kind = bool(match.group(1)), int(match.group(2)), match.group(3)
+            layer = sorted(layers[target]).index(index)
+            group = "weights" if kind == "weight" else "biases"
+            new = f"{'target_critic' if target else 'critic'}.net.{group}.{layer}"
+            state_dict[prefix + new] = value.transpose(1, 2) if kind == "weight" else value.unsqueeze(1)
+        elif name in renames:
+            state_dict[prefix + renames[name]] = value
+        else:
+            for old_prefix, new_prefix in renames.items():
+                if old_prefix.endswith(".") and name.startswith(old_prefix):
+                    state_dict[prefix + new_prefix + name[len(old_prefix) :]] = value
 
 
 class CQLModule(PolicyModule):
-    """Continuous CQL: SAC's squashed Gaussian actor, twin critics, torchrl's ``CQLLoss``."""
+    """Continuous CQL: SAC's squashed Gaussian actor and twin critics, CQL's loss."""
 
     def __init__(
         self,
@@ -94,38 +112,37 @@ class CQLModule(PolicyModule):
         lagrangian_thresh: float,
     ) -> None:
         super().__init__(observation_space, action_space, model_config)
-        box = bounded_box(action_space, "Continuous CQL")
+        bounded_box(action_space, "Continuous CQL")
+        vector_size(observation_space, "CQL's Q-network")
         self.actor = SquashedGaussianActor(observation_space, action_space, model_config)
-        low = torch.as_tensor(box.low, dtype=torch.float32)
-        high = torch.as_tensor(box.high, dtype=torch.float32)
-        spec = Bounded(low, high, shape=box.shape, dtype=torch.float32)
-        policy = ProbabilisticActor(
-            TensorDictModule(_LocScale(self.actor), in_keys=["observation"], out_keys=["loc", "scale"]),
-            in_keys=["loc", "scale"],
-            spec=spec,
-            distribution_class=TanhNormal,
-            distribution_kwargs={"low": low, "high": high},
-        )
-        critic = ValueOperator(
-            _QValue(observation_space, action_space, model_config), in_keys=["observation", "action"]
-        )
-        self.loss = CQLLoss(
-            policy,
-            critic,
-            loss_function="l2",
-            alpha_init=float(initial_alpha),
-            target_entropy=target_entropy,
-            action_spec=spec,
+        self.critic = ContinuousQEnsemble(observation_space, action_space, model_config, num_q=2)
+        self.target_critic = copy.deepcopy(self.critic)
+        self.target_critic.requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(initial_alpha)))
+        self.register_buffer("target_entropy", torch.tensor(float(target_entropy)))
+        # alpha' = exp(0) = 1 at the start, as in RLlib and torchrl.
+        self.log_alpha_prime = nn.Parameter(torch.tensor(0.0)) if lagrangian else None
+        self.tau = float(tau)
+        self.loss_config = CQLLossConfig(
+            gamma=float(gamma),
             temperature=float(temperature),
+            num_actions=int(num_actions),
             min_q_weight=float(min_q_weight),
             deterministic_backup=bool(deterministic_backup),
-            num_random=int(num_actions),
-            with_lagrange=bool(lagrangian),
-            lagrange_thresh=float(lagrangian_thresh),
+            lagrangian=bool(lagrangian),
+            lagrangian_thresh=float(lagrangian_thresh),
         )
-        self.loss.make_value_estimator(gamma=float(gamma))
-        self.target_updater = SoftUpdate(self.loss, tau=float(tau))
-        self.lagrangian = bool(lagrangian)
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.target_critic.parameters())
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        renames = {
+            "loss.log_alpha": "log_alpha",
+            "loss.log_alpha_prime": "log_alpha_prime",
+            "loss.target_entropy_buffer": "target_entropy",
+        }
+        _from_torchrl_keys(state_dict, prefix, renames)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def policy_spec(self) -> PolicySpec:
         return self.runner_policy_spec(SquashedGaussianPolicy)
@@ -135,45 +152,34 @@ class CQLModule(PolicyModule):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = {
-            "actor": list(self.loss.actor_network_params.values(True, True)),
-            "critic": list(self.loss.qvalue_network_params.values(True, True)),
-            "alpha": [self.loss.log_alpha],
+            "actor": list(self.actor.parameters()),
+            "critic": self._critic_params,
+            "alpha": [self.log_alpha],
         }
-        if self.lagrangian:
-            groups["alpha_prime"] = [self.loss.log_alpha_prime]
+        if self.log_alpha_prime is not None:
+            groups["alpha_prime"] = [self.log_alpha_prime]
         return groups
 
     def compute_loss(self, batch: TensorDict, behaviour_cloning: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        out = self.loss(batch)
-        actor_loss = out["loss_actor_bc"] if behaviour_cloning else out["loss_actor"]
-        total = actor_loss + out["loss_qvalue"] + out["loss_cql"] + out["loss_alpha"]
-        stats = {
-            "actor_loss": actor_loss,
-            "critic_loss": out["loss_qvalue"],
-            "cql_loss": out["loss_cql"],
-            "alpha_loss": out["loss_alpha"],
-            "alpha": out["alpha"],
-            "entropy": out["entropy"],
-        }
-        if self.lagrangian:
-            # alpha' rises while the CQL gap exceeds the threshold; its loss must not train the critics.
-            (grad,) = torch.autograd.grad(
-                out["loss_alpha_prime"], [self.loss.log_alpha_prime], retain_graph=True
-            )
-            self._alpha_prime_grad = grad
-            stats["alpha_prime_loss"] = out["loss_alpha_prime"]
-        return total, stats
-
-    def after_backward(self) -> None:
-        if self.lagrangian:
-            self.loss.log_alpha_prime.grad = self._alpha_prime_grad
+        """CQL's loss (:func:`.loss.cql_loss`): ``(total, stats)``."""
+        return cql_loss(
+            self.actor,
+            self.critic,
+            self.target_critic,
+            batch,
+            log_alpha=self.log_alpha,
+            target_entropy=self.target_entropy,
+            log_alpha_prime=self.log_alpha_prime,
+            behaviour_cloning=behaviour_cloning,
+            config=self.loss_config,
+        )
 
     def update_targets(self) -> None:
-        self.target_updater.step()
+        soft_update_(self._target_params, self._critic_params, self.tau)
 
 
 class DiscreteCQLModule(PolicyModule):
-    """Discrete CQL: a Q-network and torchrl's ``DiscreteCQLLoss``; greedy runner policy."""
+    """Discrete CQL: a Q-network and its target, CQL's discrete loss; greedy runner policy."""
 
     def __init__(
         self,
@@ -187,11 +193,15 @@ class DiscreteCQLModule(PolicyModule):
     ) -> None:
         super().__init__(observation_space, action_space, model_config)
         self.q_net = QNetwork(observation_space, action_space, model_config)
-        actor = QValueActor(self.q_net, in_keys=["observation"], action_space="categorical")
-        self.loss = DiscreteCQLLoss(actor, loss_function="l2", delay_value=True, action_space="categorical")
-        self.loss.make_value_estimator(gamma=float(gamma))
-        self.target_updater = SoftUpdate(self.loss, tau=float(tau))
-        self.min_q_weight = float(min_q_weight)
+        self.target_q_net = copy.deepcopy(self.q_net)
+        self.target_q_net.requires_grad_(False)
+        self.tau = float(tau)
+        self.loss_config = DiscreteCQLLossConfig(gamma=float(gamma), min_q_weight=float(min_q_weight))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        renames = {"loss.target_value_network_params.module.0.module.": "target_q_net."}
+        _from_torchrl_keys(state_dict, prefix, renames)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def policy_spec(self) -> PolicySpec:
         return self.runner_policy_spec(EpsilonGreedyQPolicy)
@@ -200,26 +210,14 @@ class DiscreteCQLModule(PolicyModule):
         return self.q_net.state_dict()
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"critic": list(self.loss.value_network_params.values(True, True))}
+        return {"critic": list(self.q_net.parameters())}
 
     def compute_loss(self, batch: TensorDict, behaviour_cloning: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        batch = batch.clone(False)
-        batch["action"] = batch["action"].long()
-        out = self.loss(batch)
-        total = out["loss_qvalue"] + self.min_q_weight * out["loss_cql"]
-        stats = {
-            "critic_loss": out["loss_qvalue"],
-            "cql_loss": out["loss_cql"],
-            "qf_mean": out["pred_value"],
-            "target_value_mean": out["target_value"],
-        }
-        return total, stats
-
-    def after_backward(self) -> None:
-        """Nothing beyond the summed loss."""
+        """Discrete CQL's loss (:func:`.loss.discrete_cql_loss`): ``(total, stats)``."""
+        return discrete_cql_loss(self.q_net, self.target_q_net, batch, self.loss_config)
 
     def update_targets(self) -> None:
-        self.target_updater.step()
+        soft_update_(list(self.target_q_net.parameters()), list(self.q_net.parameters()), self.tau)
 
 
 class CQL(OfflineAlgorithm):
@@ -348,8 +346,6 @@ class CQL(OfflineAlgorithm):
         total = sum(losses) if losses else self.zero_loss()
         optimizer.zero_grad()
         self.manual_backward(total)
-        for module in modules:
-            module.after_backward()
         if self.hparams.grad_clip:
             self.clip_gradients(
                 optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm"
