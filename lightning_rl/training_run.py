@@ -58,6 +58,8 @@ class TrainingRun:
         self.algorithm = algorithm
         self.datamodule = algorithm.configure_datamodule()
         self.datamodule.persistent = True  # actors live across train() calls until stop()
+        # A custom_evaluation_function gets this run as its algorithm, as RLlib passes its Algorithm.
+        self.datamodule.evaluation_algorithm = self
         kwargs = {
             "max_epochs": 0,
             "num_sanity_val_steps": 0,
@@ -123,7 +125,8 @@ class TrainingRun:
         return result
 
     def evaluate(self) -> dict[str, Any]:
-        """Run ``evaluation_duration`` episodes now; RLlib's ``algo.evaluate()``.
+        """Evaluate now; RLlib's ``algo.evaluate()``: ``evaluation_duration`` episodes (or env
+        steps), cut at ``evaluation_sample_timeout_s``, or the ``custom_evaluation_function``.
 
         As in RLlib, this evaluates even when no ``evaluation_interval`` is configured (the
         evaluation settings' defaults apply), and training may continue afterwards.

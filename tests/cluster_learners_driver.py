@@ -15,7 +15,7 @@ from lightning_rl.algorithms.ppo import PPOConfig
 def main() -> None:
     settings = json.loads(sys.argv[1])
     config = (
-        PPOConfig()
+        PPOConfig(defaults="native")
         .environment("CartPole-v1")
         .env_runners(
             **{"num_env_runners": 0, "num_envs_per_env_runner": 2, **settings.get("env_runners", {})}

@@ -10,7 +10,7 @@ from lightning_rl.algorithms.ppo import PPOConfig
 
 out = sys.argv[1]
 config = (
-    PPOConfig()
+    PPOConfig(defaults="native")
     .environment("CartPole-v1")
     .env_runners(num_envs_per_env_runner=4)
     .training(train_batch_size=256, minibatch_size=256, num_epochs=10, lr=1e-3, gamma=0.98, lambda_=0.8)

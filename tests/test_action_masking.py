@@ -76,7 +76,7 @@ def counted():
 
 def test_ppo_learns_a_masked_env_and_never_takes_an_illegal_action(counted, tmp_path):
     algo = (
-        PPOConfig()
+        PPOConfig(defaults="native")
         .environment(counted, env_config={"obs_key": "observations"})
         .env_runners(num_env_runners=0, num_envs_per_env_runner=4)
         .training(train_batch_size=512, minibatch_size=128, num_epochs=6, lr=3e-3, entropy_coeff=0.0)
@@ -98,7 +98,7 @@ def test_ppo_learns_a_masked_env_and_never_takes_an_illegal_action(counted, tmp_
 
 def test_dqn_learns_a_masked_env_and_never_takes_an_illegal_action(counted, tmp_path):
     algo = (
-        DQNConfig()
+        DQNConfig(defaults="native")
         .environment(counted, env_config={"obs_key": "observation"})
         .env_runners(num_env_runners=0, num_envs_per_env_runner=4, rollout_fragment_length=25)
         .training(

@@ -16,7 +16,7 @@ from lightning_rl.training_run import TrainingRun
 
 def small_config(tmp_path):
     return (
-        PPOConfig()
+        PPOConfig(defaults="native")
         .environment("CartPole-v1")
         .env_runners(num_envs_per_env_runner=2, env_to_module_connector=["MeanStdFilter"])
         .training(train_batch_size=64, minibatch_size=32, num_epochs=2)

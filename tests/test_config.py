@@ -19,14 +19,16 @@ def test_rllib_quick_start_on_taxi_runs_unchanged_but_for_imports(ray_session, t
         .trainer(default_root_dir=str(tmp_path))
     )
     algo = config.build_algo()
-    results = [algo.train() for _ in range(5)]
-    last = results[-1]
-    assert last["training_iteration"] == 5
-    assert last["env_runners"]["num_env_steps_sampled_lifetime"] == 5 * 2048
-    assert last["num_env_steps_sampled_lifetime"] == 5 * 2048
+    # RLlib's quick start trains 5 iterations; one of RLlib's (4000 env steps, 30 epochs) is enough
+    # to show it runs (each takes ~30 s on 2 shared cores).
+    last = algo.train()
+    assert last["training_iteration"] == 1
+    assert last["env_runners"]["num_env_steps_sampled_lifetime"] == 4000  # RLlib's batch
+    assert last["num_env_steps_sampled_lifetime"] == 4000
     assert "episode_return_mean" in last["env_runners"]
     assert {"policy_loss", "vf_loss", "total_loss"} <= set(last["learners"]["default_policy"])
-    assert "episode_return_mean" in last["evaluation"]["env_runners"]
+    # As in RLlib, evaluation(evaluation_num_env_runners=1) alone does not evaluate periodically.
+    assert "evaluation" not in last
     evaluation = algo.evaluate()
     assert evaluation["env_runners"]["num_episodes"] == 10
     actors = algo.datamodule.train_group.actors() + algo.datamodule.eval_group.actors()
@@ -48,7 +50,8 @@ def test_rllib_aliases_and_attribute_access():
     assert config.train_batch_size == 512
     assert config.minibatch_size == 32
     assert config.lambda_ == 0.9
-    assert config.lr == 3e-4  # the algorithm's default
+    assert config.lr == 5e-5  # RLlib's default (the fluent config starts from RLlib's values)
+    assert PPOConfig(defaults="native").lr == 3e-4  # the algorithm's own default
     assert config.to_dict()["train_batch_size"] == 512
 
 
@@ -58,8 +61,10 @@ def test_evaluation_interval_maps_onto_the_trainer():
     config.evaluation(evaluation_interval=3, evaluation_duration=7)
     assert config.build_trainer_kwargs()["check_val_every_n_epoch"] == 3
     assert config.evaluation_duration == 7
+    config.evaluation(evaluation_duration_unit="timesteps")
+    assert config.evaluation_duration_unit == "timesteps"
     with pytest.raises(ConfigError, match="evaluation_duration_unit"):
-        config.evaluation(evaluation_duration_unit="timesteps")
+        config.evaluation(evaluation_duration_unit="hours")
 
 
 def test_learners_map_to_ddp_devices():
@@ -76,6 +81,7 @@ def test_train_loop_matches_one_fit_and_evaluates_on_the_interval(tmp_path):
     config = (
         PPOConfig()
         .environment("CartPole-v1")
+        .env_runners(num_env_runners=0)
         .training(train_batch_size=64, minibatch_size=32, num_epochs=1)
         .evaluation(evaluation_interval=2, evaluation_duration=2)
         .trainer(default_root_dir=str(tmp_path))

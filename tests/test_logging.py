@@ -34,7 +34,7 @@ def small_ppo():
 
 def test_the_fluent_config_logs_to_csv_by_default(tmp_path):
     run = (
-        PPOConfig()
+        PPOConfig(defaults="native")
         .environment("CartPole-v1")
         .training(train_batch_size=64, minibatch_size=64, num_epochs=1)
         .evaluation(evaluation_interval=1, evaluation_duration=2)

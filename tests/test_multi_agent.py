@@ -104,7 +104,7 @@ def test_pettingzoo_classic_game_trains_with_action_masks(tmp_path):
     register_env("ttt-pz", lambda _: PettingZooEnv(AssertLegal(tictactoe_v3.env())))
     try:
         run = (
-            PPOConfig()
+            PPOConfig(defaults="native")
             .environment("ttt-pz")
             .env_runners(
                 env_to_module_connector=[
@@ -128,7 +128,7 @@ def test_waterworld_snippet_trains_three_iterations_with_per_policy_metrics(tmp_
     register_env("env", lambda _: PettingZooEnv(waterworld_v4.env(max_cycles=100)))
     try:
         config = (
-            PPOConfig()
+            PPOConfig(defaults="native")
             .environment("env")
             .multi_agent(
                 policies={"pursuer_0", "pursuer_1"},

@@ -23,7 +23,7 @@ def log_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("logs")
     for seed in (1, 2):
         run = (
-            PPOConfig()
+            PPOConfig(defaults="native")
             .environment("CartPole-v1")
             .env_runners(num_envs_per_env_runner=4)
             .training(train_batch_size=256, minibatch_size=128, num_epochs=4, lr=1e-3)

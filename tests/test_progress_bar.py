@@ -54,7 +54,11 @@ def test_the_cli_uses_the_rl_bar_by_default_and_respects_user_choices(tmp_path):
 
 
 def test_training_run_uses_the_rl_bar_when_the_bar_is_on(tmp_path):
-    config = PPOConfig().environment("CartPole-v1").trainer(default_root_dir=str(tmp_path), logger=False)
+    config = (
+        PPOConfig(defaults="native")
+        .environment("CartPole-v1")
+        .trainer(default_root_dir=str(tmp_path), logger=False)
+    )
     quiet = config.build_algo()
     assert progress_bars(quiet.trainer) == []
     quiet.stop()

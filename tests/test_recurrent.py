@@ -87,7 +87,7 @@ def test_sequences_are_padded_and_padding_never_reaches_the_loss():
 
 def test_recurrent_checkpoint_round_trip_and_inference_path(tmp_path):
     run = (
-        PPOConfig()
+        PPOConfig(defaults="native")
         .environment(RepeatAfterMe)
         .rl_module(model_config={**CORES["lstm"], "max_seq_len": 8})
         .training(train_batch_size=128, minibatch_size=64, num_epochs=1)

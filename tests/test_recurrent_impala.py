@@ -100,7 +100,7 @@ def test_a_recurrent_minibatch_trains_end_to_end_through_vtrace():
 
 def test_recurrent_appo_checkpoint_round_trip_and_inference_path(tmp_path):
     run = (
-        APPOConfig()
+        APPOConfig(defaults="native")
         .environment(RepeatAfterMe)
         .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=10)
         .rl_module(model_config={**CORES["lstm"], "max_seq_len": 4})

@@ -167,7 +167,7 @@ def test_the_first_iteration_samples_until_learning_starts_and_every_iteration_l
 
 def _small_prioritized_config(tmp_path, checkpoint_replay_buffer=True):
     return (
-        DQNConfig()
+        DQNConfig(defaults="native")
         .environment("CartPole-v1")
         .env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32)
         .training(

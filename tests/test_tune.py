@@ -66,8 +66,8 @@ def test_trainables_name_their_algorithm_and_ask_for_one_bundle_per_runner():
     request = trainable("PPO").default_resource_request(config)
     assert isinstance(request, PlacementGroupFactory)
     assert request.bundles == [{"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}]
-    # The registered "PPO" reads the algorithm from the dict; runners at their default (0).
-    assert AlgorithmTrainable.default_resource_request(PPOConfig().to_dict()).bundles == [{"CPU": 1.0}]
+    # The registered "PPO" reads the algorithm from the dict; runners at RLlib's default (2).
+    assert AlgorithmTrainable.default_resource_request(PPOConfig().to_dict()).bundles == [{"CPU": 1.0}] * 3
 
 
 def test_two_trial_tune_run_reports_rllib_keys_and_checkpoints_that_restore(ray_session, tmp_path):

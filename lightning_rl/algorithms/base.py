@@ -52,6 +52,12 @@ from lightning_rl.algorithms.process_settings import (
     torch_threads,
 )
 from lightning_rl.constants import DEFAULT_POLICY_ID
+from lightning_rl.data.evaluation import (
+    ParallelEvaluation,
+    check_evaluation_settings,
+    resolve_evaluation_function,
+    storable_evaluation_function,
+)
 from lightning_rl.data.experience import ExperienceDataModule
 from lightning_rl.data.on_policy import OnPolicyDataModule
 from lightning_rl.env_runners.rllib_callbacks import resolve_callbacks
@@ -102,7 +108,18 @@ class Algorithm(
         evaluation_num_env_runners: Ray actors for evaluation (0: in-process).
         evaluation_duration: episodes per evaluation (spread evenly over env copies).
         evaluation_num_envs_per_env_runner: env copies per evaluation runner (None: auto).
-        evaluation_explore: sample actions in evaluation (False: greedy/mean actions).
+        evaluation_explore: sample actions in evaluation (False: greedy/mean actions). The
+            fluent configs default to True, RLlib's (evaluation follows ``explore``).
+        evaluation_duration_unit: ``"episodes"`` or ``"timesteps"`` (env steps) for
+            ``evaluation_duration``.
+        evaluation_sample_timeout_s: an evaluation stops after this long with the episodes
+            finished so far; running ones are cut and counted in
+            ``evaluation/num_episodes_cut`` (None: no limit).
+        evaluation_parallel_to_training: evaluate on the evaluation actors while the
+            iteration trains (with ``evaluation_num_env_runners=0`` it runs after it).
+        custom_evaluation_function: RLlib's ``fn(algorithm, eval_env_runner_group)`` returning
+            a metrics dict (or ``(metrics, env_steps, agent_steps)``), run instead of the
+            built-in evaluation; or its import path (checkpoints keep the path).
         evaluation_env_config: entries that replace ``env_config``'s in evaluation runners.
         model_config: :class:`~lightning_rl.modules.DefaultModelConfig` keys.
         rl_module_spec: RLlib's custom-model surface: an ``RLModuleSpec`` (every policy) or a
@@ -193,6 +210,10 @@ class Algorithm(
         evaluation_num_envs_per_env_runner: int | None = None,
         evaluation_explore: bool = False,
         evaluation_env_config: dict | None = None,
+        evaluation_duration_unit: str = "episodes",
+        evaluation_sample_timeout_s: float | None = 120.0,
+        evaluation_parallel_to_training: bool = False,
+        custom_evaluation_function: Any = None,
         model_config: dict | None = None,
         policies: Any = None,
         policy_mapping_fn: Any = None,
@@ -247,6 +268,7 @@ class Algorithm(
         mapping_fn, stored_mapping = resolve_mapping_fn(policy_mapping_fn, list(policy_settings))
         self._external = resolve_external_config(external)
         self.rllib_callbacks = resolve_callbacks(callbacks)
+        self.custom_evaluation_function = resolve_evaluation_function(custom_evaluation_function)
         self.save_hyperparameters(
             {
                 **self.hparams,
@@ -264,9 +286,11 @@ class Algorithm(
                 "output_config": dict(output_config or {}),
                 "callbacks": None if self.rllib_callbacks is None else self.rllib_callbacks.to_plain(),
                 "rl_module_spec": plain_rl_module_spec(rl_module_spec),
+                "custom_evaluation_function": storable_evaluation_function(self.custom_evaluation_function),
             }
         )
         validation.validate_common(self.hparams)
+        check_evaluation_settings(self.hparams)
         check_output_settings(output, output_config, self.is_multi_agent)
         if self._external is not None and self.is_multi_agent:
             raise ConfigError("external= serves single-agent policies; the env is a MultiAgentEnv.")
@@ -349,6 +373,10 @@ class Algorithm(
             self._default_datamodule.teardown(stage)
         self._learner_threads.restore()
 
+    def configure_callbacks(self) -> list[pl.Callback]:
+        # evaluation_parallel_to_training: the evaluation starts with its iteration.
+        return [ParallelEvaluation()] if self.hparams.get("evaluation_parallel_to_training") else []
+
     def train_dataloader(self):
         return self.experience.train_dataloader()
 
@@ -394,10 +422,12 @@ class Algorithm(
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.last_evaluation_epoch = self.current_epoch
         metrics = evaluation_metrics(batch)
+        # Cut episodes, a custom_evaluation_function's metrics: logged even when no episode ended.
+        metrics.update({f"evaluation/{k}": float(v) for k, v in batch.get("extra_metrics", {}).items()})
         if not metrics:
             return
         self.log_env_step_axis()
-        n = int(batch["episode_return"].numel())
+        n = max(1, int(batch["episode_return"].numel()))
         for name, value in metrics.items():
             self.log(name, value, prog_bar=name == "evaluation/episode_return_mean", batch_size=n)
 

@@ -63,8 +63,10 @@ class ExperienceSourceMethods:
         return int(self.global_step) if self._trainer is not None else 0
 
     def sampling_settings(self) -> SamplingSettings:
-        """The settings the DataModule reads, typed, from the hyperparameters."""
-        return SamplingSettings.from_hparams(self.hparams)
+        """The settings the DataModule reads, typed, from the hyperparameters (the evaluation
+        function as resolved, since a lambda has no stored form)."""
+        evaluation_fn = getattr(self, "custom_evaluation_function", None)
+        return SamplingSettings.from_hparams({**self.hparams, "custom_evaluation_function": evaluation_fn})
 
     def policy_state(self) -> dict[str, Any]:
         """What every EnvRunner loads before sampling: weights, extras and connector state per policy."""

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 
+from lightning_rl.config.rllib_defaults import DEFAULTS_CHOICES, rllib_defaults
+from lightning_rl.data.evaluation import resolve_evaluation_function
+from lightning_rl.env_runners.evaluation_request import EVALUATION_DURATION_UNITS
 from lightning_rl.env_runners.rllib_callbacks import resolve_callbacks
 from lightning_rl.errors import ConfigError, UnknownNameError, unknown_name_message
 from lightning_rl.ray_learners import LEARNER_PLACEMENTS, RayTrainRun
@@ -99,14 +102,23 @@ class AlgorithmConfig:
         )
         return type(name, (cls,), {"algo_class": algo_class, "__module__": package, "__doc__": doc})
 
-    def __init__(self, algo_class: type[Algorithm] | None = None) -> None:
+    def __init__(self, algo_class: type[Algorithm] | None = None, *, defaults: str = "rllib") -> None:
+        """``defaults="rllib"`` (the default): start from RLlib's values where the algorithm's own
+        differ (:mod:`lightning_rl.config.rllib_defaults`), so ported RLlib code learns as it did;
+        ``"native"``: start from the algorithm's own tuned defaults, as ``PPO(...)`` and the CLI."""
         if algo_class is not None:
             self.algo_class = algo_class
         if self.algo_class is None:
             raise ConfigError(
                 "AlgorithmConfig needs an algorithm class, e.g. AlgorithmConfig(PPO) or PPOConfig()."
             )
+        if defaults not in DEFAULTS_CHOICES:
+            raise ConfigError(f"defaults must be one of {list(DEFAULTS_CHOICES)}, got {defaults!r}.")
+        self.defaults = defaults
         self.algo_kwargs: dict[str, Any] = {}
+        if defaults == "rllib":
+            accepted = set(algorithm_parameters(self.algo_class))
+            self.algo_kwargs.update(rllib_defaults(self.algo_class, accepted))
         self.trainer_kwargs: dict[str, Any] = {}
         self.evaluation_interval: int | None = None
         self.num_learners: int = 0
@@ -126,12 +138,23 @@ class AlgorithmConfig:
                 raise UnknownNameError(
                     unknown_name_message(f"{section}() setting for {self.algo_class.__name__}", key, params)
                 )
+            if key == "model_config":
+                value = self._model_config(value)
             self.algo_kwargs[key] = value
         return self
 
+    def _model_config(self, value: Any) -> Any:
+        """A dict goes on top of RLlib's model defaults, as RLlib fills a partial model config
+        from its ``DefaultModelConfig``; a :class:`~lightning_rl.DefaultModelConfig` object is
+        complete already (its unset fields hold lightning-rl's defaults) and is taken as is."""
+        if self.defaults != "rllib" or not (value is None or isinstance(value, dict)):
+            return value
+        base = rllib_defaults(self.algo_class, {"model_config"}).get("model_config", {})
+        return {**base, **(value or {})}
+
     def __getattr__(self, name: str) -> Any:
         # config.lr, config.num_env_runners ...: the set value, else the algorithm's default.
-        if name.startswith("_") or name in {"algo_class", "algo_kwargs", "trainer_kwargs"}:
+        if name.startswith("_") or name in {"algo_class", "algo_kwargs", "trainer_kwargs", "defaults"}:
             raise AttributeError(name)
         name = ALIASES.get(name, name)
         if name in self.algo_kwargs:
@@ -253,16 +276,18 @@ class AlgorithmConfig:
         *,
         evaluation_interval: int | None = NotProvided,
         evaluation_duration: int = NotProvided,
-        evaluation_duration_unit: str = "episodes",
+        evaluation_duration_unit: str = NotProvided,
+        evaluation_sample_timeout_s: float | None = NotProvided,
+        evaluation_parallel_to_training: bool = NotProvided,
         evaluation_num_env_runners: int = NotProvided,
         evaluation_config: dict | None = NotProvided,
+        custom_evaluation_function: Any = NotProvided,
         **kwargs: Any,
     ) -> AlgorithmConfig:
-        if evaluation_duration_unit != "episodes":
-            raise ConfigError(
-                f"evaluation_duration_unit={evaluation_duration_unit!r} is not supported; evaluation "
-                "counts whole episodes ('episodes')."
-            )
+        """RLlib's evaluation settings. As in RLlib, periodic evaluation runs only with an
+        ``evaluation_interval``; ``algo.evaluate()`` works without one. ``evaluation_config``
+        takes ``explore`` (default: RLlib's, evaluation explores as training does),
+        ``env_config`` and ``num_envs_per_env_runner``."""
         if evaluation_interval is not NotProvided:
             if (
                 evaluation_interval is not None
@@ -273,24 +298,38 @@ class AlgorithmConfig:
                     f"evaluation_interval must be a non-negative integer or None, got {evaluation_interval!r}"
                 )
             self.evaluation_interval = evaluation_interval or None
-        elif self.evaluation_interval is None:
-            # RLlib evaluates only when asked; asking for evaluation runners is asking.
-            self.evaluation_interval = 1
-        explore = NotProvided
+        if evaluation_duration_unit not in (NotProvided, *EVALUATION_DURATION_UNITS):
+            raise ConfigError(
+                f"evaluation_duration_unit must be one of {list(EVALUATION_DURATION_UNITS)}, "
+                f"got {evaluation_duration_unit!r}."
+            )
+        if evaluation_duration == "auto":
+            raise ConfigError(
+                "evaluation_duration='auto' is not supported: give a number of episodes or, with "
+                "evaluation_duration_unit='timesteps', of env steps."
+            )
+        explore = envs = NotProvided
         if evaluation_config not in (NotProvided, None):
-            unknown = set(evaluation_config) - {"explore", "env_config"}
+            known = {"explore", "env_config", "num_envs_per_env_runner"}
+            unknown = set(evaluation_config) - known
             if unknown:
-                raise ConfigError(
-                    f"evaluation_config supports 'explore' and 'env_config', got {sorted(unknown)}"
-                )
+                raise ConfigError(f"evaluation_config supports {sorted(known)}, got {sorted(unknown)}")
             explore = evaluation_config.get("explore", NotProvided)
+            envs = evaluation_config.get("num_envs_per_env_runner", NotProvided)
             if "env_config" in evaluation_config:
                 self._set("evaluation", evaluation_env_config=evaluation_config["env_config"])
+        if custom_evaluation_function is not NotProvided:
+            resolve_evaluation_function(custom_evaluation_function, " in config.evaluation()")
         return self._set(
             "evaluation",
             evaluation_duration=evaluation_duration,
+            evaluation_duration_unit=evaluation_duration_unit,
+            evaluation_sample_timeout_s=evaluation_sample_timeout_s,
+            evaluation_parallel_to_training=evaluation_parallel_to_training,
             evaluation_num_env_runners=evaluation_num_env_runners,
             evaluation_explore=explore,
+            evaluation_num_envs_per_env_runner=envs,
+            custom_evaluation_function=custom_evaluation_function,
             **kwargs,
         )
 

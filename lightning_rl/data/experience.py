@@ -16,6 +16,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -24,11 +25,14 @@ import torch
 from tensordict import TensorDict
 from torch.utils.data import DataLoader, IterableDataset
 
+from lightning_rl._tree import map_structure
+from lightning_rl.data.evaluation import call_custom_evaluation, evaluation_fault_tolerance, summarize
 from lightning_rl.data.source import ExperienceSource, SamplingSettings
 from lightning_rl.distributed import all_gather_object, broadcast_object
 from lightning_rl.distributed import rank as dist_rank
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
 from lightning_rl.env_runners.env_runner_group import EnvRunnerGroup, EnvRunnerPlacement, RayConnection
+from lightning_rl.env_runners.evaluation_request import EvaluationRequest
 from lightning_rl.env_runners.ray_utils import ensure_ray
 from lightning_rl.env_runners.rllib_callbacks import CustomMetrics
 from lightning_rl.errors import ConfigError
@@ -110,6 +114,11 @@ class ExperienceDataModule(pl.LightningDataModule):
         self._time_total_s_before = 0.0
         # Changes to the evaluation runners' spec (e.g. video recording); see add_evaluation_spec_transform.
         self.evaluation_spec_transforms: list[Callable[[EnvRunnerSpec], EnvRunnerSpec]] = []
+        # What a custom_evaluation_function gets as its algorithm (TrainingRun sets itself;
+        # None: the source), and the evaluation started with the iteration when it runs in parallel.
+        self.evaluation_algorithm: Any = None
+        self._pending_evaluation: Future | None = None
+        self._evaluation_executor: ThreadPoolExecutor | None = None
 
     # -- configuration ----------------------------------------------------------------------
     @property
@@ -193,7 +202,11 @@ class ExperienceDataModule(pl.LightningDataModule):
             self.close()
 
     def close(self) -> None:
-        """Stop every runner this DataModule started."""
+        """Stop every runner this DataModule started (after a running parallel evaluation)."""
+        if self._evaluation_executor is not None:
+            self._evaluation_executor.shutdown(wait=True)
+            self._evaluation_executor = None
+        self._pending_evaluation = None
         for group in (self.train_group, self.eval_group):
             if group is not None:
                 group.stop()
@@ -305,24 +318,52 @@ class ExperienceDataModule(pl.LightningDataModule):
             self.eval_group = None
 
     def evaluate(self) -> dict[str, Any]:
-        """Run ``evaluation_duration`` episodes on the evaluation runners with frozen filters.
+        """Run one evaluation (``evaluation_duration`` episodes or env steps, cut at
+        ``evaluation_sample_timeout_s``; or the user's ``custom_evaluation_function``) on the
+        evaluation runners with frozen filters; with ``evaluation_parallel_to_training`` collect
+        the one started with the iteration instead.
 
         Under DDP only rank 0 evaluates (evaluation happens once); the others receive its result.
         """
-        result = broadcast_object(self._evaluate_here() if dist_rank() == 0 else None)
+        here = None
+        if dist_rank() == 0:
+            pending, self._pending_evaluation = self._pending_evaluation, None
+            here = pending.result() if pending is not None else self._evaluate_here()
+        result = broadcast_object(here)
         self.last_eval_agent_returns = result.pop("agent_returns_mean")
         return result
 
-    def _evaluate_here(self) -> dict[str, Any]:
-        source = self.source
+    def start_parallel_evaluation(self) -> None:
+        """``evaluation_parallel_to_training``: evaluate the current weights on the evaluation
+        actors in the background, collected by the next :meth:`evaluate`. With in-process
+        evaluation (``evaluation_num_env_runners=0``) there is nothing to overlap with: the
+        evaluation then runs after the iteration, as without the setting."""
         settings = self.settings
+        if (
+            not settings.evaluation_parallel_to_training
+            or settings.evaluation_num_env_runners == 0
+            or dist_rank() != 0
+            or self._pending_evaluation is not None
+        ):
+            return
+        group = self._evaluation_group()
+        # A snapshot taken now: the weights keep changing while the evaluation runs.
+        state = map_structure(_detached_copy, self.source.policy_state())
+        if self._evaluation_executor is None:
+            self._evaluation_executor = ThreadPoolExecutor(1, thread_name_prefix="lightning-rl-evaluation")
+        self._pending_evaluation = self._evaluation_executor.submit(self._evaluate_here, group, state)
+
+    def _evaluation_group(self) -> EnvRunnerGroup:
         if self.eval_group is None:
+            source = self.source
+            settings = self.settings
             duration = int(settings.evaluation_duration)
             runners = settings.evaluation_num_env_runners
             # One env copy per episode (up to 64): evaluation then takes one episode's time.
-            envs = settings.evaluation_num_envs_per_env_runner or min(
-                64, max(1, math.ceil(duration / max(1, runners)))
-            )
+            per_runner = math.ceil(duration / max(1, runners))
+            if settings.evaluation_duration_unit == "timesteps":
+                per_runner = 1
+            envs = settings.evaluation_num_envs_per_env_runner or min(64, max(1, per_runner))
             placement = self.runner_placement(evaluation=True)
             if runners:
                 self._ensure_ray([placement.bundle()] * runners)
@@ -334,36 +375,34 @@ class ExperienceDataModule(pl.LightningDataModule):
             self.eval_group = EnvRunnerGroup(
                 spec,
                 num_env_runners=runners,
-                fault_tolerance=source.fault_tolerance_config(),
+                fault_tolerance=evaluation_fault_tolerance(
+                    source.fault_tolerance_config(), settings.evaluation_sample_timeout_s
+                ),
                 worker_index_offset=10_000,
                 placement=placement,
                 connection=self.ray_connection(),
             )
-        results = self.eval_group.evaluate(
+        return self.eval_group
+
+    def _evaluate_here(
+        self, group: EnvRunnerGroup | None = None, state: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        settings = self.settings
+        group = group if group is not None else self._evaluation_group()
+        state = state if state is not None else self.source.policy_state()
+        custom = settings.custom_evaluation_function
+        if custom is not None:
+            start = time.perf_counter()
+            group.set_state(state)
+            algorithm = self.evaluation_algorithm if self.evaluation_algorithm is not None else self.source
+            return call_custom_evaluation(custom, algorithm, group, lambda: time.perf_counter() - start)
+        request = EvaluationRequest(
             int(settings.evaluation_duration),
-            source.policy_state(),
-            explore=bool(settings.evaluation_explore),
+            settings.evaluation_duration_unit,
+            settings.evaluation_sample_timeout_s,
         )
-        returns = [x for r in results for x in r.stats.returns]
-        lengths = [x for r in results for x in r.stats.lengths]
-        policy_returns: dict[str, list[float]] = {}
-        for episode in (x for r in results for x in r.stats.policy_returns):
-            for policy_id, ret in episode.items():
-                policy_returns.setdefault(policy_id, []).append(ret)
-        agent_returns: dict[str, list[float]] = {}
-        for episode in (x for r in results for x in r.stats.agent_returns):
-            for agent_id, ret in episode.items():
-                agent_returns.setdefault(agent_id, []).append(ret)
-        return {
-            "agent_returns_mean": {a: sum(v) / len(v) for a, v in agent_returns.items()},
-            "policy_returns": {
-                pid: torch.tensor(v, dtype=torch.float64) for pid, v in policy_returns.items()
-            },
-            "episode_return": torch.tensor(returns, dtype=torch.float64),
-            "episode_len": torch.tensor(lengths, dtype=torch.float64),
-            "num_env_steps": sum(r.stats.num_env_steps for r in results),
-            "seconds": max(r.stats.seconds for r in results),
-        }
+        results = group.evaluate(request, state, explore=bool(settings.evaluation_explore))
+        return summarize(results, settings.evaluation_sample_timeout_s)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_EvaluationDataset(self), batch_size=None, collate_fn=identity_collate)
@@ -398,6 +437,10 @@ class ExperienceDataModule(pl.LightningDataModule):
         self._agent_returns = {
             k: deque(v, maxlen=maxlen) for k, v in state_dict.get("agent_returns", {}).items()
         }
+
+
+def _detached_copy(x: Any) -> Any:
+    return x.detach().clone() if isinstance(x, torch.Tensor) else x
 
 
 class _EvaluationDataset(IterableDataset):

@@ -50,6 +50,11 @@ class SamplingSettings:
     evaluation_duration: int = 10
     evaluation_num_envs_per_env_runner: int | None = None
     evaluation_explore: bool = False
+    evaluation_duration_unit: str = "episodes"
+    evaluation_sample_timeout_s: float | None = 120.0
+    evaluation_parallel_to_training: bool = False
+    # A callable (the algorithm resolves a stored import path before it gets here).
+    custom_evaluation_function: Any = None
     # The Ray cluster.
     address: str | None = None
     ray_init_kwargs: dict[str, Any] | None = None

@@ -21,6 +21,7 @@ from gymnasium import spaces
 from lightning_rl._tree import map_structure, stack_structures, to_torch
 from lightning_rl.connectors.base import ConnectorSpec, EnvToModulePipeline, ModuleToEnvPipeline
 from lightning_rl.constants import DEFAULT_POLICY_ID
+from lightning_rl.env_runners.evaluation_request import EvaluationBudget, EvaluationRequest
 from lightning_rl.env_runners.rllib_callbacks import (
     EPISODE_HOOKS,
     CallbackSettings,
@@ -89,6 +90,8 @@ class EpisodeStats:
     num_episodes_dropped: int = 0
     # What RLlib callbacks logged with ``metrics_logger.log_value`` (MetricsLogger.pop()).
     custom_metrics: dict[str, Any] = field(default_factory=dict)
+    # Evaluation: running episodes cut because evaluation_sample_timeout_s ran out.
+    num_episodes_cut: int = 0
 
 
 @dataclass
@@ -409,36 +412,41 @@ class EnvRunner:
             self._episode_hook("on_episode_step", episode)
 
     def evaluate(
-        self, num_episodes: int, explore: bool = False, state: dict[str, Any] | None = None
+        self,
+        duration: int | EvaluationRequest,
+        explore: bool = False,
+        state: dict[str, Any] | None = None,
     ) -> RunnerResult:
-        """Run ``num_episodes`` fresh episodes, spread evenly over the env copies.
+        """Run fresh evaluation episodes: ``duration`` episodes (an int) or an
+        :class:`EvaluationRequest` (episodes or env steps, with a time limit).
 
-        Each env copy runs a fixed quota, so short episodes are not over-represented (the
-        first N episodes to finish would be biased towards failures). A dropped episode (its
-        copy crashed or gave a non-finite value) does not count towards the quota.
+        Episodes are spread evenly over the env copies (see :class:`EvaluationBudget`); a
+        dropped episode (its copy crashed or gave a non-finite value) does not count. When the
+        request's ``timeout_s`` runs out the call returns what finished and counts the running
+        episodes in ``stats.num_episodes_cut``.
         """
         self.set_state(state)
+        request = EvaluationRequest.of(duration)
         try:
             with self._deadline():
-                return self._evaluate(num_episodes, explore)
+                return self._evaluate(request, explore)
         except EnvCallTimeout as exc:
             raise EnvError(
                 f"evaluate() of env {self.spec.env_creator.name!r} on env runner {self.worker_index}: {exc}."
             ) from None
 
-    def _evaluate(self, num_episodes: int, explore: bool) -> RunnerResult:
+    def _evaluate(self, request: EvaluationRequest, explore: bool) -> RunnerResult:
         start = time.perf_counter()
         self._reset_all(evaluation=True)
-        quota = np.full(self.num_envs, num_episodes // self.num_envs, dtype=np.int64)
-        quota[: num_episodes % self.num_envs] += 1
+        budget = EvaluationBudget(request, self.num_envs)
         # Dropped episodes do not count towards the quota; an env whose copies keep failing
         # would otherwise keep evaluation going forever.
-        max_dropped = max(10, 2 * num_episodes)
+        max_dropped = max(10, 2 * request.num)
         stats = EpisodeStats()
         update = self.spec.update_connectors
         obs = self._obs
         with torch.no_grad():
-            while quota.sum() > 0:
+            while budget.keep_going():
                 out = self.policy(obs, explore, self.generator)
                 raw, reward, terminated, truncated, _info = self._call_env(
                     "step", self._env_actions(out["action"])
@@ -447,23 +455,22 @@ class EnvRunner:
                 self.env_to_module.record_step(out["action"], torch.from_numpy(reward.astype(np.float32)))
                 self._episode_return += reward
                 self._episode_length += 1
-                stats.num_env_steps += int((quota > 0).sum())
+                budget.step()
                 done = np.logical_or(terminated, truncated)
                 if done.any():
                     done_ids = np.flatnonzero(done)
-                    counted = done_ids[(quota[done_ids] > 0) & ~self.env.aborted[done_ids]]
                     stats.num_episodes_dropped += int(self.env.aborted.sum())
                     if stats.num_episodes_dropped > max_dropped:
                         raise EnvError(
                             f"evaluate() of env {self.spec.env_creator.name!r} on env runner "
-                            f"{self.worker_index} could not finish {num_episodes} episodes: "
-                            f"{stats.num_episodes_dropped} were dropped because env copies failed. "
-                            f"Last failure: {self.env.last_failure}"
+                            f"{self.worker_index} could not finish {request.num} {request.unit}: "
+                            f"{stats.num_episodes_dropped} episodes were dropped because env copies "
+                            f"failed. Last failure: {self.env.last_failure}"
                         )
-                    for i in counted:
-                        stats.returns.append(float(self._episode_return[i]))
-                        stats.lengths.append(int(self._episode_length[i]))
-                    quota[counted] -= 1
+                    for i in done_ids:
+                        if not self.env.aborted[i] and budget.counts(int(i)):
+                            stats.returns.append(float(self._episode_return[i]))
+                            stats.lengths.append(int(self._episode_length[i]))
                     self._episode_return[done_ids] = 0.0
                     self._episode_length[done_ids] = 0
                     self.env_to_module.episode_start(torch.from_numpy(done_ids))
@@ -471,6 +478,8 @@ class EnvRunner:
                 obs = self.env_to_module(to_torch(raw), update=update)
         # The next training-style sample() must not continue these evaluation episodes.
         self._obs = None
+        stats.num_env_steps = budget.num_env_steps
+        stats.num_episodes_cut = budget.num_episodes_cut
         stats.num_env_restarts, _ = self.env.pop_counters()
         stats.seconds = time.perf_counter() - start
         return RunnerResult(None, stats, self._pop_deltas(), self.weights_version, self.worker_index)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
+from lightning_rl.env_runners.evaluation_request import EvaluationRequest
 from lightning_rl.env_runners.ray_utils import ensure_ray, request_resources, withdraw_resource_requests
 from lightning_rl.errors import ConfigError, EnvError, LightningRLError
 
@@ -415,16 +416,27 @@ class EnvRunnerGroup:
         return self._run_remote("sample", [(num_steps, explore)] * self.num_env_runners, state)
 
     def evaluate(
-        self, num_episodes: int, state: dict[str, Any] | None = None, explore: bool = False
+        self,
+        duration: int | EvaluationRequest,
+        state: dict[str, Any] | None = None,
+        explore: bool = False,
     ) -> list[RunnerResult]:
-        """``num_episodes`` episodes split as evenly as possible over the runners."""
+        """``duration`` episodes (an int), or an :class:`EvaluationRequest` (episodes or env
+        steps, with a time limit), split as evenly as possible over the runners."""
         if state is not None:
             self._last_state = state
+        request = EvaluationRequest.of(duration)
         if self.local_runner is not None:
-            return [self.local_runner.evaluate(num_episodes, explore, state)]
-        n = self.num_env_runners
-        shares = [num_episodes // n + (1 if i < num_episodes % n else 0) for i in range(n)]
-        return self._run_remote("evaluate", [(share, explore) for share in shares if share > 0], state)
+            return [self.local_runner.evaluate(request, explore, state)]
+        shares = request.split(self.num_env_runners)
+        return self._run_remote("evaluate", [(share, explore) for share in shares], state)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Load ``state`` (weights + connector state) for the next calls made without one, e.g.
+        by a ``custom_evaluation_function`` calling ``evaluate(...)`` itself."""
+        self._last_state = state
+        if self.local_runner is not None:
+            self.local_runner.set_state(state)
 
     def _run_remote(
         self, method: str, tasks: Sequence[tuple], state: dict[str, Any] | None

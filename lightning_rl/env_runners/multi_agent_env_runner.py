@@ -25,6 +25,7 @@ from lightning_rl._tree import map_structure, stack_structures, stack_tensor_str
 from lightning_rl.connectors.base import ConnectorSpec, EnvToModulePipeline, ModuleToEnvPipeline
 from lightning_rl.env_runners.agent_trajectories import AgentTrajectories, CompletedSegment
 from lightning_rl.env_runners.env_runner import EpisodeStats, RunnerResult, to_env_actions
+from lightning_rl.env_runners.evaluation_request import EvaluationBudget, EvaluationRequest
 from lightning_rl.env_runners.transition_batch import transitions_to_batch
 from lightning_rl.envs.multi_agent import ALL, MultiAgentEnv
 from lightning_rl.envs.registration import EnvContext, EnvCreator
@@ -448,45 +449,49 @@ class MultiAgentEnvRunner:
         return RunnerResult(data, stats, self._pop_deltas(), self.weights_version, self.worker_index)
 
     def evaluate(
-        self, num_episodes: int, explore: bool = False, state: dict[str, Any] | None = None
+        self,
+        duration: int | EvaluationRequest,
+        explore: bool = False,
+        state: dict[str, Any] | None = None,
     ) -> RunnerResult:
-        """``num_episodes`` fresh episodes, a fixed quota per env copy; no transitions kept
-        (a dropped episode does not count towards the quota)."""
+        """Fresh evaluation episodes: ``duration`` episodes (an int) or an
+        :class:`EvaluationRequest` (episodes or env steps, with a time limit); no transitions
+        kept (a dropped episode does not count towards the quota)."""
         self.set_state(state)
         with self._bounded("evaluate"):
-            return self._evaluate(num_episodes, explore)
+            return self._evaluate(EvaluationRequest.of(duration), explore)
 
-    def _evaluate(self, num_episodes: int, explore: bool) -> RunnerResult:
+    def _evaluate(self, request: EvaluationRequest, explore: bool) -> RunnerResult:
         update = self.spec.update_connectors
         start = time.perf_counter()
         self._reset_all(update)
-        quota = np.full(len(self.envs), num_episodes // len(self.envs), dtype=np.int64)
-        quota[: num_episodes % len(self.envs)] += 1
+        budget = EvaluationBudget(request, len(self.envs))
         stats = EpisodeStats()
         # Dropped episodes do not count towards the quota: bound them, or copies that keep
         # failing would keep evaluation going forever.
-        max_dropped, dropped_before = max(10, 2 * num_episodes), self._num_dropped
+        max_dropped, dropped_before = max(10, 2 * request.num), self._num_dropped
         with torch.no_grad():
-            while quota.sum() > 0:
+            while budget.keep_going():
                 if self._num_dropped - dropped_before > max_dropped:
                     raise EnvError(
-                        f"evaluate() on env runner {self.worker_index} could not finish {num_episodes} "
-                        f"episodes: {self._num_dropped - dropped_before} were dropped because env copies "
-                        f"failed. Last failure: {self._last_failure}"
+                        f"evaluate() on env runner {self.worker_index} could not finish {request.num} "
+                        f"{request.unit}: {self._num_dropped - dropped_before} episodes were dropped "
+                        f"because env copies failed. Last failure: {self._last_failure}"
                     )
                 actions = self._act(explore, record=False)
                 finished = EpisodeStats()
                 ended = self._step_all(actions, update, record=False, stats=finished)
-                stats.num_env_steps += int((quota > 0).sum())
+                budget.step()
                 for k, index in enumerate(ended):
-                    if quota[index] > 0:
+                    if budget.counts(index):
                         stats.returns.append(finished.returns[k])
                         stats.lengths.append(finished.lengths[k])
                         stats.agent_returns.append(finished.agent_returns[k])
                         stats.policy_returns.append(finished.policy_returns[k])
-                        quota[index] -= 1
                     self._reset(index, update)
         self._acting = None  # training must not continue evaluation episodes
+        stats.num_env_steps = budget.num_env_steps
+        stats.num_episodes_cut = budget.num_episodes_cut
         stats.seconds = time.perf_counter() - start
         self._pop_counters(stats)
         return RunnerResult(None, stats, self._pop_deltas(), self.weights_version, self.worker_index)

@@ -29,7 +29,7 @@ from lightning_rl.training_run import TrainingRun
 def good_checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("good")
     run = (
-        PPOConfig()
+        PPOConfig(defaults="native")
         .environment("CartPole-v1")
         .env_runners(env_to_module_connector=["MeanStdFilter"])
         .training(train_batch_size=32, minibatch_size=32, num_epochs=1)

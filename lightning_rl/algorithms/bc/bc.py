@@ -40,9 +40,11 @@ class BC(MARWIL):
         bc_logstd_coeff: float = 0.0,
         vf_coeff: float = 0.0,
         grad_clip: float | None = None,
+        beta: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        beta = kwargs.pop("beta", 0.0)
+        # Declared (not read from **kwargs) so that signatures, the CLI and BCConfig().beta show
+        # BC's 0 rather than MARWIL's default.
         if beta != 0.0:
             raise ConfigError(
                 f"BC is MARWIL with beta=0, got beta={beta!r}; use MARWIL to weight by advantages."
