@@ -149,7 +149,9 @@ class ActionMaskingTorchRLModule(ActionMaskingRLModule, PPOTorchRLModule):
             self._checked_observations = True
 
 
-def build_config(train_batch_size: int | None = None) -> PPOConfig:
+def build_config(
+    train_batch_size: int | None = None, num_env_runners: int | None = None, evaluation: bool = True
+) -> PPOConfig:
     config = (
         PPOConfig()
         .environment(
@@ -162,8 +164,11 @@ def build_config(train_batch_size: int | None = None) -> PPOConfig:
                 model_config={"head_fcnet_hiddens": [64, 64], "head_fcnet_activation": "relu"},
             ),
         )
-        .evaluation(evaluation_num_env_runners=0, evaluation_interval=1)
+        # RLlib: evaluation_num_env_runners=1, evaluation_parallel_to_training=True.
+        .evaluation(evaluation_num_env_runners=0, evaluation_interval=1 if evaluation else None)
     )
+    if num_env_runners is not None:
+        config.env_runners(num_env_runners=num_env_runners)
     if train_batch_size is not None:
         config.training(train_batch_size=train_batch_size, minibatch_size=min(128, train_batch_size))
     return config
@@ -175,8 +180,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--timesteps", type=int, default=100_000)
     parser.add_argument("--reward", type=float, default=150.0)
     parser.add_argument("--train-batch-size", type=int, default=None)
+    parser.add_argument("--num-env-runners", type=int, default=None)
+    parser.add_argument("--no-evaluation", action="store_true")
     args = parser.parse_args(argv)
-    algo = build_config(args.train_batch_size).build_algo()
+    config = build_config(args.train_batch_size, args.num_env_runners, not args.no_evaluation)
+    algo = config.build_algo()
     start, result = time.perf_counter(), {}
     try:
         for _ in range(args.iterations):
