@@ -267,6 +267,10 @@ def test_weights_saved_by_the_torchrl_based_modules_load():
         ):
             torch.testing.assert_close(mine, theirs)
     assert float(fresh.log_alpha) == -1.0 and float(fresh.log_alpha_prime) == 0.25
+    # A tensor of the wrong shape under an old critic name is refused, not reshaped.
+    broken = {**old, "loss.qvalue_network_params.module.net.0.weight": torch.zeros(3)}
+    with pytest.raises(RuntimeError, match="qvalue_network_params"):
+        continuous_module(lagrangian=True).load_state_dict(broken)
 
     torch.manual_seed(0)
     discrete = DiscreteCQLModule(OBS, gym.spaces.Discrete(3), MODEL, gamma=0.9, tau=0.005, min_q_weight=1.0)

@@ -77,7 +77,9 @@ def _from_torchrl_keys(state_dict: dict[str, Any], prefix: str, renames: dict[st
         value = state_dict.pop(key)
         name = key[len(prefix) :]
         match = _TORCHRL_CRITIC.fullmatch(name)
-        if match:
+        if match and value.dim() != (3 if match.group(3) == "weight" else 2):
+            state_dict[key] = value  # not a stacked twin critic: left for load_state_dict to refuse
+        elif match:
             target, index, kind = bool(match.group(1)), int(match.group(2)), match.group(3)
             layer = sorted(layers[target]).index(index)
             group = "weights" if kind == "weight" else "biases"

@@ -13,6 +13,9 @@ temperature ``alpha = exp(log_alpha)`` (no gradient outside the temperature loss
     actor_loss   = mean(alpha log pi(a~ | s) - min_i Q_i(s, a~)),  a~ ~ pi(. | s), critics frozen
     bc_loss      = mean(alpha log pi(a~ | s) - log pi(a | s))   (the first ``bc_iters`` updates)
     alpha_loss   = mean(-log_alpha * (log pi(a~ | s) + target_entropy))
+    total        = (bc_loss or actor_loss) + critic_loss + cql_loss + alpha_loss
+
+(``bc_loss`` and ``actor_loss`` each take their own draw ``a~``; ``alpha_loss`` the actor's.)
 
 The penalty pushes Q down on actions the data does not hold and up on the data's own: for
 each state it draws ``num_actions`` (k) actions of three kinds j, each scored by
