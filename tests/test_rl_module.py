@@ -140,12 +140,13 @@ def test_values_from_vf_preds_and_errors_for_a_module_without_values(tmp_path):
     )
     with pytest.raises(ConfigError, match="compute_values"):
         algo.module.compute_loss(_fake_batch(algo))
+
     class Local(NoValues):
         pass
 
     with pytest.raises(ConfigError, match="defined at module level"):
         PPO("CartPole-v1", rl_module_spec=RLModuleSpec(module_class=Local))
-    with pytest.raises(ConfigError, match="subclass of lightning_rl.RLModule"):
+    with pytest.raises(ConfigError, match=r"subclass of lightning_rl\.RLModule"):
         PPO("CartPole-v1", rl_module_spec=RLModuleSpec(module_class=nn.Linear))
     with pytest.raises(ConfigError, match="does not run RLModules"):
         DQN("CartPole-v1", rl_module_spec=RLModuleSpec(module_class=TinyActorCritic))
@@ -239,6 +240,11 @@ def test_a_multi_rl_module_spec_gives_each_policy_its_module(tmp_path):
     for pid in ("p0", "p1"):
         after = policies[pid].policy_weights()
         assert any(not torch.equal(before[pid][k], after[k]) for k in after), f"{pid} did not learn"
+    # A frozen snapshot (self-play) of an RLModule policy is the same module class, same weights.
+    snapshot = algo.algorithm.add_policy("p0_v1", from_policy="p0")
+    assert isinstance(snapshot.rl_module, TinyActorCritic) and not snapshot.trainable
+    for key, value in policies["p0"].rl_module.state_dict().items():
+        assert torch.equal(snapshot.rl_module.state_dict()[key], value)
     # Policy ids come from the spec when policies= is not given (as in RLlib).
     algo = PPO(
         MultiAgentCartPole,

@@ -173,7 +173,9 @@ class PPO(Algorithm):
     def build_policy_module(self, policy_id: str, observation_space, action_space) -> PolicyModule:
         h = self.hparams
         start_entropy = schedule_or_constant(h.entropy_coeff_schedule, h.entropy_coeff)(0)
-        spec = spec_for_policy(self.rl_module_specs, policy_id)
+        # A policy added later (a self-play snapshot) is built like the policy it copies.
+        source = self.policy_set.added.get(policy_id, {}).get("from_policy", policy_id)
+        spec = spec_for_policy(self.rl_module_specs, source)
         if spec is not None and spec.module_class is not None:  # a user's RLModule (RLlib's surface)
             return RLModulePPOModule(
                 observation_space,
