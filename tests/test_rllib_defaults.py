@@ -149,6 +149,7 @@ STAYS_DIFFERENT = {
         "input_",  # RLlib "sampler" (= no offline input); here None, the same meaning
         "input_read_method",  # RLlib "read_parquet"; here "auto": our reader picks the format
         "dataset_num_iters_per_learner",  # RLlib None (one pass); here a fixed count (100)
+        "input_shuffle_buffer_size",  # RLlib 0 (no shuffle); here it must be positive
         "rollout_fragment_length",  # RLlib 200 for offline algorithms (unused offline) / 1 DreamerV3
         "lr",  # SAC/DreamerV3: RLlib None (per-network rates); here the fallback 3e-4
         "train_batch_size",  # DreamerV3: RLlib None, derived from batch_size_B x batch_length_T here

@@ -10,7 +10,10 @@ from those instead.
 Read from RLlib 2.60.0's source (``ray/rllib/algorithms/algorithm_config.py`` and each
 ``<algo>/<algo>.py`` config ``__init__``; new API stack). Only values that differ are listed;
 settings whose RLlib default is ``None`` meaning "derived" (SAC's and DreamerV3's ``lr``,
-DreamerV3's ``train_batch_size``) are left to the algorithm. The table is keyed by the
+DreamerV3's ``train_batch_size``) are left to the algorithm, and so are the offline reader's
+``input_shuffle_buffer_size`` (RLlib's ``shuffle_buffer_size=0``, no local shuffle; the offline
+algorithms here require a positive buffer) and ``dataset_num_iters_per_learner`` (RLlib's None,
+one pass per iteration; here a positive count). The table is keyed by the
 algorithm class's name and looked up along its MRO, so a subclass of ``PPO`` gets PPO's row;
 the config layer imports no algorithm for it. docs/rllib-migration.md lists every row and the
 settings that stay different, with the reason.
@@ -83,17 +86,14 @@ ALGORITHMS: dict[str, dict[str, Any]] = {
     "CQL": {
         "critic_lr": 1e-3,
         "alpha_lr": 1e-3,
-        "input_shuffle_buffer_size": 0,
     },
     "MARWIL": {
         "train_batch_size": 2000,
-        "input_shuffle_buffer_size": 0,
     },
     "BC": {
         "beta": 0.0,
         "vf_coeff": 1.0,
         "train_batch_size": 2000,
-        "input_shuffle_buffer_size": 0,
     },
     # RLlib's rollout_fragment_length=1 lives inside an iteration that samples and updates
     # until its minimum time/steps are met; here "auto" gives the same sample/update ratio in
