@@ -116,13 +116,15 @@ def test_adapt_kl_coeff_follows_rllibs_rule(mean_kl, expected):
 
 
 def test_fast_dev_run_and_limit_train_batches(quiet_trainer_kwargs):
+    # One training batch is one iteration (all its minibatch updates run in one step):
+    # fast_dev_run runs one iteration, 2 epochs x 4 minibatches = 8 optimizer steps.
     algo = PPO("CartPole-v1", train_batch_size=64, minibatch_size=16, num_epochs=2)
     trainer = pl.Trainer(**{**quiet_trainer_kwargs, "fast_dev_run": True})
     trainer.fit(algo)
-    assert trainer.global_step == 1
+    assert trainer.global_step == 8
     algo = PPO("CartPole-v1", train_batch_size=64, minibatch_size=16, num_epochs=2)
     trainer = fit(algo, quiet_trainer_kwargs, 2, limit_train_batches=3, limit_val_batches=0)
-    assert trainer.global_step == 6
+    assert trainer.global_step == 2 * 8
 
 
 def test_weights_reach_the_runners_every_iteration(quiet_trainer_kwargs):

@@ -2,8 +2,17 @@
 
 One Lightning epoch is one iteration: the OnPolicyDataModule samples ``train_batch_size``
 steps, :meth:`PPO.process_rollout` adds GAE advantages and value targets with the current
-critic (bootstrapping truncated episodes from their true final observation), and each
-minibatch is one automatic-optimisation ``training_step``.
+critic (bootstrapping truncated episodes from their true final observation), and hands the
+iteration over as one :class:`~lightning_rl.data.on_policy.IterationBatch`.
+
+One ``training_step`` runs the whole iteration's ``num_epochs x minibatches`` updates with
+manual optimisation (``manual_backward``, ``optimizer.step()``): on CartPole-sized networks
+Lightning's per-batch loop cost about as much as the update itself
+(``benchmarks/learner_overhead.py``). Lightning's hooks still run per update inside it:
+``on_before_backward``/``on_after_backward`` and ``on_before_optimizer_step`` (the non-finite
+guard, then gradient clipping through ``configure_gradient_clipping``), so callbacks see every
+update; under DDP ``manual_backward`` all-reduces each update's gradients. Learner stats are
+collected as tensors and logged once per iteration under the same names as before.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss
 from lightning_rl.algorithms.ppo.recurrent import RecurrentPPOModule
 from lightning_rl.algorithms.rl_module_adapter import RLModulePPOModule
+from lightning_rl.data.on_policy import IterationBatch
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
 from lightning_rl.modules.policy_networks import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
@@ -124,6 +134,8 @@ class PPO(Algorithm):
     """
 
     supports_memory_models: ClassVar[bool] = True
+    # The OnPolicyDataModule hands over whole iterations (see the module docstring).
+    learns_whole_iterations: ClassVar[bool] = True
     supports_rl_modules: ClassVar[bool] = True
 
     def __init__(
@@ -154,6 +166,7 @@ class PPO(Algorithm):
         self._lr_schedule = PiecewiseSchedule(lr_schedule) if lr_schedule else None
         self._entropy_schedule = schedule_or_constant(entropy_coeff_schedule, entropy_coeff)
         self._iteration_kl: dict[str, list[torch.Tensor]] = {}
+        self.automatic_optimization = False
 
     def validate_hparams(self) -> None:
         h = self.hparams
@@ -223,16 +236,40 @@ class PPO(Algorithm):
                 module.entropy_coeff.fill_(coeff)
         self._iteration_kl = {}
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """Every minibatch update of the iteration (an :class:`IterationBatch`); a DataModule
+        that yields single minibatches gets one update per step."""
+        minibatches = batch.minibatches() if isinstance(batch, IterationBatch) else (batch,)
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        schedulers = self.lr_schedulers()
+        schedulers = (
+            [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
+        )
+        guard = self._non_finite_guard
+        for minibatch in minibatches:
+            guard.start_batch(minibatch)
+            loss = self.minibatch_loss(minibatch)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            # Each step runs on_before_optimizer_step: the non-finite guard, then the clip.
+            for optimizer in optimizers:
+                optimizer.step()
+            for scheduler in schedulers:
+                scheduler.step()
+
+    def minibatch_loss(self, batch: Any) -> torch.Tensor:
+        """The summed loss of the trained policies on one minibatch; collects their stats."""
         use_kl = self.hparams.use_kl_loss
-        total = 0.0
+        total = None
         for policy_id, policy_batch in self.policy_batches(batch):
             loss, stats = self.compute_policy_loss(policy_id, policy_batch)
             if use_kl:
                 self._iteration_kl.setdefault(policy_id, []).append(stats["kl"].detach())
             self.accumulate_learner_metrics(stats, policy_id)
-            total = total + loss
-        return total if isinstance(total, torch.Tensor) else self.zero_loss()
+            total = loss if total is None else total + loss
+        return self.zero_loss() if total is None else total
 
     def compute_policy_loss(self, policy_id: str, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
         """One policy's loss and the stats to log; override to change PPO's loss.
@@ -249,9 +286,18 @@ class PPO(Algorithm):
             mean_kl = float(torch.stack(kls).mean())
             adapt_kl_coeff(self.policies[policy_id].kl_coeff, mean_kl, self.hparams.kl_target)
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        super().on_before_optimizer_step(optimizer)  # the non-finite guard
+        if not self.automatic_optimization:
+            # Where Lightning clips under automatic optimisation: after the guard and, under fp16
+            # mixed precision, after the loss scaler unscaled the gradients.
+            self.configure_gradient_clipping(optimizer)
+
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
+        """Clip to ``grad_clip`` (global norm). Under manual optimisation (PPO's default) the
+        Trainer's ``gradient_clip_val`` is refused by Lightning: ``grad_clip`` is the setting."""
         clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.grad_clip
         if clip:
             self.clip_gradients(
