@@ -164,9 +164,14 @@ def build_config(
                 model_config={"head_fcnet_hiddens": [64, 64], "head_fcnet_activation": "relu"},
             ),
         )
-        # RLlib: evaluation_num_env_runners=1, evaluation_parallel_to_training=True.
-        .evaluation(evaluation_num_env_runners=0, evaluation_interval=1 if evaluation else None)
     )
+    if evaluation:
+        config.evaluation(
+            evaluation_num_env_runners=1,
+            evaluation_interval=1,
+            # Run evaluation parallel to training to speed up the example.
+            evaluation_parallel_to_training=True,
+        )
     if num_env_runners is not None:
         config.env_runners(num_env_runners=num_env_runners)
     if train_batch_size is not None:
