@@ -28,7 +28,7 @@ CONNECTORS = ["MeanStdFilter"]
 
 def ppo_config(out: Path, name: str, lr: float = 1e-3) -> PPOConfig:
     return (
-        PPOConfig()
+        PPOConfig(defaults="native")  # lightning-rl's tuned defaults, not RLlib's
         .environment("CartPole-v1")
         .env_runners(num_env_runners=0, num_envs_per_env_runner=8, env_to_module_connector=CONNECTORS)
         .training(train_batch_size=256, minibatch_size=256, num_epochs=10, lr=lr, gamma=0.98, lambda_=0.8)
@@ -57,7 +57,7 @@ def main() -> None:
 
     # 2. Behaviour cloning from the files.
     bc = (
-        BCConfig()
+        BCConfig(defaults="native")
         .environment("CartPole-v1")
         .env_runners(env_to_module_connector=CONNECTORS)
         .offline_data(input_=str(args.out / "episodes"), dataset_num_iters_per_learner=100)

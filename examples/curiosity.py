@@ -26,7 +26,7 @@ curiosity = (
 
 for learner_connector in (None, [curiosity]):
     algo = (
-        PPOConfig()
+        PPOConfig(defaults="native")  # lightning-rl's tuned defaults, not RLlib's
         .environment(CombinationLock, env_config={"length": 30, "max_steps": 150})
         .env_runners(num_env_runners=0, num_envs_per_env_runner=8)
         .training(

@@ -48,7 +48,7 @@ class GoLeftEnv(gym.Env):
 register_env("go-left", lambda config: GoLeftEnv(config))
 
 algo = (
-    PPOConfig()
+    PPOConfig(defaults="native")  # lightning-rl's tuned defaults, not RLlib's
     .environment("go-left", env_config={"size": 8})  # or .environment(GoLeftEnv, ...)
     .env_runners(num_env_runners=0, num_envs_per_env_runner=8)
     .training(train_batch_size=512, minibatch_size=128, num_epochs=4, lr=1e-3)

@@ -40,7 +40,7 @@ class ResidualMLP(nn.Module):
 
 if __name__ == "__main__":
     algo = (
-        PPOConfig()
+        PPOConfig(defaults="native")  # lightning-rl's tuned defaults, not RLlib's
         .environment("CartPole-v1")
         .env_runners(num_env_runners=0, num_envs_per_env_runner=8)
         .rl_module(

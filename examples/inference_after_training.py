@@ -22,7 +22,7 @@ from lightning_rl.algorithms.ppo import PPOConfig
 
 def train(iterations: int, out: Path) -> str:
     config = (
-        PPOConfig()
+        PPOConfig(defaults="native")  # lightning-rl's tuned defaults, not RLlib's
         .environment("CartPole-v1")
         .env_runners(num_env_runners=0, num_envs_per_env_runner=8, env_to_module_connector=["MeanStdFilter"])
         .training(train_batch_size=256, minibatch_size=256, num_epochs=20, lr=1e-3, gamma=0.98, lambda_=0.8)

@@ -18,7 +18,7 @@ parser.add_argument("--iterations", type=int, default=300)
 args = parser.parse_args()
 
 config = (
-    PPOConfig()
+    PPOConfig(defaults="native")  # lightning-rl's tuned defaults, not RLlib's
     .environment(MultiAgentCartPole, env_config={"num_agents": 2})
     .env_runners(num_env_runners=0, num_envs_per_env_runner=4)
     .training(

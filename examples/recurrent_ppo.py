@@ -25,7 +25,7 @@ memory = {
 }[args.core]
 
 algo = (
-    PPOConfig()
+    PPOConfig(defaults="native")  # lightning-rl's tuned defaults, not RLlib's
     .environment(RepeatAfterMe, env_config={"repeat_delay": 1})
     .env_runners(num_env_runners=0, num_envs_per_env_runner=8)
     .rl_module(model_config={"fcnet_hiddens": [32], "max_seq_len": 16, **memory})

@@ -12,7 +12,7 @@ import pytest
 from gymnasium import spaces
 from lightning.pytorch.callbacks import Callback
 
-from lightning_rl import PPOConfig
+from lightning_rl import AlgorithmConfig, PPOConfig
 from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.errors import CheckpointError, ConfigError
 from lightning_rl.training_run import TrainingRun
@@ -66,6 +66,10 @@ def test_evaluation_explores_as_in_rllib_unless_evaluation_config_says_otherwise
     assert PPOConfig().evaluation(evaluation_interval=2).evaluation_explore is True
     greedy = PPOConfig().evaluation(evaluation_config={"explore": False})
     assert greedy.evaluation_explore is False
+    overrides = AlgorithmConfig.overrides(explore=False, metrics_num_episodes_for_smoothing=5)
+    assert PPOConfig().evaluation(evaluation_config=overrides).evaluation_explore is False
+    with pytest.raises(ConfigError, match="evaluation_config supports"):
+        PPOConfig().evaluation(evaluation_config={"lr": 1e-3})
     # The Lightning-native constructor keeps its greedy evaluation (and says so).
     assert PPOConfig(defaults="native").evaluation_explore is False
     # As in RLlib, evaluation settings alone do not turn periodic evaluation on.

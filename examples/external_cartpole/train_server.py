@@ -49,7 +49,7 @@ def main() -> None:
     address_file = args.address_file or str(Path(tempfile.mkdtemp()) / "server.json")
     clients = max(1, args.launch_clients)
     config = (
-        PPOConfig()
+        PPOConfig(defaults="native")  # lightning-rl's tuned defaults, not RLlib's
         .environment(
             "CartPole-v1",
             external={

@@ -167,6 +167,12 @@ class AlgorithmConfig:
     def copy(self) -> AlgorithmConfig:
         return copy.deepcopy(self)
 
+    @staticmethod
+    def overrides(**kwargs: Any) -> dict[str, Any]:
+        """RLlib's ``AlgorithmConfig.overrides(...)``: the keyword settings as a dict, e.g. for
+        ``evaluation(evaluation_config=AlgorithmConfig.overrides(explore=False))``."""
+        return dict(kwargs)
+
     def to_dict(self) -> dict[str, Any]:
         """The algorithm kwargs and trainer kwargs this config will build with."""
         return {
@@ -287,7 +293,8 @@ class AlgorithmConfig:
         """RLlib's evaluation settings. As in RLlib, periodic evaluation runs only with an
         ``evaluation_interval``; ``algo.evaluate()`` works without one. ``evaluation_config``
         takes ``explore`` (default: RLlib's, evaluation explores as training does),
-        ``env_config`` and ``num_envs_per_env_runner``."""
+        ``env_config``, ``num_envs_per_env_runner`` and ``metrics_num_episodes_for_smoothing``
+        (accepted: evaluation metrics are always over one evaluation's episodes)."""
         if evaluation_interval is not NotProvided:
             if (
                 evaluation_interval is not None
@@ -310,7 +317,9 @@ class AlgorithmConfig:
             )
         explore = envs = NotProvided
         if evaluation_config not in (NotProvided, None):
-            known = {"explore", "env_config", "num_envs_per_env_runner"}
+            # metrics_num_episodes_for_smoothing: evaluation metrics here are over each
+            # evaluation's own episodes (no window across evaluations): nothing to change.
+            known = {"explore", "env_config", "num_envs_per_env_runner", "metrics_num_episodes_for_smoothing"}
             unknown = set(evaluation_config) - known
             if unknown:
                 raise ConfigError(f"evaluation_config supports {sorted(known)}, got {sorted(unknown)}")
