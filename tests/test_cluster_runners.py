@@ -8,14 +8,22 @@ is in ``tests/test_cluster.py``.
 from __future__ import annotations
 
 import time
+import warnings
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
 from lightning_rl.algorithms.ppo import PPO, PPOConfig
+from lightning_rl.data.experience import results_to_tensordict
 from lightning_rl.env_runners import EnvRunner, EnvRunnerGroup, FaultToleranceConfig
-from lightning_rl.env_runners.env_runner_group import EnvRunnerPlacement, numpy_results, torch_result
+from lightning_rl.env_runners.env_runner_group import (
+    EnvRunnerPlacement,
+    merge_fragments,
+    numpy_results,
+    torch_result,
+)
 from lightning_rl.env_runners.ray_utils import ensure_ray, missing_resources
 from lightning_rl.errors import ConfigError
 
@@ -123,6 +131,28 @@ def test_results_cross_ray_as_numpy_and_arrive_as_writable_tensors(ray_session):
         observation = result.data["observation"]
         assert isinstance(observation, torch.Tensor) and observation.shape[:2] == (2, 8)
         observation.add_(1.0)  # writable memory, not the object store's read-only pages
+        # zero_copy: Ray's arrays as delivered, read-only views that numpy refuses to write ...
+        first, second = (
+            group.sample(8, algo.policy_state(), zero_copy=True)[0],
+            group.sample(8, zero_copy=True)[0],
+        )
+        shared = first.data["observation"]
+        assert isinstance(shared, np.ndarray) and not shared.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            shared[0, 0, 0] = 1.0
+        # ... copied exactly once, by the merge, into memory the learner owns (no warning).
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            one = merge_fragments([first.data])
+            two = results_to_tensordict([first, second])
+        assert one["observation"].data_ptr() != shared.ctypes.data
+        assert torch.equal(one["observation"], torch.from_numpy(shared.copy()))
+        assert two.batch_size == (4, 8) and torch.equal(two["observation"][:2], one["observation"])
+        assert torch.equal(two["observation"][2:], torch.from_numpy(second.data["observation"].copy()))
+        two["observation"].add_(1.0)
+        assert torch.equal(one["observation"], torch.from_numpy(shared.copy())), "Ray's buffer untouched"
+        local = torch.zeros(2, 3)
+        assert merge_fragments([local]) is local, "a private tensor of one runner is not copied"
     finally:
         group.stop()
 

@@ -31,7 +31,12 @@ from lightning_rl.data.source import ExperienceSource, SamplingSettings
 from lightning_rl.distributed import all_gather_object, broadcast_object
 from lightning_rl.distributed import rank as dist_rank
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
-from lightning_rl.env_runners.env_runner_group import EnvRunnerGroup, EnvRunnerPlacement, RayConnection
+from lightning_rl.env_runners.env_runner_group import (
+    EnvRunnerGroup,
+    EnvRunnerPlacement,
+    RayConnection,
+    merge_fragments,
+)
 from lightning_rl.env_runners.evaluation_request import EvaluationRequest
 from lightning_rl.env_runners.ray_utils import ensure_ray
 from lightning_rl.env_runners.rllib_callbacks import CustomMetrics
@@ -46,26 +51,32 @@ def identity_collate(batch: Any) -> Any:
 def results_to_tensordict(results: list[RunnerResult], multi_agent: bool = False) -> Any:
     """Runner outputs -> TensorDicts, tagged with the weights version each row was sampled with.
 
-    Single-agent: ``[num_envs, T]`` per runner -> one ``[sum(num_envs), T]`` (no copy for one
-    runner). Multi-agent: ``{policy_id: [M]}`` per runner -> ``{policy_id: [sum(M)]}``.
+    Single-agent: ``[num_envs, T]`` per runner -> one ``[sum(num_envs), T]``. Multi-agent:
+    ``{policy_id: [M]}`` per runner -> ``{policy_id: [sum(M)]}``. Parts may be torch tensors or
+    the read-only numpy views Ray delivers (``EnvRunnerGroup.sample(zero_copy=True)``):
+    :func:`merge_fragments` copies those once into the batch; private tensors of a single runner
+    are not copied.
     """
+
+    def versions(parts: list[tuple[Any, int]]) -> torch.Tensor:
+        rows = [torch.full((len(data["next"]["reward"]),), v, dtype=torch.int64) for data, v in parts]
+        return torch.cat(rows)
+
     if multi_agent:
-        per_policy: dict[str, list[TensorDict]] = {}
+        per_policy: dict[str, list[tuple[Any, int]]] = {}
         for r in results:
             for policy_id, data in r.data.items():
-                part = TensorDict(data, batch_size=data["next"]["reward"].shape[:1])
-                part["weights_version"] = torch.full(part.batch_size, r.weights_version, dtype=torch.int64)
-                per_policy.setdefault(policy_id, []).append(part)
-        return {pid: parts[0] if len(parts) == 1 else torch.cat(parts) for pid, parts in per_policy.items()}
-    parts = [TensorDict(r.data, batch_size=r.data["next"]["reward"].shape[:2]) for r in results]
-    batch = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
-    versions = torch.cat(
-        [
-            torch.full((p.batch_size[0],), r.weights_version, dtype=torch.int64)
-            for p, r in zip(parts, results, strict=True)
-        ]
-    )
-    batch["weights_version"] = versions.unsqueeze(-1).expand(batch.batch_size).clone()
+                per_policy.setdefault(policy_id, []).append((data, r.weights_version))
+        batches = {}
+        for policy_id, parts in per_policy.items():
+            merged = merge_fragments([data for data, _ in parts])
+            batches[policy_id] = TensorDict(merged, batch_size=merged["next"]["reward"].shape[:1])
+            batches[policy_id]["weights_version"] = versions(parts)
+        return batches
+    merged = merge_fragments([r.data for r in results])
+    batch = TensorDict(merged, batch_size=merged["next"]["reward"].shape[:2])
+    rows = versions([(r.data, r.weights_version) for r in results])
+    batch["weights_version"] = rows.unsqueeze(-1).expand(batch.batch_size).clone()
     return batch
 
 
@@ -227,7 +238,9 @@ class ExperienceDataModule(pl.LightningDataModule):
         now = time.perf_counter()
         iteration_seconds = now - self._last_sample_start if self._last_sample_start is not None else None
         self._last_sample_start = now
-        results = self.train_group.sample(num_steps or self.rollout_fragment_length(), source.policy_state())
+        # zero_copy: the runners' arrays are copied once, by the merge into the batch below.
+        num_steps = num_steps or self.rollout_fragment_length()
+        results = self.train_group.sample(num_steps, source.policy_state(), zero_copy=True)
         self.last_sample_worker_indices = [r.worker_index for r in results]
         # Under DDP every rank folds in every rank's episode stats and filter deltas (small data,
         # one collective), so metrics, counters, stopping decisions and observation filters are

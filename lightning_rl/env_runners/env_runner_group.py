@@ -23,9 +23,12 @@ nodes come and go:
   and replacements waiting for a node are reported as ``num_pending_replacements``.
 
 No sample is ever used twice: a lost fragment is sampled again, never padded from another.
-Results travel as numpy arrays (Ray passes them out of band, zero-copy from the object store)
-and become writable torch tensors at this boundary; pickled torch tensors cost ~3x more per
-fetch (``benchmarks/scaling.py``).
+Results travel as numpy arrays (Ray passes them out of band, zero-copy from the object store;
+pickled torch tensors cost ~3x more per fetch, ``benchmarks/scaling.py``). What the driver gets
+are read-only views of Ray's shared memory, so they are copied into memory the learner owns
+exactly once: by :func:`torch_result` for each result (``sample()``'s default: writable torch
+tensors), or, with ``sample(..., zero_copy=True)``, not at all until :func:`merge_fragments`
+concatenates the runners' fragments, the one copy a batch needs anyway (the DataModules' path).
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ import contextlib
 import dataclasses
 import logging
 import time
+import warnings
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -405,15 +409,26 @@ class EnvRunnerGroup:
 
     # -- sampling ----------------------------------------------------------------------------
     def sample(
-        self, num_steps: int, state: dict[str, Any] | None = None, explore: bool = True
+        self,
+        num_steps: int,
+        state: dict[str, Any] | None = None,
+        explore: bool = True,
+        zero_copy: bool = False,
     ) -> list[RunnerResult]:
         """One fragment of ``num_steps`` per env copy per configured runner (a lost runner's
-        fragment is sampled by another), ordered by runner."""
+        fragment is sampled by another), ordered by runner.
+
+        Each result's data are writable torch tensors, unless ``zero_copy``: then a Ray runner's
+        arrays stay as Ray delivered them, numpy views of the object store that numpy refuses to
+        write, for :func:`merge_fragments` to copy once into the batch (a large fragment is not
+        copied twice, once here and once by the concatenation).
+        """
         if state is not None:
             self._last_state = state
         if self.local_runner is not None:
             return [self.local_runner.sample(num_steps, explore, state)]
-        return self._run_remote("sample", [(num_steps, explore)] * self.num_env_runners, state)
+        tasks = [(num_steps, explore)] * self.num_env_runners
+        return self._run_remote("sample", tasks, state, convert=_as_delivered if zero_copy else torch_result)
 
     def evaluate(
         self,
@@ -438,8 +453,33 @@ class EnvRunnerGroup:
         if self.local_runner is not None:
             self.local_runner.set_state(state)
 
+    def foreach_env_runner(
+        self,
+        func: Callable[..., Any],
+        *,
+        kwargs: dict[str, Any] | None = None,
+        local_env_runner: bool = True,
+        timeout_seconds: float | None = None,
+    ) -> list[Any]:
+        """RLlib's ``foreach_env_runner``: ``func(runner, **kwargs)`` on every runner of the group,
+        results in runner order (e.g. to change the evaluation envs in a
+        ``custom_evaluation_function``). A group here has either one in-process runner
+        (``num_env_runners=0``) or Ray actors, never both, so ``local_env_runner`` has nothing
+        to leave out; ``func`` travels to the actors by cloudpickle, like Ray task arguments."""
+        del local_env_runner  # RLlib's switch for its driver-side runner next to remote ones
+        if self.local_runner is not None:
+            return [self.local_runner.apply(func, kwargs)]
+        import ray
+
+        refs = [actor.apply.remote(func, kwargs) for actor in self._actors if actor is not None]
+        return ray.get(refs, timeout=timeout_seconds)
+
     def _run_remote(
-        self, method: str, tasks: Sequence[tuple], state: dict[str, Any] | None
+        self,
+        method: str,
+        tasks: Sequence[tuple],
+        state: dict[str, Any] | None,
+        convert: Callable[[Any], Any] | None = None,
     ) -> list[RunnerResult]:
         """Run every task once, each on whichever healthy runner is free, fetching as they come.
 
@@ -448,6 +488,7 @@ class EnvRunnerGroup:
         """
         import ray
 
+        convert = convert or torch_result
         # Replacements know nothing yet: always send the latest state (weights + connectors).
         state = state if state is not None else self._last_state
         clock = time.perf_counter()
@@ -488,7 +529,7 @@ class EnvRunnerGroup:
                     continue
                 clock = time.perf_counter()
                 try:
-                    result = torch_result(ray.get(ref))
+                    result = convert(ray.get(ref))
                 except Exception as exc:
                     todo.append(call.task)
                     self._handle_failure(call.index, exc)
@@ -810,6 +851,45 @@ def _numpy_to_tensor(x: Any) -> Any:
     return x
 
 
+def _view_tensor(x: Any) -> Any:
+    """A tensor over ``x``'s memory, for an operation that only reads it (never returned).
+
+    torch warns that a tensor over a read-only array could be written through; the callers
+    here only read it (``torch.cat`` into fresh memory), so that one warning is silenced.
+    """
+    if isinstance(x, np.ndarray):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(x)
+    return x
+
+
+def merge_fragments(parts: Sequence[Any]) -> Any:
+    """Runners' data trees (same structure) -> one tree of torch tensors joined on dim 0.
+
+    The one copy of the data path: arrays Ray delivered as read-only views of its object store
+    are copied once, here, into memory the learner owns; a single part that is private already
+    (a local runner's tensors, a writable array) is used as it is. All-numpy leaves are joined
+    by numpy, which puts large arrays on transparent huge pages (filling fresh memory costs
+    about a third of torch's allocator's 4 KiB pages for an Atari fragment, ``scaling.py``).
+    """
+    first = parts[0]
+    if isinstance(first, dict):
+        return {key: merge_fragments([part[key] for part in parts]) for key in first}
+    if isinstance(first, list | tuple):
+        return type(first)(merge_fragments([part[i] for part in parts]) for i in range(len(first)))
+    if len(parts) == 1:
+        return _numpy_to_tensor(first)
+    if all(isinstance(part, np.ndarray) for part in parts):
+        return torch.from_numpy(np.concatenate(parts))
+    return torch.cat([torch.as_tensor(_view_tensor(part)) for part in parts])
+
+
+def _as_delivered(result: Any) -> Any:
+    """``sample(zero_copy=True)``: the result as Ray delivered it (see :func:`merge_fragments`)."""
+    return result
+
+
 def _data_to_numpy(result: Any) -> Any:
     if isinstance(result, RunnerResult) and result.data is not None:
         return dataclasses.replace(result, data=_map(_tensor_to_numpy, result.data))
@@ -838,6 +918,7 @@ __all__ = [
     "EnvRunnerPlacement",
     "FaultToleranceConfig",
     "RayConnection",
+    "merge_fragments",
     "numpy_results",
     "torch_result",
 ]
