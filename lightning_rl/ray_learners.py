@@ -373,7 +373,14 @@ class RayTrainRun:
         return None if self.storage_path is None else f"{self.storage_path.rstrip('/')}/{self.name}"
 
     def train(self) -> dict[str, Any]:
-        """One training iteration (a whole Ray Train run: use :meth:`fit` for many)."""
+        """One training iteration (a whole Ray Train run: use :meth:`fit` for many).
+
+        Every call starts the learners again (workers, DDP group, each rank's EnvRunners, the
+        restore of the latest checkpoint): Ray Train ties a worker group's life to one
+        ``TorchTrainer.fit()`` and has no public way to hand running workers more iterations.
+        Keeping them would need a ``fit()`` left running in a thread and a command queue to the
+        learners, a control channel beside Ray Train's that its failure handling would not cover.
+        """
         return self.fit(num_iterations=1)
 
     def fit(self, num_iterations: int) -> dict[str, Any]:
