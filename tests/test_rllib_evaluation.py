@@ -41,10 +41,14 @@ class EndlessEnv(gym.Env):
 def three_greedy_episodes(algorithm, eval_env_runner_group):
     """RLlib's custom_evaluation_function signature: (algorithm, eval EnvRunner group) ->
     (metrics, env_steps, agent_steps). The group already holds the current weights."""
+    runners = eval_env_runner_group.foreach_env_runner(lambda runner: runner.worker_index)
     results = eval_env_runner_group.evaluate(3, explore=False)
     returns = [x for r in results for x in r.stats.returns]
     steps = sum(r.stats.num_env_steps for r in results)
-    metrics = {"greedy_return_mean": float(np.mean(returns)), "corridor": {"episodes": len(returns)}}
+    metrics = {
+        "greedy_return_mean": float(np.mean(returns)),
+        "corridor": {"episodes": len(returns), "runners": len(runners)},
+    }
     return metrics, steps, steps
 
 
@@ -116,10 +120,15 @@ def test_a_remote_evaluation_runner_that_never_ends_an_episode_is_not_replaced(t
         result = algo.train()
         eval_group = algo.datamodule.eval_group
         restarts, late = eval_group.num_restarts, eval_group.num_late_results_dropped
+        # RLlib's foreach_env_runner reaches the actor (what a custom evaluation function uses).
+        indices = eval_group.foreach_env_runner(
+            lambda runner, offset: runner.worker_index - offset, kwargs={"offset": 10_000}
+        )
     finally:
         algo.stop()
     assert result["evaluation"]["num_episodes_cut"] == 1
     assert restarts == 0 and late == 0
+    assert indices == [1]
 
 
 def test_the_evaluation_timeout_is_checked_at_the_door():
@@ -164,7 +173,7 @@ def test_custom_evaluation_function_replaces_evaluation_and_its_metrics_reach_th
         algo.stop()
     for metrics in (result["evaluation"], evaluation):
         assert metrics["greedy_return_mean"] > 0
-        assert metrics["corridor"]["episodes"] == 3
+        assert metrics["corridor"]["episodes"] == 3 and metrics["corridor"]["runners"] == 1
         assert metrics["num_env_steps"] > 0
         assert "episode_return_mean" not in metrics  # the built-in evaluation did not run
     # The checkpoint keeps the import path; loading resolves it only when trusted.

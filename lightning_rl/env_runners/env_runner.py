@@ -184,6 +184,10 @@ class EnvRunner:
     def ping(self) -> str:
         return "pong"
 
+    def apply(self, func: Any, kwargs: dict[str, Any] | None = None) -> Any:
+        """``func(self, **kwargs)``: what ``EnvRunnerGroup.foreach_env_runner`` runs here."""
+        return func(self, **(kwargs or {}))
+
     def get_spaces(self) -> tuple[gym.Space, gym.Space]:
         return self.observation_space, self.action_space
 

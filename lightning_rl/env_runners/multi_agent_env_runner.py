@@ -186,6 +186,10 @@ class MultiAgentEnvRunner:
     def ping(self) -> str:
         return "pong"
 
+    def apply(self, func: Any, kwargs: dict[str, Any] | None = None) -> Any:
+        """``func(self, **kwargs)``: what ``EnvRunnerGroup.foreach_env_runner`` runs here."""
+        return func(self, **(kwargs or {}))
+
     def get_spaces(self) -> tuple[dict, dict]:
         env = self.envs[0]
         return dict(env.observation_spaces), dict(env.action_spaces)
