@@ -1,0 +1,121 @@
+"""Port attempt of RLlib's ``examples/offline_rl/train_w_bc_finetune_w_ppo.py`` (does not run yet).
+
+RLlib trains BC on its bundled CartPole dataset with a custom RLModule (``MyBCModel``) until the
+evaluation return is 250, then builds PPO with a subclass that adds a value head
+(``MyPPOModel``), loads the BC module's weights (``RLModuleSpec(load_state_path=...)`` and
+``algo.restore_from_path(path, component="learner_group/learner/rl_module")``), checks the
+return (>= 200 before and >= 250 after 5 PPO iterations) and fine-tunes to 450.
+
+What stops it here (see README.md): RLlib's dataset ``offline/tests/data/cartpole/
+cartpole-v1_large`` is not on this machine (pass ``--data-path`` to episodes recorded with
+``lightning_rl.record_episodes``); BC does not run user RLModules yet (``ConfigError: rl_module_spec
+with a module_class: BC does not run RLModules yet``); RLlib's catalog classes
+``MLPEncoderConfig``/``MLPHeadConfig`` have no lightning-rl twin (the modules below use plain
+torch layers instead); ``load_state_path`` and ``restore_from_path(component=...)`` are not
+supported. ``examples/bc_then_ppo.py`` does this job with lightning-rl's own API.
+
+    python examples/rllib_ports/train_w_bc_finetune_w_ppo.py --data-path DIR
+"""
+
+from __future__ import annotations
+
+from _loop import build_algo, example_args, train_until
+from torch import nn
+
+from lightning_rl import BCConfig, Columns, PPOConfig, RLModuleSpec, TorchRLModule, ValueFunctionAPI
+from lightning_rl.modules.rl_module import override
+
+EVAL_RETURN = ("evaluation", "env_runners", "episode_return_mean")
+
+
+class MyBCModel(TorchRLModule):
+    """A BC-usable model that only computes action logits (CartPole: 4 inputs, 2 actions)."""
+
+    @override(TorchRLModule)
+    def setup(self):
+        self._encoder = nn.Sequential(nn.Linear(4, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU())
+        self._pi = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 2))
+
+    @override(TorchRLModule)
+    def _forward_inference(self, batch, **kwargs):
+        return {Columns.ACTION_DIST_INPUTS: self._pi(self._encoder(batch[Columns.OBS]))}
+
+    @override(TorchRLModule)
+    def _forward_exploration(self, batch, **kwargs):
+        return self._forward_inference(batch)
+
+    @override(TorchRLModule)
+    def _forward_train(self, batch, **kwargs):
+        return self._forward_inference(batch)
+
+
+class MyPPOModel(MyBCModel, ValueFunctionAPI):
+    """The BC model plus a zero-initialised value head, so PPO can fine-tune it."""
+
+    @override(MyBCModel)
+    def setup(self):
+        super().setup()
+        self._vf = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1))
+        for layer in self._vf:
+            if isinstance(layer, nn.Linear):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+    @override(MyBCModel)
+    def _forward_train(self, batch, **kwargs):
+        features = self._encoder(batch[Columns.OBS])
+        return {
+            Columns.ACTION_DIST_INPUTS: self._pi(features),
+            Columns.VF_PREDS: self._vf(features).squeeze(-1),
+        }
+
+    @override(ValueFunctionAPI)
+    def compute_values(self, batch, embeddings=None):
+        if embeddings is None:
+            embeddings = self._encoder(batch[Columns.OBS])
+        return self._vf(embeddings).squeeze(-1)
+
+
+def extra(parser) -> None:
+    parser.add_argument("--data-path", default="offline/tests/data/cartpole/cartpole-v1_large")
+    parser.add_argument("--seed", type=int, default=42)
+
+
+def main(argv=None) -> dict:
+    args = example_args(
+        default_iters=10_000, default_timesteps=10_000_000, default_reward=250.0, argv=argv, extra=extra
+    )
+    base_config = (
+        BCConfig()
+        .environment("CartPole-v1")
+        .offline_data(input_=[args.data_path], dataset_num_iters_per_learner=1)
+        .training(train_batch_size_per_learner=1024, lr=0.0008)
+        .debugging(seed=args.seed)
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=MyBCModel))
+        .evaluation(
+            evaluation_interval=3,
+            evaluation_num_env_runners=1,
+            evaluation_duration=5,
+            evaluation_parallel_to_training=True,
+            evaluation_config={"explore": False},
+        )
+    )
+    bc = build_algo(base_config, args)  # raises: BC does not run RLModules yet
+    bc_summary = train_until(bc, "train_w_bc", args, reward_key=EVAL_RETURN, stop_algo=False)
+    checkpoint = bc.save()
+    bc.stop()
+
+    ppo_config = (
+        PPOConfig()
+        .environment("CartPole-v1")
+        .training(lr=0.00002, num_epochs=6, vf_loss_coeff=0.01)
+        .debugging(seed=args.seed)
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=MyPPOModel, load_state_path=checkpoint))
+        .evaluation(evaluation_interval=1, evaluation_num_env_runners=1, evaluation_duration=5)
+    )
+    args.stop_reward = 450.0
+    return {"bc": bc_summary, "ppo": train_until(ppo_config, "finetune_w_ppo", args, reward_key=EVAL_RETURN)}
+
+
+if __name__ == "__main__":
+    main()
