@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning_rl import AlgorithmConfig, PPOConfig
 from lightning_rl.algorithms.ppo import PPO
+from lightning_rl.envs.classes import MultiAgentCartPole
 from lightning_rl.errors import CheckpointError, ConfigError
 from lightning_rl.training_run import TrainingRun
 
@@ -156,6 +157,22 @@ def test_evaluation_duration_in_timesteps(tmp_path):
     # An untrained CartPole policy ends episodes within ~10-60 steps: several finished.
     assert evaluation["num_episodes"] >= 2
     assert evaluation["episode_len_mean"] * evaluation["num_episodes"] <= 120
+
+
+def test_multi_agent_evaluation_in_timesteps(tmp_path):
+    algo = (
+        small_config(tmp_path, env=MultiAgentCartPole)
+        .environment(MultiAgentCartPole, env_config={"num_agents": 2})
+        .evaluation(evaluation_duration=150, evaluation_duration_unit="timesteps")
+        .debugging(seed=1)
+        .build_algo()
+    )
+    try:
+        evaluation = algo.evaluate()
+    finally:
+        algo.stop()
+    assert evaluation["num_env_steps"] == 150
+    assert evaluation["num_episodes"] >= 1 and evaluation["num_episodes_cut"] == 0
 
 
 # -- custom evaluation function --------------------------------------------------------------------
