@@ -212,6 +212,19 @@ def test_custom_evaluation_function_given_as_an_import_path_or_wrong(tmp_path):
         PPOConfig().evaluation(custom_evaluation_function="tests.test_rllib_evaluation:missing")
 
 
+def test_a_custom_evaluation_function_returning_no_metrics_dict_is_one_clear_error(tmp_path):
+    algo = (
+        small_config(tmp_path)
+        .evaluation(custom_evaluation_function=lambda algorithm, group: [1.0, 2.0])
+        .build_algo()
+    )
+    try:
+        with pytest.raises(ConfigError, match=r"must return a dict of metrics, got \[1\.0, 2\.0\]"):
+            algo.evaluate()
+    finally:
+        algo.stop()
+
+
 # -- evaluation parallel to training ---------------------------------------------------------------
 class RecordsPendingEvaluation(Callback):
     """Whether an evaluation was running while the iteration's first minibatch trained."""
