@@ -177,6 +177,12 @@ def _scaling(results: list[dict[str, Any]]) -> str:
             f" ({fetch['lightning_rl_vs_numpy']:.2f}x a numpy round trip, pickled torch"
             f" {fetch['pickled_torch_ms']:.0f} ms)"
         )
+        if "fetch_and_merge_ms" in fetch:  # the one copy into the learner's batch, shown too
+            text += (
+                f", {fetch['fetch_and_merge_ms']:.0f} ms with the one copy into the batch"
+                f" ({fetch['fetch_and_merge_vs_numpy']:.2f}x); two fragments merged in"
+                f" {fetch['merge_2_ms']:.0f} ms (was {fetch['merge_2_previous_ms']:.0f} ms)"
+            )
     return text
 
 

@@ -1,19 +1,25 @@
 """Where the driver's time goes as EnvRunners are added, and what one big fragment costs to fetch.
 
     python benchmarks/scaling.py [--runners 1 2 4 8] [--iterations 3] [--ddp]
+    python benchmarks/scaling.py --fetch-only    # only the fragment fetch (a quick repeat)
 
 Driver breakdown: PPO on CartPole through a real Trainer, R runners (8 CartPoles x 64 steps
 each, half a CPU each), ``train_batch_size = R x 512``, one epoch of 512-step minibatches.
 Per iteration (the first one, start-up, excluded): ``wait`` (ray.wait for results), ``fetch``
-(ray.get and conversion to torch), ``broadcast`` (ray.put of the weights), ``merge`` (runner
-results -> one TensorDict, measured on the same results), ``learn`` (everything else in the
+(ray.get; the arrays stay as Ray delivered them), ``broadcast`` (ray.put of the weights),
+``merge`` (runner results -> one TensorDict, measured on in-process results of the same shape),
+``learn`` (everything else in the
 iteration: GAE, the updates, Lightning's hooks).
 
 Fragment fetch: one actor returns an Atari-shaped fragment (uint8 observations and next
-observations ``[16, 128, 4, 84, 84]``, ~116 MB) five times per form, the forms taken in turn,
-timed from the call to the result in the driver (median): pickled torch tensors,
-numpy arrays (Ray's out-of-band zero-copy path), and lightning-rl's path (numpy across Ray, then
-writable torch tensors: one copy). Runner counts above the machine's cores are oversubscribed;
+observations ``[16, 128, 4, 84, 84]``, ~116 MB) nine times per form, the forms taken in turn,
+timed from the call to the result in the driver (median): pickled torch tensors, numpy arrays
+(Ray's out-of-band zero-copy path), lightning-rl's fetch (numpy across Ray, kept as delivered:
+read-only views of the object store, ``EnvRunnerGroup.sample(zero_copy=True)``), and that fetch
+plus the one copy into memory the learner owns (``merge_fragments`` of one fragment, what a
+one-runner batch costs). ``merge_2_ms`` joins two fetched fragments into one batch (one copy);
+``merge_2_previous_ms`` is the path before zero_copy (a copy per result, then the concatenation's
+copy). Runner counts above the machine's cores are oversubscribed;
 ``--ddp`` adds PPO learner updates/s with 1 and 2 DDP ranks. Last line: one JSON object, also
 saved under ``benchmarks/results/``.
 """
@@ -38,7 +44,7 @@ from _common import emit, peak_rss_mb
 
 from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.data.experience import results_to_tensordict
-from lightning_rl.env_runners.env_runner_group import torch_result
+from lightning_rl.env_runners.env_runner_group import _as_delivered, merge_fragments, torch_result
 
 HERE = Path(__file__).resolve().parent
 ATARI_SHAPE = (16, 128, 4, 84, 84)
@@ -62,32 +68,62 @@ class FragmentSource:
         }
 
 
-def fetch_cost(repeats: int = 5) -> dict:
-    """Median seconds of one round trip of the fragment (call, serialise, fetch), per form."""
+def _leaves(tree: dict) -> list:
+    return [x for v in tree.values() for x in (_leaves(v) if isinstance(v, dict) else [v])]
+
+
+def _previous_merge(parts: list[dict]) -> dict:
+    """The path before zero_copy: each result copied to writable tensors, then concatenated."""
     from lightning_rl.env_runners.env_runner import EpisodeStats, RunnerResult
 
+    tensors = [torch_result(RunnerResult(p, EpisodeStats(), {}, 0, 1)).data for p in parts]
+
+    def cat(trees: list) -> dict | torch.Tensor:
+        if isinstance(trees[0], dict):
+            return {k: cat([t[k] for t in trees]) for k in trees[0]}
+        return torch.cat(trees)
+
+    return cat(tensors)
+
+
+def fetch_cost(repeats: int = 9) -> dict:
+    """Median milliseconds of one fragment's round trip (call, serialise, fetch) per form, and of
+    the copy that turns fetched fragments into a batch the learner may write to."""
     source = ray.remote(num_cpus=0)(FragmentSource).remote()
     ray.get(source.numpy.remote())  # actor up
-
-    def ours(data: dict) -> None:
-        result = torch_result(RunnerResult(data, EpisodeStats(), {}, 0, 1))
-        result.data["observation"].add_(0)  # writable
 
     forms = {
         "pickled_torch_ms": (source.torch, lambda x: x),
         "numpy_ms": (source.numpy, lambda x: x),
-        "lightning_rl_ms": (source.numpy, ours),
+        # lightning-rl's fetch: numpy across Ray, kept as delivered (sample(zero_copy=True))
+        "lightning_rl_ms": (source.numpy, _as_delivered),
+        # ... plus the one copy into the learner's memory (a one-runner batch's merge)
+        "fetch_and_merge_ms": (source.numpy, lambda x: merge_fragments([x])),
     }
-    times: dict[str, list[float]] = {name: [] for name in forms}
+    times: dict[str, list[float]] = {name: [] for name in [*forms, "merge_2_ms", "merge_2_previous_ms"]}
     # Round-robin, so a burst of load from the machine's other jobs hits every form alike.
     for _ in range(repeats):
         for name, (call, convert) in forms.items():
             start = time.perf_counter()  # the round trip: serialised by the actor, fetched here
             convert(ray.get(call.remote()))
             times[name].append(time.perf_counter() - start)
+        # Two runners' fragments into one batch: one copy now, two before (copy each, then cat).
+        parts = ray.get([source.numpy.remote(), source.numpy.remote()])
+        for name, merge in (("merge_2_ms", merge_fragments), ("merge_2_previous_ms", _previous_merge)):
+            start = time.perf_counter()
+            batch = merge(parts)
+            times[name].append(time.perf_counter() - start)
+            del batch
+        del parts
+    fetched = ray.get(source.numpy.remote())
+    pairs = list(zip(_leaves(fetched), _leaves(merge_fragments([fetched])), strict=True))
+    assert all(not a.flags.writeable and a.ctypes.data != t.data_ptr() for a, t in pairs), (
+        "Ray's arrays are read-only views of its object store; the learner's batch is its own copy"
+    )
     result = {"fragment_mb": round(2 * int(np.prod(ATARI_SHAPE)) / 1e6, 1)}
     result.update({name: round(1000 * statistics.median(t), 1) for name, t in times.items()})
     result["lightning_rl_vs_numpy"] = round(result["lightning_rl_ms"] / result["numpy_ms"], 2)
+    result["fetch_and_merge_vs_numpy"] = round(result["fetch_and_merge_ms"] / result["numpy_ms"], 2)
     ray.kill(source)
     return result
 
@@ -172,6 +208,7 @@ def main() -> None:
     parser.add_argument("--runners", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--ddp", action="store_true", help="also measure 1 and 2 DDP learner ranks")
+    parser.add_argument("--fetch-only", action="store_true", help="only the Atari-sized fragment fetch")
     args = parser.parse_args()
     torch.set_num_threads(1)
     ray.init(
@@ -180,7 +217,7 @@ def main() -> None:
     fetch = fetch_cost()
     print(f"fragment fetch: {fetch}", flush=True)
     breakdown = {}
-    for runners in args.runners:
+    for runners in [] if args.fetch_only else args.runners:
         breakdown[str(runners)] = driver_breakdown(runners, args.iterations)
         print(f"{runners} runners, ms per iteration: {breakdown[str(runners)]}", flush=True)
     ray.shutdown()
