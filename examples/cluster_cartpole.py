@@ -12,6 +12,9 @@ nodes started with ``--resources='{"NAME": ...}'``; on a laptop the local Ray is
 that resource, so the same command works there too. A lost node's runners are replaced when a
 node with the resource joins again, and the others sample their share meanwhile.
 
+``benchmarks/cluster_job_submit.py`` runs it this way on a two-node ``ray start`` cluster it
+starts and stops itself (``--kill-node``: the runners' node is lost mid-run and replaced).
+
 Prints one line per iteration to stderr (iteration, env steps, the runners' node ids) and a
 JSON summary as the last line of stdout: env steps and seconds to the target, the final
 evaluation mean, where the runners ran, runner restarts and the machine's load average.
