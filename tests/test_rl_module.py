@@ -25,12 +25,15 @@ from lightning_rl import (
     TorchRLModule,
     ValueFunctionAPI,
 )
+from lightning_rl.algorithms.bc import BCConfig
 from lightning_rl.algorithms.dqn import DQN
+from lightning_rl.algorithms.marwil import MARWIL
 from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.algorithms.rl_module_adapter import RLModulePPOModule
 from lightning_rl.envs.classes import MultiAgentCartPole, TicTacToe
 from lightning_rl.errors import CheckpointError, ConfigError
 from lightning_rl.modules.rl_module import RLModuleInferencePolicy
+from lightning_rl.offline.record import record_episodes
 from lightning_rl.policy import Policy
 from lightning_rl.training_run import TrainingRun
 
@@ -334,3 +337,41 @@ def test_checkpoint_round_trip_resolves_the_users_module_only_when_allowed(tmp_p
         run.train()  # and it trains on
     finally:
         run.stop()
+
+
+class TinyBCModel(TorchRLModule):
+    """RLlib's BC example model shape: logits only, no value function."""
+
+    def setup(self):
+        self.net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
+
+    def _forward(self, batch, **kwargs):
+        return {Columns.ACTION_DIST_INPUTS: self.net(batch[Columns.OBS])}
+
+
+def test_bc_clones_with_a_users_rl_module_and_marwil_refuses_one(tmp_path):
+    data = tmp_path / "data"
+    record_episodes(PPO("CartPole-v1"), data, 400, num_envs=4, seed=0)
+    algo = (
+        BCConfig()
+        .environment("CartPole-v1")
+        .offline_data(input_=str(data))
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=TinyBCModel))
+        .training(train_batch_size=64)
+        .evaluation(evaluation_duration=2)
+        .trainer(default_root_dir=str(tmp_path), logger=False)
+        .build_algo()
+    )
+    try:
+        module = algo.algorithm.module
+        before = {k: v.clone() for k, v in module.policy_weights().items()}
+        result = algo.train()
+        evaluation = algo.evaluate()  # the runners act with the module
+    finally:
+        algo.stop()
+    assert isinstance(module.rl_module, TinyBCModel)
+    assert np.isfinite(result["learners"]["default_policy"]["policy_loss"])
+    assert any(not torch.equal(before[k], v) for k, v in module.policy_weights().items())
+    assert evaluation["num_episodes"] == 2
+    with pytest.raises(ConfigError, match="use beta=0"):
+        MARWIL("CartPole-v1", input_=str(data), rl_module_spec=RLModuleSpec(module_class=TinyBCModel))

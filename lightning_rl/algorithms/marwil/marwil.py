@@ -13,7 +13,7 @@ cloned policy can start PPO.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import torch
@@ -28,11 +28,13 @@ from lightning_rl.algorithms.marwil.loss import (
     marwil_loss,
     value_targets,
 )
+from lightning_rl.algorithms.marwil.rl_module import RLModuleBCModule
 from lightning_rl.algorithms.offline import OfflineAlgorithm
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy_networks import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
+from lightning_rl.modules.rl_module import spec_for_policy
 from lightning_rl.offline.rows import OfflineRequirements
 
 
@@ -131,6 +133,9 @@ class MARWIL(OfflineAlgorithm):
     See :class:`~lightning_rl.algorithms.offline.OfflineAlgorithm` for the data settings.
     """
 
+    # BC's loss around a user's RLModule (rl_module_spec); advantage weighting needs a critic.
+    supports_rl_modules: ClassVar[bool] = True
+
     def __init__(
         self,
         env: Any = None,
@@ -170,8 +175,27 @@ class MARWIL(OfflineAlgorithm):
     def offline_requirements(self) -> OfflineRequirements:
         return OfflineRequirements(returns=self.fits_value_function(), gamma=float(self.hparams.gamma))
 
-    def build_policy_module(self, policy_id: str, observation_space, action_space) -> MARWILModule:
+    def build_policy_module(self, policy_id: str, observation_space, action_space) -> PolicyModule:
         h = self.hparams
+        spec = spec_for_policy(self.rl_module_specs, policy_id)
+        if spec is not None and spec.module_class is not None:  # a user's RLModule (RLlib's surface)
+            if float(h.beta) > 0.0:
+                raise ConfigError(
+                    f"{type(self).__name__} with beta={h.beta} weights by advantages, which needs a value "
+                    "function; with an rl_module_spec use beta=0 (behaviour cloning, BC)."
+                )
+            return RLModuleBCModule(
+                observation_space,
+                action_space,
+                self.model_config,
+                spec=spec,
+                loss_config=MARWILLossConfig(
+                    beta=float(h.beta),
+                    bc_logstd_coeff=float(h.bc_logstd_coeff),
+                    vf_coeff=float(h.vf_coeff),
+                    moving_average_sqd_adv_norm_update_rate=float(h.moving_average_sqd_adv_norm_update_rate),
+                ),
+            )
         return MARWILModule(
             observation_space,
             action_space,
