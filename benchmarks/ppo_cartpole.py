@@ -20,8 +20,9 @@ and the DataModule's own sampling clock; see ``_common.PhaseTimer``):
   Trainer's setup (the runner actors are created, optimizers configured);
 - ``first_sample``: the first ``sample()`` (the runners' first round trip: their start-up
   finishes here); ``sampling``: every ``sample()`` including the first;
-- ``learning``: ``updates`` (training_step + backward + optimizer step per minibatch) plus
-  ``rollout_processing`` (GAE) plus ``between_updates`` (minibatch fetching, per-iteration
+- ``learning``: ``updates`` (the training steps: PPO runs every minibatch update of an
+  iteration, forward, backward and optimizer step, inside one; ``ms_per_update`` divides by
+  the optimizer steps) plus ``rollout_processing`` (GAE) plus ``between_updates`` (per-iteration
   hooks; the ``self.log`` calls of the algorithm run inside its hooks and cannot be split off
   without editing the algorithm, so they are counted here);
 - ``evaluation``: the validation loop (evaluation episodes); ``logging``: the CSV logger's own
@@ -178,8 +179,9 @@ def main() -> None:
         process_start_to_import_seconds=round(IMPORT_SECONDS, 3),
         process_start_to_first_sample_seconds=round(phases.process_start_to_first_sample or 0.0, 3),
         phases={k: (round(v, 3) if v is not None else None) for k, v in breakdown.items()},
-        minibatch_updates=phases.num_updates,
-        ms_per_update=round(1000 * phases.updates / max(1, phases.num_updates), 3),
+        # PPO runs an iteration's updates in one training step: count optimizer steps.
+        minibatch_updates=algo.weights_version,
+        ms_per_update=round(1000 * phases.updates / max(1, algo.weights_version), 3),
         process_tree_pss_mb=round(phases.peak_pss_mb, 1),
         pss_processes=phases.peak_pss_processes,
         # train_to_target's learning_seconds is fit minus sampling and evaluation: start-up,
