@@ -349,6 +349,17 @@ class TinyBCModel(TorchRLModule):
         return {Columns.ACTION_DIST_INPUTS: self.net(batch[Columns.OBS])}
 
 
+class TinyBCWithValue(TinyBCModel, ValueFunctionAPI):
+    """The BC model plus a value head: what RLlib's example fine-tunes with PPO."""
+
+    def setup(self):
+        super().setup()
+        self.vf = nn.Linear(4, 1)
+
+    def compute_values(self, batch, embeddings=None):
+        return self.vf(batch[Columns.OBS]).squeeze(-1)
+
+
 def test_bc_clones_with_a_users_rl_module_and_marwil_refuses_one(tmp_path):
     data = tmp_path / "data"
     record_episodes(PPO("CartPole-v1"), data, 400, num_envs=4, seed=0)
@@ -367,8 +378,22 @@ def test_bc_clones_with_a_users_rl_module_and_marwil_refuses_one(tmp_path):
         before = {k: v.clone() for k, v in module.policy_weights().items()}
         result = algo.train()
         evaluation = algo.evaluate()  # the runners act with the module
+        checkpoint = algo.save(tmp_path / "bc")
     finally:
         algo.stop()
+    # RLlib's fine-tuning step: PPO's module (BC's plus a value head) starts from BC's weights.
+    ppo = PPO(
+        "CartPole-v1",
+        rl_module_spec=RLModuleSpec(module_class=TinyBCWithValue, load_state_path=checkpoint),
+        train_batch_size=64,
+        minibatch_size=64,
+    )
+    for key, value in module.rl_module.state_dict().items():
+        assert torch.equal(ppo.module.rl_module.state_dict()[key], value)
+    with pytest.raises(ConfigError, match="not a checkpoint file"):
+        PPO(
+            "CartPole-v1", rl_module_spec=RLModuleSpec(module_class=TinyBCWithValue, load_state_path=tmp_path)
+        )
     assert isinstance(module.rl_module, TinyBCModel)
     assert np.isfinite(result["learners"]["default_policy"]["policy_loss"])
     assert any(not torch.equal(before[k], v) for k, v in module.policy_weights().items())

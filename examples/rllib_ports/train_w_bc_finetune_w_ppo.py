@@ -8,11 +8,11 @@ return (>= 200 before and >= 250 after 5 PPO iterations) and fine-tunes to 450.
 
 What stops it here (see README.md): RLlib's dataset ``offline/tests/data/cartpole/
 cartpole-v1_large`` is not on this machine (pass ``--data-path`` to episodes recorded with
-``lightning_rl.record_episodes``); BC does not run user RLModules yet (``ConfigError: rl_module_spec
-with a module_class: BC does not run RLModules yet``); RLlib's catalog classes
-``MLPEncoderConfig``/``MLPHeadConfig`` have no lightning-rl twin (the modules below use plain
-torch layers instead); ``load_state_path`` and ``restore_from_path(component=...)`` are not
-supported. ``examples/bc_then_ppo.py`` does this job with lightning-rl's own API.
+``lightning_rl.record_episodes``); RLlib's catalog classes ``MLPEncoderConfig``/``MLPHeadConfig``
+have no lightning-rl twin (the modules below use plain torch layers instead); and
+``algo.restore_from_path(path, component=...)`` is not supported (``TypeError``). BC with the
+user's RLModule and ``RLModuleSpec(load_state_path=<BC checkpoint>)`` work.
+``examples/bc_then_ppo.py`` does this job with lightning-rl's own API.
 
     python examples/rllib_ports/train_w_bc_finetune_w_ppo.py --data-path DIR
 """
@@ -111,10 +111,28 @@ def main(argv=None) -> dict:
         .training(lr=0.00002, num_epochs=6, vf_loss_coeff=0.01)
         .debugging(seed=args.seed)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=MyPPOModel, load_state_path=checkpoint))
-        .evaluation(evaluation_interval=1, evaluation_num_env_runners=1, evaluation_duration=5)
+        .evaluation(
+            evaluation_interval=1,
+            evaluation_num_env_runners=1,
+            evaluation_duration=5,
+            evaluation_parallel_to_training=True,
+            evaluation_config={"explore": False},
+        )
     )
+    ppo = build_algo(ppo_config, args)
+    # RLlib also restores the module component from the BC checkpoint (load_state_path above
+    # already did): restore_from_path(component=...) is not supported yet (TypeError here).
+    ppo.restore_from_path(checkpoint, component="learner_group/learner/rl_module")
+    R = ppo.evaluate()["env_runners"]["episode_return_mean"]
+    assert R >= 200.0, f"Initial PPO performance bad! R={R} (expected 200.0+)."
+    print(f"PPO return after initialization: {R}")
+    for _ in range(5):
+        ppo.train()
+    R = ppo.evaluate()["env_runners"]["episode_return_mean"]
+    assert R >= 250.0, f"PPO performance (training) bad! R={R} (expected 250.0+)."
+    print(f"PPO return after 5x training: {R}")
     args.stop_reward = 450.0
-    return {"bc": bc_summary, "ppo": train_until(ppo_config, "finetune_w_ppo", args, reward_key=EVAL_RETURN)}
+    return {"bc": bc_summary, "ppo": train_until(ppo, "finetune_w_ppo", args, reward_key=EVAL_RETURN)}
 
 
 if __name__ == "__main__":

@@ -120,6 +120,7 @@ class RLModulePPOModule(PolicyModule):
             observation_space=self.module_spaces[0],
             action_space=self.module_spaces[1],
             model_config=self.module_config,
+            load_state_path=spec.load_state_path,
         ).build()
         self.distribution_spec = distribution_for(self.module_spaces[1])
         self.loss_config = loss_config

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import gymnasium as gym
@@ -34,6 +36,7 @@ from gymnasium import spaces
 from torch import nn
 
 from lightning_rl._imports import import_object, object_path
+from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.errors import ConfigError, SpaceError
 from lightning_rl.modules.distributions import ActionDistribution, DiagGaussianDistribution, distribution_for
 from lightning_rl.modules.model_config import DefaultModelConfig
@@ -357,10 +360,7 @@ class RLModuleSpec:
             catalog_class=self.catalog_class,
         )
         if self.load_state_path is not None:
-            raise ConfigError(
-                "RLModuleSpec(load_state_path=...) is deprecated in RLlib and not supported; load weights "
-                "with algo.load_policy_weights_from(checkpoint) instead."
-            )
+            load_module_state(module, self.load_state_path)
         return module
 
     def update(self, other: RLModuleSpec, override: bool = True) -> None:
@@ -463,6 +463,45 @@ def plain_rl_module_spec(value: Any) -> dict[str, Any] | None:
     if set(specs) == {"*"}:
         return specs["*"].to_plain()
     return {"rl_module_specs": {pid: spec.to_plain() for pid, spec in specs.items()}}
+
+
+def load_module_state(module: RLModule, path: str | os.PathLike) -> None:
+    """``RLModuleSpec(load_state_path=...)``: start ``module`` from an RLModule policy saved in a
+    lightning-rl checkpoint file (``algo.save()``), e.g. BC's module before PPO fine-tunes it.
+
+    Only tensors are read (``torch.load(weights_only=True)``; no name in the file is resolved).
+    The policy is ``default_policy`` or the checkpoint's only RLModule policy. Every saved
+    tensor must fit the module; the module may have more (PPO's value head over BC's model).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"RLModuleSpec load_state_path {str(path)!r} is not a checkpoint file (algo.save())."
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
+    prefixes = sorted({key.split(".rl_module.")[0] for key in state if ".rl_module." in key})
+    default = f"policies.{DEFAULT_POLICY_ID}"
+    if default in prefixes:
+        prefix = default
+    elif len(prefixes) == 1:
+        prefix = prefixes[0]
+    else:
+        found = [p.removeprefix("policies.") for p in prefixes]
+        raise ConfigError(
+            f"Checkpoint {str(path)!r} has RLModule policies {found}; load_state_path needs "
+            f"'{DEFAULT_POLICY_ID}' or exactly one."
+        )
+    saved = {
+        key[len(prefix) + len(".rl_module.") :]: value
+        for key, value in state.items()
+        if key.startswith(prefix + ".rl_module.")
+    }
+    missing = module.load_state_dict(saved, strict=False)
+    if missing.unexpected_keys:
+        raise ConfigError(
+            f"load_state_path {str(path)!r}: {type(module).__name__} has no parameters "
+            f"{missing.unexpected_keys}."
+        )
 
 
 def spec_for_policy(specs: Mapping[str, RLModuleSpec] | None, policy_id: str) -> RLModuleSpec | None:

@@ -68,6 +68,7 @@ class RLModuleBCModule(PolicyModule):
             observation_space=spec.observation_space or observation_space,
             action_space=spec.action_space or action_space,
             model_config=self.module_config,
+            load_state_path=spec.load_state_path,
         ).build()
         self.distribution_spec = distribution_for(action_space)
         self.loss_config = loss_config
