@@ -15,7 +15,6 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.trainer.connectors.logger_connector.result import _Metadata, _ResultMetric
 from tensordict import TensorDict
 
 from lightning_rl.algorithms.ppo import PPO
@@ -121,14 +120,3 @@ def test_a_resumed_run_continues_the_minibatch_shuffles(quiet_trainer_kwargs, tm
         "the resumed iteration must shuffle its minibatches as the uninterrupted run did"
     )
     assert trainer.global_step == 2 * UPDATES_PER_ITERATION
-
-
-def test_logging_skips_only_the_no_op_move_of_a_metric_to_its_own_device():
-    # Installed when lightning_rl.algorithms is imported (see process_settings).
-    assert getattr(_ResultMetric.to, "_lightning_rl_fast_path", False)
-    metric = _ResultMetric(_Metadata(fx="training_step", name="x"), is_tensor=True)
-    metric.update(torch.tensor(2.0), 1)
-    value = metric.value
-    assert metric.to(torch.device("cpu")) is metric and metric.value is value, "already there: nothing moves"
-    metric.to(torch.device("meta"))  # a real move still runs Lightning's own method
-    assert metric.value.device.type == "meta" and metric.cumulated_batch_size.device.type == "meta"

@@ -49,7 +49,6 @@ from lightning_rl.algorithms.policy_set import (
 from lightning_rl.algorithms.process_settings import (
     LearnerThreads,
     silence_inapplicable_lightning_warnings,
-    skip_redundant_logged_value_moves,
     torch_threads,
 )
 from lightning_rl.constants import DEFAULT_POLICY_ID
@@ -75,7 +74,6 @@ from lightning_rl.modules.rl_module import (
 from lightning_rl.offline.config import check_output_settings, flush_runner_group
 
 silence_inapplicable_lightning_warnings()
-skip_redundant_logged_value_moves()
 
 __all__ = ["DEFAULT_POLICY_ID", "Algorithm"]
 
