@@ -32,6 +32,7 @@ def port_module():
     ("name", "extra"),
     [
         ("custom_gym_env", []),
+        ("cartpole_ppo", []),
         ("multi_agent_cartpole", []),
         ("count_based_curiosity", []),
         ("mean_std_filtering", []),
