@@ -10,8 +10,9 @@ the networks, what the EnvRunners run and the learner connector: GAE, n-step, V-
 This module is the Lightning glue only: construction, hooks, logging, optimizers. Each other
 job has a module of its own here: ``policy_set`` (spaces, pipelines, mapping),
 ``algorithm_policies`` (the policy API), ``experience_source`` (what DataModules call),
-``runner_specs``, ``settings_validation``, ``checkpoint_stamp``, ``non_finite``,
-``logged_metrics``, ``process_settings`` (warning filters, torch threads), ``policy_transfer``.
+``runner_specs``, ``settings_validation``, ``declared_settings`` (object-valued settings
+resolved and stored as plain data), ``checkpoint_stamp``, ``non_finite``, ``logged_metrics``,
+``optimizers``, ``process_settings`` (warning filters, torch threads), ``policy_transfer``.
 
 Experience comes from a DataModule of the kind named by ``datamodule_class``, which sees the
 algorithm only as an :class:`~lightning_rl.data.source.ExperienceSource`. Pass one to
@@ -28,23 +29,21 @@ from typing import Any, ClassVar, Literal
 import lightning.pytorch as pl
 import torch
 from gymnasium import spaces
-from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from lightning_rl.algorithms import settings_validation as validation
 from lightning_rl.algorithms.algorithm_policies import AlgorithmPolicies
 from lightning_rl.algorithms.checkpoint_stamp import AlgorithmCheckpointHooks
+from lightning_rl.algorithms.declared_settings import DeclaredSettings
 from lightning_rl.algorithms.experience_source import ExperienceSourceMethods
 from lightning_rl.algorithms.logged_metrics import LearnerMetrics, evaluation_metrics
-from lightning_rl.algorithms.multi_agent import normalize_policies, resolve_mapping_fn
 from lightning_rl.algorithms.non_finite import NonFiniteGuard, NonFiniteHooks
+from lightning_rl.algorithms.optimizers import fast_adam
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.algorithms.policy_set import (
     PolicySet,
     build_learner_connectors,
-    connector_specs,
     probe_env,
-    storable_policies,
 )
 from lightning_rl.algorithms.process_settings import (
     LearnerThreads,
@@ -54,24 +53,15 @@ from lightning_rl.algorithms.process_settings import (
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.data.evaluation import (
     ParallelEvaluation,
-    check_evaluation_settings,
-    resolve_evaluation_function,
-    storable_evaluation_function,
 )
 from lightning_rl.data.experience import ExperienceDataModule
 from lightning_rl.data.on_policy import OnPolicyDataModule
-from lightning_rl.env_runners.rllib_callbacks import resolve_callbacks
-from lightning_rl.envs.external.config import resolve_external_config
 from lightning_rl.envs.registration import EnvLike, env_name, resolve_env
-from lightning_rl.errors import ConfigError
 from lightning_rl.modules.model_config import resolve_model_config
 from lightning_rl.modules.rl_module import (
     check_rl_module_specs,
-    plain_rl_module_spec,
-    policies_with_specs,
-    resolve_rl_module_specs,
 )
-from lightning_rl.offline.config import check_output_settings, flush_runner_group
+from lightning_rl.offline.config import flush_runner_group
 
 silence_inapplicable_lightning_warnings()
 
@@ -258,54 +248,32 @@ class Algorithm(
         probe = probe_env(self.env_creator, env_config)
         self.is_multi_agent = probe.is_multi_agent
         self.env_observation_space, self.env_action_space = probe.observation_space, probe.action_space
-        e2m_specs, m2e_specs, learner_specs = connector_specs(
-            probe, env_to_module_connector, module_to_env_connector, learner_connector, model_config
-        )
-        model_config = validation.plain_model_config(model_config)
-        self.rl_module_specs = resolve_rl_module_specs(rl_module_spec)
-        policies = policies_with_specs(policies, self.rl_module_specs)
-        policy_settings = normalize_policies(policies)
-        mapping_fn, stored_mapping = resolve_mapping_fn(policy_mapping_fn, list(policy_settings))
-        self._external = resolve_external_config(external)
-        self.rllib_callbacks = resolve_callbacks(callbacks)
-        self.custom_evaluation_function = resolve_evaluation_function(custom_evaluation_function)
+        declared = DeclaredSettings.resolve(self.hparams, probe)
+        self.rl_module_specs = declared.rl_module_specs
+        self._external = declared.external
+        self.rllib_callbacks = declared.rllib_callbacks
+        self.custom_evaluation_function = declared.custom_evaluation_function
         self.save_hyperparameters(
             {
                 **self.hparams,
                 "env": env_name(env),
                 "env_config": dict(env_config or {}),
-                "env_to_module_connector": e2m_specs,
-                "module_to_env_connector": m2e_specs,
-                "learner_connector": learner_specs,
-                "model_config": dict(model_config or {}),
-                "policies": storable_policies(policies, policy_settings),
-                "policy_mapping_fn": stored_mapping,
-                "policies_to_train": None if policies_to_train is None else list(policies_to_train),
-                "external": None if self._external is None else self._external.to_dict(),
-                "output": None if output is None else str(output),
-                "output_config": dict(output_config or {}),
-                "callbacks": None if self.rllib_callbacks is None else self.rllib_callbacks.to_plain(),
-                "rl_module_spec": plain_rl_module_spec(rl_module_spec),
-                "custom_evaluation_function": storable_evaluation_function(self.custom_evaluation_function),
+                **declared.plain(self.hparams),
             }
         )
-        validation.validate_common(self.hparams)
-        check_evaluation_settings(self.hparams)
-        check_output_settings(output, output_config, self.is_multi_agent)
-        if self._external is not None and self.is_multi_agent:
-            raise ConfigError("external= serves single-agent policies; the env is a MultiAgentEnv.")
+        declared.validate(self.hparams, self.is_multi_agent)
         self.validate_hparams()
-        self.model_config = resolve_model_config(model_config)
+        self.model_config = resolve_model_config(declared.model_config)
         validation.check_model_support(
             type(self).__name__, self.model_config, self.supports_memory_models, self.is_multi_agent
         )
         self.policy_set = PolicySet(
             probe,
-            policy_settings,
-            mapping_fn,
-            stored_mapping,
-            e2m_specs,
-            m2e_specs,
+            declared.policy_settings,
+            declared.mapping_fn,
+            declared.stored_mapping,
+            declared.env_to_module,
+            declared.module_to_env,
             normalize_actions=normalize_actions,
             clip_actions=clip_actions,
             env_name=self.env_creator.name,
@@ -466,21 +434,8 @@ class Algorithm(
         return self.adam(self.parameters(), lr=self.hparams.lr)
 
     def adam(self, params: Any, **kwargs: Any) -> torch.optim.Adam:
-        """Adam with the fused kernel where the parameters allow it: one kernel for all
-        parameters instead of a Python loop over them (~0.2 ms per PPO update on CartPole).
-
-        Under a mixed-precision Trainer (``precision="bf16-mixed"`` or ``"16-mixed"``) it is the
-        multi-tensor ``foreach`` kernel instead: Lightning refuses to clip the gradients of an
-        optimizer that unscales them itself, as the fused one does, and most algorithms clip.
-        """
-        params = list(params)
-        trainer = self._trainer
-        if trainer is not None and isinstance(trainer.precision_plugin, MixedPrecision):
-            return torch.optim.Adam(params, foreach=True, **kwargs)
-        try:
-            return torch.optim.Adam(params, fused=True, **kwargs)
-        except (RuntimeError, ValueError):
-            return torch.optim.Adam(params, **kwargs)
+        """Adam with the fastest kernel this Trainer's precision allows (:func:`.optimizers.fast_adam`)."""
+        return fast_adam(params, self._trainer, **kwargs)
 
     def configure_optimizers(self) -> Any:
         # Cached: TrainingRun calls fit() once per iteration and Adam's moments must survive.
