@@ -38,7 +38,7 @@ from lightning_rl.env_runners.env_runner_group import (
     merge_fragments,
 )
 from lightning_rl.env_runners.evaluation_request import EvaluationRequest
-from lightning_rl.env_runners.ray_utils import ensure_ray
+from lightning_rl.env_runners.ray_utils import defer_ray_sigterm_handler, ensure_ray
 from lightning_rl.env_runners.rllib_callbacks import CustomMetrics
 from lightning_rl.errors import ConfigError
 
@@ -159,6 +159,9 @@ class ExperienceDataModule(pl.LightningDataModule):
         smoothing = settings.metrics_num_episodes_for_smoothing
         self._episode_returns = deque(self._episode_returns, maxlen=smoothing)
         self._episode_lengths = deque(self._episode_lengths, maxlen=smoothing)
+        # A Ray driver in this process (a user's ray.init, a Tune trial) must not cut Lightning's
+        # graceful SIGTERM stop short, even when this run samples in-process.
+        defer_ray_sigterm_handler()
         # Ray starts (or is joined) once, for the training and evaluation runners together.
         bundles: list[dict[str, float]] = []
         if stage == "fit" and self.train_group is None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,6 +42,41 @@ _requested: list[dict[str, float]] = []
 _POLL_S = 1.0
 # ray.init settings that would make an address-less join start a second, local cluster.
 _LOCAL_ONLY_INIT_KWARGS = ("num_cpus", "num_gpus", "resources")
+
+
+def _is_rays_handler(handler: Any) -> bool:
+    return callable(handler) and str(getattr(handler, "__module__", "")).startswith("ray.")
+
+
+def defer_ray_sigterm_handler(before: Any = None) -> None:
+    """Keep Lightning's graceful SIGTERM stop working in a process that runs a Ray driver.
+
+    ``ray.init`` makes SIGTERM call ``sys.exit`` at once, wherever the process is. Lightning's
+    own handler, installed at each ``fit``, chains the handler it finds, so with Ray's underneath
+    the run died mid-step with ``SystemExit`` instead of stopping after the step with
+    ``SIGTERMException``, and ``CheckpointOnInterrupt`` saved nothing: every run with Ray
+    runners lost its interrupt checkpoint. Here Ray's handler is wrapped: called by a handler
+    installed on top of it (Lightning's, during ``fit``), it leaves the stop to that handler;
+    as the process's own handler it exits as Ray's does (so ``atexit`` still shuts Ray down).
+    ``before`` is the handler from before a ``ray.init`` of ours: if someone already handled
+    SIGTERM (Lightning mid-``fit``, the user), theirs is put back instead.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set signal handlers (Ray sets none elsewhere either)
+    current = signal.getsignal(signal.SIGTERM)
+    if not _is_rays_handler(current):
+        return  # not Ray's (ours already, Lightning's, the user's or the default): left alone
+    if callable(before) and not _is_rays_handler(before):
+        signal.signal(signal.SIGTERM, before)
+        return
+
+    def sigterm(signum: int, frame: Any) -> None:
+        if signal.getsignal(signal.SIGTERM) is not sigterm:
+            return  # chained by the handler on top (Lightning's): it stops the run after the step
+        current(signum, frame)
+
+    sigterm.__module__ = __name__
+    signal.signal(signal.SIGTERM, sigterm)
 
 
 def ray_address(address: str | None = None) -> str | None:
@@ -94,7 +131,9 @@ def ensure_ray(
                     "cluster's nodes define its resources. Remove them, or unset address/RAY_ADDRESS."
                 )
             log.info("Joining the Ray cluster at %s", target)
+            before = signal.getsignal(signal.SIGTERM)
             ray.init(address=target, **kwargs)
+            defer_ray_sigterm_handler(before)
         else:
             demand = total_demand(bundles)
             cpus = max(1, math.ceil(demand.pop("CPU", 0.0) - 1e-9))
@@ -106,7 +145,9 @@ def ensure_ray(
             # "local": a new instance even when a `ray start` cluster runs on this machine (a plain
             # ray.init() would join it and then refuse num_cpus); joining is what address is for.
             kwargs.setdefault("address", "local")
+            before = signal.getsignal(signal.SIGTERM)
             ray.init(**kwargs)
+            defer_ray_sigterm_handler(before)
             _started_here = True
             missing = missing_resources(bundles)
             if missing:
@@ -118,6 +159,7 @@ def ensure_ray(
             return
     elif address and ray_address(address) != address:
         log.debug("Ray is already initialised; the address setting %r is not used", address)
+    defer_ray_sigterm_handler()
     wait_for_resources(bundles, timeout_s)
 
 
