@@ -3,7 +3,7 @@
     git worktree add /work/before 22a1287 && git worktree add /work/after HEAD
     python benchmarks/before_after.py --tree before=/work/before --tree after=/work/after \
         --scripts ppo_cartpole dqn_cartpole sac_pendulum --seeds 0 1 2 \
-        --out benchmarks/results/layering_before_after.json
+        --out benchmarks/comparisons/layering_before_after.json
 
 Each run is ``python <tree>/benchmarks/<script>.py --seed S`` with ``PYTHONPATH=<tree>``, so
 ``import lightning_rl`` and the configs resolve in that checkout (the registry's entry points
