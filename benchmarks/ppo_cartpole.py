@@ -22,9 +22,10 @@ and the DataModule's own sampling clock; see ``_common.PhaseTimer``):
   finishes here); ``sampling``: every ``sample()`` including the first;
 - ``learning``: ``updates`` (the training steps: PPO runs every minibatch update of an
   iteration, forward, backward and optimizer step, inside one; ``ms_per_update`` divides by
-  the optimizer steps) plus ``rollout_processing`` (GAE) plus ``between_updates`` (per-iteration
-  hooks; the ``self.log`` calls of the algorithm run inside its hooks and cannot be split off
-  without editing the algorithm, so they are counted here);
+  the optimizer steps; the algorithm's ``on_train_batch_start`` runs after this timer starts,
+  so its ``self.log`` of the sampling metrics counts here too) plus ``rollout_processing`` (GAE)
+  plus ``between_updates`` (the other per-iteration hooks, among them the learner metrics'
+  ``self.log`` at the end of the step);
 - ``evaluation``: the validation loop (evaluation episodes); ``logging``: the CSV logger's own
   calls; ``checkpointing``: ModelCheckpoint's saving hooks; ``shutdown``: end of training to
   the end of ``fit`` (runners stopped); ``other``: the remainder (process exit excluded).
