@@ -29,7 +29,7 @@ from torchrl.modules import ValueOperator
 from torchrl.objectives.value import GAE
 
 from lightning_rl.algorithms.policy_module import PolicyModule
-from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss
+from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss_for_batch
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.distributions import distribution_for
 from lightning_rl.modules.model_config import DefaultModelConfig
@@ -207,15 +207,11 @@ class RLModulePPOModule(PolicyModule):
                 f"for PPO; it returned keys {sorted(out)}."
             )
         dist = self.distribution(distribution_params(self.distribution_spec, out[Columns.ACTION_DIST_INPUTS]))
-        terms = ppo_loss(
-            log_prob=dist.log_prob(batch[keys.action]),
-            old_log_prob=batch[keys.old_log_prob],
-            advantage=batch[keys.advantage],
-            value=values,
-            value_target=batch[keys.value_target],
-            old_value=batch[keys.old_value],
-            entropy=dist.entropy() if self.loss_config.use_entropy else None,
-            config=self.loss_config,
+        terms = ppo_loss_for_batch(
+            batch,
+            dist,
+            values,
+            self.loss_config,
             entropy_coeff=self.entropy_coeff,
             kl_coeff=self.kl_coeff,
         )

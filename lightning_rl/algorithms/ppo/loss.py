@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -214,4 +215,33 @@ def ppo_loss(
         value_clip_fraction=value_clip_fraction,
         kl=kl,
         kl_coeff=torch.as_tensor(kl_coeff) if config.use_kl_loss else None,
+    )
+
+
+def ppo_loss_for_batch(
+    batch: Any,
+    dist: torch.distributions.Distribution,
+    value: torch.Tensor,
+    config: PPOLossConfig,
+    *,
+    entropy_coeff: torch.Tensor | float = 0.0,
+    kl_coeff: torch.Tensor | float = 0.0,
+    mask: torch.Tensor | None = None,
+    keys: PPOLossKeys = PPO_KEYS,
+) -> PPOLossTerms:
+    """:func:`ppo_loss` with its per-step inputs read from a minibatch under ``keys``: the caller
+    gives only what its networks compute, the action distribution and the values (the
+    feed-forward, recurrent and RLModule policies differ there and nowhere else)."""
+    return ppo_loss(
+        log_prob=dist.log_prob(batch[keys.action]),
+        old_log_prob=batch[keys.old_log_prob],
+        advantage=batch[keys.advantage],
+        value=value,
+        value_target=batch[keys.value_target],
+        old_value=batch[keys.old_value],
+        entropy=dist.entropy() if config.use_entropy else None,
+        config=config,
+        entropy_coeff=entropy_coeff,
+        kl_coeff=kl_coeff,
+        mask=mask,
     )

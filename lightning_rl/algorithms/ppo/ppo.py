@@ -29,7 +29,7 @@ from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
-from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss
+from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss_for_batch
 from lightning_rl.algorithms.ppo.recurrent import RecurrentPPOModule
 from lightning_rl.algorithms.rl_module_adapter import RLModulePPOModule
 from lightning_rl.data.on_policy import IterationBatch
@@ -95,17 +95,13 @@ class PPOModule(PolicyModule):
 
     def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
         """Clipped surrogate + value loss (+ entropy bonus, + KL penalty); returns stats too."""
-        keys = PPO_KEYS
-        dist = self.distribution(self.policy_net(batch[keys.observation]))
-        terms = ppo_loss(
-            log_prob=dist.log_prob(batch[keys.action]),
-            old_log_prob=batch[keys.old_log_prob],
-            advantage=batch[keys.advantage],
-            value=self.value_net(batch[keys.observation]),
-            value_target=batch[keys.value_target],
-            old_value=batch[keys.old_value],
-            entropy=dist.entropy() if self.loss_config.use_entropy else None,
-            config=self.loss_config,
+        observation = batch[PPO_KEYS.observation]
+        dist = self.distribution(self.policy_net(observation))
+        terms = ppo_loss_for_batch(
+            batch,
+            dist,
+            self.value_net(observation),
+            self.loss_config,
             entropy_coeff=self.entropy_coeff,
             kl_coeff=self.kl_coeff,
         )

@@ -22,7 +22,7 @@ from torchrl.objectives.value.functional import vec_generalized_advantage_estima
 
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
-from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss
+from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss_for_batch
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy_networks import PolicySpec
 from lightning_rl.modules.recurrent import RecurrentActorCritic, RecurrentStochasticPolicy
@@ -93,15 +93,11 @@ class RecurrentPPOModule(PolicyModule):
         dist = spec.torch_distribution_class()(
             **dict(zip(spec.param_keys, params, strict=True)), **spec.torch_distribution_kwargs()
         )
-        terms = ppo_loss(
-            log_prob=dist.log_prob(batch[keys.action]),
-            old_log_prob=batch[keys.old_log_prob],
-            advantage=batch[keys.advantage],
-            value=self.model.value(features),
-            value_target=batch[keys.value_target],
-            old_value=batch[keys.old_value],
-            entropy=dist.entropy() if self.loss_config.use_entropy else None,
-            config=self.loss_config,
+        terms = ppo_loss_for_batch(
+            batch,
+            dist,
+            self.model.value(features),
+            self.loss_config,
             entropy_coeff=self.entropy_coeff,
             kl_coeff=self.kl_coeff,
             mask=batch["mask"].float(),
