@@ -43,17 +43,9 @@ from lightning_rl.modules.rl_module import (
     check_rl_module_action_space,
     distribution_params,
     module_class_reference,
+    module_model_config,
     resolve_module_class,
 )
-
-
-def module_model_config(spec: RLModuleSpec, model_config: DefaultModelConfig) -> dict[str, Any]:
-    """What the user's module sees as ``self.model_config``: the algorithm's model config (all
-    keys, defaults included, as RLlib fills them) overlaid with the spec's own dict."""
-    own = spec.model_config
-    if isinstance(own, DefaultModelConfig):
-        own = own.to_dict()
-    return {**model_config.to_dict(), **dict(own or {})}
 
 
 def _tensor_tree(value: Any) -> Any:

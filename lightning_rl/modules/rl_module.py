@@ -504,6 +504,16 @@ def load_module_state(module: RLModule, path: str | os.PathLike) -> None:
         )
 
 
+def module_model_config(spec: RLModuleSpec, model_config: DefaultModelConfig) -> dict[str, Any]:
+    """What the user's module sees as ``self.model_config``: the algorithm's model config (all
+    keys, defaults included, as RLlib fills them) overlaid with the spec's own dict or
+    ``DefaultModelConfig``. Every algorithm that runs a user's RLModule builds it this way."""
+    own = spec.model_config
+    if isinstance(own, DefaultModelConfig):
+        own = own.to_dict()
+    return {**model_config.to_dict(), **dict(own or {})}
+
+
 def spec_for_policy(specs: Mapping[str, RLModuleSpec] | None, policy_id: str) -> RLModuleSpec | None:
     """The spec of ``policy_id`` (or the one spec for every policy, keyed ``"*"``)."""
     if not specs:

@@ -37,6 +37,7 @@ from lightning_rl.modules.rl_module import (
     check_rl_module_action_space,
     distribution_params,
     module_class_reference,
+    module_model_config,
     resolve_module_class,
 )
 
@@ -61,8 +62,7 @@ class RLModuleBCModule(PolicyModule):
             )
         check_rl_module_action_space(action_space)
         self.module_class = resolve_module_class(spec.module_class)
-        own = dict(spec.model_config or {})
-        self.module_config = {**model_config.to_dict(), **own}
+        self.module_config = module_model_config(spec, model_config)
         self.rl_module: RLModule = RLModuleSpec(
             module_class=self.module_class,
             observation_space=spec.observation_space or observation_space,
