@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from lightning_rl.algorithms.ppo import PPO, PPOConfig
@@ -43,6 +45,28 @@ def test_unknown_setting_is_one_error_with_the_valid_names():
         UnknownNameError, match=r"Unknown training\(\) setting for PPO 'lrr'.*Did you mean 'lr'"
     ):
         PPOConfig().training(lrr=1e-3)
+
+
+def test_framework_and_log_level_are_checked_never_silently_dropped():
+    # TensorFlow-only keywords have nothing to act on; "off" torch keywords are accepted.
+    PPOConfig().framework("torch", eager_tracing=True, torch_compile_learner=False, torch_ddp_kwargs={})
+    with pytest.raises(ConfigError, match=r"torch_compile_learner=True.*no torch.compile path"):
+        PPOConfig().framework(torch_compile_learner=True)
+    with pytest.raises(ConfigError, match=r"torch_ddp_kwargs.*DDPStrategy"):
+        PPOConfig().framework(torch_ddp_kwargs={"find_unused_parameters": True})
+    with pytest.raises(UnknownNameError, match=r"framework\(\) setting 'torch_compile_lerner'.*Did you mean"):
+        PPOConfig().framework(torch_compile_lerner=True)
+    with pytest.raises(ConfigError, match=r"log_level must be one of .*'LOUD'"):
+        PPOConfig().debugging(log_level="LOUD")
+    logger = logging.getLogger("lightning_rl")
+    before = logger.level
+    try:
+        PPOConfig().environment("CartPole-v1").debugging(log_level="warn").build_algorithm()
+        assert logger.level == logging.WARNING
+        PPOConfig().environment("CartPole-v1").debugging(log_level="DEBUG").build_algorithm()
+        assert logger.level == logging.DEBUG
+    finally:
+        logger.setLevel(before)
 
 
 def test_rllib_aliases_and_attribute_access():

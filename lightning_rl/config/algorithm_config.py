@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 
+from lightning_rl.config.framework_options import apply_log_level, check_framework_options, resolve_log_level
 from lightning_rl.config.rllib_defaults import DEFAULTS_CHOICES, rllib_defaults
 from lightning_rl.data.evaluation import resolve_evaluation_function
 from lightning_rl.env_runners.evaluation_request import EVALUATION_DURATION_UNITS
@@ -126,6 +127,7 @@ class AlgorithmConfig:
         # "ray": learners are Ray Train workers on the cluster (lightning_rl.ray_learners).
         self.learner_placement: str = "local"
         self.ray_learner_settings: dict[str, Any] = {}
+        self.log_level: int | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
     def _set(self, section: str, **settings: Any) -> AlgorithmConfig:
@@ -384,8 +386,13 @@ class AlgorithmConfig:
     def rl_module(self, *, model_config: dict | Any = NotProvided, **kwargs: Any) -> AlgorithmConfig:
         return self._set("rl_module", model_config=model_config, **kwargs)
 
-    def debugging(self, *, seed: int | None = NotProvided, **kwargs: Any) -> AlgorithmConfig:
-        kwargs.pop("log_level", None)
+    def debugging(
+        self, *, seed: int | None = NotProvided, log_level: str = NotProvided, **kwargs: Any
+    ) -> AlgorithmConfig:
+        """``log_level`` ("DEBUG", "INFO", "WARN", ...) sets the ``lightning_rl`` logger when the
+        algorithm is built (:mod:`lightning_rl.config.framework_options`)."""
+        if log_level is not NotProvided:
+            self.log_level = resolve_log_level(log_level)
         return self._set("debugging", seed=seed, **kwargs)
 
     def reporting(
@@ -458,9 +465,12 @@ class AlgorithmConfig:
             self.num_gpus_per_learner = num_gpus_per_learner
         return self
 
-    def framework(self, framework: str = "torch", **_: Any) -> AlgorithmConfig:
+    def framework(self, framework: str = "torch", **options: Any) -> AlgorithmConfig:
+        """PyTorch only; RLlib's other keywords are checked, never dropped without a word
+        (:func:`~lightning_rl.config.framework_options.check_framework_options`)."""
         if framework != "torch":
             raise ConfigError(f"lightning-rl runs on PyTorch only; framework={framework!r} is not available.")
+        check_framework_options(options)
         return self
 
     def api_stack(self, **_: Any) -> AlgorithmConfig:
@@ -535,6 +545,7 @@ class AlgorithmConfig:
         With ``debugging(seed=...)`` the global RNGs are seeded first (RLlib seeds everything),
         so network initialisation is reproducible too, not only the env copies.
         """
+        apply_log_level(self.log_level)
         seed = self.algo_kwargs.get("seed")
         if seed is not None:
             pl.seed_everything(int(seed), verbose=False)
@@ -543,6 +554,7 @@ class AlgorithmConfig:
     def build_algo(self) -> TrainingRun | RayTrainRun:
         """The algorithm, its DataModule and a Trainer behind RLlib's ``train()`` API."""
         if self.learner_placement == "ray":
+            apply_log_level(self.log_level)
             return RayTrainRun.from_config(self)
         return TrainingRun(self.build_algorithm(), self.build_trainer_kwargs())
 
