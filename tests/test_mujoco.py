@@ -1,26 +1,43 @@
 """MuJoCo (the ``mujoco`` extra): Hopper-v5 as the project creates it passes gymnasium's
-``check_env``, and SAC and PPO run a few hundred env steps of it through the public API with
-finite losses. Learning figures (HalfCheetah-v5 and Hopper-v5 within a stated env-step
-budget) live in ``benchmarks/mujoco_learning.py``; this only proves the env family is wired."""
+``check_env``, and every shipped MuJoCo config (``configs/{sac,ppo}/{hopper,halfcheetah}.yaml``)
+builds its algorithm and trainer callbacks from the file and runs a few iterations with finite
+losses. Only the batch sizes are shrunk (the networks, connectors and learning settings are
+the file's). Learning figures (env steps and seconds to each config's stated target) live in
+``benchmarks/mujoco_learning.py``; this only proves the env family and the configs are wired."""
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
+import yaml
 from gymnasium.utils.env_checker import check_env
 
 import lightning_rl
-from lightning_rl.algorithms.ppo import PPO
-from lightning_rl.algorithms.sac import SAC
+from lightning_rl.callbacks import StopOnEnvSteps, StopOnReturn
 
-ENV = "Hopper-v5"
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = ["sac/hopper.yaml", "sac/halfcheetah.yaml", "ppo/hopper.yaml", "ppo/halfcheetah.yaml"]
+# A couple of hundred env steps and a handful of updates per algorithm, in 2 iterations.
+SHRINK = {
+    "SAC": dict(
+        rollout_fragment_length=50,
+        train_batch_size=32,
+        training_intensity=32,
+        num_steps_sampled_before_learning_starts=100,
+        # The file's 1M-transition buffer is allocated at the first write: seconds of zeroing.
+        replay_buffer_config={"type": "ReplayBuffer", "capacity": 1000},
+    ),
+    "PPO": dict(rollout_fragment_length=128, train_batch_size=128, minibatch_size=64, num_epochs=1),
+}
 
 
 def test_hopper_as_created_by_the_project_passes_check_env():
-    env = lightning_rl.make_env(ENV)
+    env = lightning_rl.make_env("Hopper-v5")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # style hints (float64 observations) are warnings
@@ -30,43 +47,27 @@ def test_hopper_as_created_by_the_project_passes_check_env():
         env.close()
 
 
-def _losses(trainer: pl.Trainer) -> dict[str, float]:
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if "loss" in k}
+def _instantiate(spec: dict):
+    module_name, _, class_name = spec["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module_name), class_name)(**spec.get("init_args", {}))
 
 
-@pytest.mark.parametrize(
-    ("algo_class", "settings"),
-    [
-        (
-            SAC,
-            dict(
-                rollout_fragment_length=100,
-                train_batch_size=64,
-                training_intensity=64,
-                num_steps_sampled_before_learning_starts=100,
-                model_config={"fcnet_hiddens": [32, 32]},
-            ),
-        ),
-        (
-            PPO,
-            dict(
-                rollout_fragment_length=100,
-                train_batch_size=100,
-                minibatch_size=50,
-                num_epochs=2,
-                model_config={"fcnet_hiddens": [32, 32]},
-            ),
-        ),
-    ],
-    ids=["SAC", "PPO"],
-)
-def test_sac_and_ppo_train_on_hopper(algo_class, settings, quiet_trainer_kwargs):
-    pl.seed_everything(0, verbose=False)
-    algo = algo_class(ENV, num_env_runners=0, num_envs_per_env_runner=1, seed=0, **settings)
-    trainer = pl.Trainer(**{**quiet_trainer_kwargs, "max_epochs": 3, "limit_val_batches": 0})
+@pytest.mark.parametrize("config_name", CONFIGS)
+def test_shipped_mujoco_config_builds_and_trains(config_name, quiet_trainer_kwargs):
+    config = yaml.safe_load((REPO / "configs" / config_name).read_text())
+    callbacks = [_instantiate(spec) for spec in config["trainer"]["callbacks"]]
+    stops = {type(c): c for c in callbacks}
+    assert stops[StopOnReturn].threshold > 0 and stops[StopOnEnvSteps].max_env_steps > 0, "a stated target"
+    init_args = dict(config["model"]["init_args"])
+    assert init_args["env"] in ("Hopper-v5", "HalfCheetah-v5")
+    pl.seed_everything(config["seed_everything"], verbose=False)
+    module_name, _, class_name = config["model"]["class_path"].rpartition(".")
+    algo_class = getattr(importlib.import_module(module_name), class_name)
+    algo = algo_class(**{**init_args, **SHRINK[class_name]})
+    trainer = pl.Trainer(**{**quiet_trainer_kwargs, "max_epochs": 2, "limit_val_batches": 0})
     trainer.fit(algo)
-    assert algo.num_env_steps_sampled_lifetime >= 300, "the Hopper steps were sampled"
+    assert algo.num_env_steps_sampled_lifetime >= 150, "the MuJoCo steps were sampled"
     assert trainer.global_step > 0, "the learner updated"
-    losses = _losses(trainer)
+    losses = {k: float(v) for k, v in trainer.callback_metrics.items() if "loss" in k}
     assert losses, f"no loss was logged: {sorted(trainer.callback_metrics)}"
     assert all(math.isfinite(v) for v in losses.values()), losses
