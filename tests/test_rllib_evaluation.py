@@ -121,9 +121,10 @@ def test_a_remote_evaluation_runner_that_never_ends_an_episode_is_not_replaced(t
         result = algo.train()
         eval_group = algo.datamodule.eval_group
         restarts, late = eval_group.num_restarts, eval_group.num_late_results_dropped
-        # RLlib's foreach_env_runner reaches the actor (what a custom evaluation function uses).
+        # RLlib's foreach_env_runner reaches the actor (what a custom evaluation function uses),
+        # with RLlib's worker_index (1..N) and kwargs.
         indices = eval_group.foreach_env_runner(
-            lambda runner, offset: runner.worker_index - offset, kwargs={"offset": 10_000}
+            lambda runner, plus: runner.worker_index + plus, kwargs={"plus": 0}
         )
     finally:
         algo.stop()

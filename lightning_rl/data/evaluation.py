@@ -19,6 +19,7 @@ module holds what it does with it, so that the pieces stay small:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -31,6 +32,8 @@ from lightning_rl._imports import import_object, object_path
 from lightning_rl.env_runners.env_runner import RunnerResult
 from lightning_rl.env_runners.env_runner_group import FaultToleranceConfig
 from lightning_rl.env_runners.evaluation_request import EVALUATION_DURATION_UNITS
+from lightning_rl.env_runners.metrics_logger import MetricsLogger
+from lightning_rl.env_runners.rllib_env_runner import RunnerViewSettings
 from lightning_rl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,9 @@ log = logging.getLogger(__name__)
 #: Seconds an evaluation call may run past ``evaluation_sample_timeout_s`` (the runner checks
 #: the clock once per env step) before the group takes the runner for hung.
 TIMEOUT_GRACE_S = 30.0
+#: Evaluation runners' indices start above the training runners' (their env seeds and episode
+#: ids differ); RLlib's ``worker_index`` (1..N) is the index minus this offset.
+EVALUATION_WORKER_INDEX_OFFSET = 10_000
 
 
 def resolve_evaluation_function(value: Any, where: str = "") -> Callable[..., Any] | None:
@@ -88,6 +94,25 @@ def evaluation_fault_tolerance(base: FaultToleranceConfig, timeout_s: float | No
     return replace(base, sample_timeout_s=float(timeout_s) + max(TIMEOUT_GRACE_S, 0.5 * float(timeout_s)))
 
 
+def evaluation_view_settings(settings: Any, num_envs: int) -> RunnerViewSettings:
+    """How an evaluation runner's RLlib view samples for a ``custom_evaluation_function``:
+    cut at ``evaluation_sample_timeout_s``, exploring as evaluation does, RLlib's worker
+    indices, metrics over each evaluation's own episodes (no window across evaluations, as the
+    built-in evaluation reports them); ``sample()`` without arguments: one episode per env copy
+    (``evaluation_duration_unit="episodes"``) or the runner's share of the steps."""
+    steps = None
+    if settings.evaluation_duration_unit == "timesteps":
+        runners = max(1, int(settings.evaluation_num_env_runners))
+        steps = max(num_envs, math.ceil(int(settings.evaluation_duration) / runners))
+    return RunnerViewSettings(
+        sample_timeout_s=settings.evaluation_sample_timeout_s,
+        smoothing_window=None,
+        worker_index_offset=EVALUATION_WORKER_INDEX_OFFSET,
+        explore=bool(settings.evaluation_explore),
+        default_num_timesteps=steps,
+    )
+
+
 def summarize(results: list[RunnerResult], timeout_s: float | None) -> dict[str, Any]:
     """The evaluation batch ``validation_step`` logs, from the runners' results."""
     returns = [x for r in results for x in r.stats.returns]
@@ -130,6 +155,10 @@ def call_custom_evaluation(
     It returns a metrics dict, or RLlib's new-stack ``(metrics, env_steps, agent_steps)``;
     numeric leaves are logged as ``evaluation/<key>`` (nested keys joined by ``/``, so
     ``result["evaluation"]`` shows them nested as returned). Anything else is one error naming it.
+    As in RLlib's new stack, what the function logged into ``algorithm.metrics`` under
+    ``"evaluation"`` is the evaluation's result too (``("evaluation", "env_runners", k)`` as
+    ``evaluation/k``, the name the built-in evaluation gives its own metrics), on top of the
+    returned dict.
     """
     out = fn(algorithm, eval_group)
     env_steps = 0
@@ -143,6 +172,12 @@ def call_custom_evaluation(
         out, env_steps = out[0], int(out[1])
     if not isinstance(out, Mapping):
         raise ConfigError(f"custom_evaluation_function must return a dict of metrics, got {out!r}.")
+    logged: dict[str, Any] = {}
+    metrics = getattr(algorithm, "metrics", None)
+    if isinstance(metrics, MetricsLogger):
+        logged = metrics.report("evaluation")
+        runners = logged.pop("env_runners", {})
+        logged = {**runners, **logged} if isinstance(runners, Mapping) else {"env_runners": runners, **logged}
     return {
         "agent_returns_mean": {},
         "policy_returns": {},
@@ -150,7 +185,7 @@ def call_custom_evaluation(
         "episode_len": torch.zeros(0, dtype=torch.float64),
         "num_env_steps": env_steps,
         "seconds": seconds(),
-        "extra_metrics": {"num_env_steps": float(env_steps), **flat_numbers(out)},
+        "extra_metrics": {"num_env_steps": float(env_steps), **flat_numbers(out), **flat_numbers(logged)},
     }
 
 

@@ -26,7 +26,13 @@ from tensordict import TensorDict
 from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_rl._tree import map_structure
-from lightning_rl.data.evaluation import call_custom_evaluation, evaluation_fault_tolerance, summarize
+from lightning_rl.data.evaluation import (
+    EVALUATION_WORKER_INDEX_OFFSET,
+    call_custom_evaluation,
+    evaluation_fault_tolerance,
+    evaluation_view_settings,
+    summarize,
+)
 from lightning_rl.data.source import ExperienceSource, SamplingSettings
 from lightning_rl.distributed import all_gather_object, broadcast_object
 from lightning_rl.distributed import rank as dist_rank
@@ -386,6 +392,8 @@ class ExperienceDataModule(pl.LightningDataModule):
             spec = source.env_runner_spec(
                 num_envs=envs, evaluation=True, seed_offset=self._rank_seed_offset()
             )
+            if hasattr(spec, "rllib_view"):  # what a custom_evaluation_function's sample() does
+                spec = replace(spec, rllib_view=evaluation_view_settings(settings, envs))
             for transform in self.evaluation_spec_transforms:
                 spec = transform(spec)
             self.eval_group = EnvRunnerGroup(
@@ -394,7 +402,7 @@ class ExperienceDataModule(pl.LightningDataModule):
                 fault_tolerance=evaluation_fault_tolerance(
                     source.fault_tolerance_config(), settings.evaluation_sample_timeout_s
                 ),
-                worker_index_offset=10_000,
+                worker_index_offset=EVALUATION_WORKER_INDEX_OFFSET,
                 placement=placement,
                 connection=self.ray_connection(),
             )

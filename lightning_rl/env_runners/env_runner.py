@@ -10,6 +10,7 @@ torchrl's key layout, which the driver wraps into TensorDicts without copying.
 from __future__ import annotations
 
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from lightning_rl.env_runners.rllib_callbacks import (
     MetricsLogger,
     RunnerEpisode,
 )
+from lightning_rl.env_runners.rllib_env_runner import RLlibEnvRunnerView, RunnerViewSettings
 from lightning_rl.envs.registration import EnvContext, EnvCreator
 from lightning_rl.envs.vector import CallDeadline, EnvCallTimeout, make_vector_env
 from lightning_rl.errors import EnvError
@@ -67,6 +69,8 @@ class EnvRunnerSpec:
     sample_timeout_s: float | None = None
     # RLlib callbacks (``config.callbacks(...)``); None costs nothing per step.
     callbacks: CallbackSettings | None = None
+    # How the RLlib-style view that ``foreach_env_runner`` functions get samples.
+    rllib_view: RunnerViewSettings = field(default_factory=RunnerViewSettings)
 
     @staticmethod
     def runner_class() -> type:
@@ -164,6 +168,7 @@ class EnvRunner:
         self._episodes: list[RunnerEpisode] = []
         self._finished_episodes: list[RunnerEpisode] = []
         self._episode_counter = 0
+        self._rllib_view: RLlibEnvRunnerView | None = None
 
     # -- state from the learner --------------------------------------------------------------
     def set_state(self, state: dict[str, Any] | None) -> None:
@@ -185,8 +190,15 @@ class EnvRunner:
         return "pong"
 
     def apply(self, func: Any, kwargs: dict[str, Any] | None = None) -> Any:
-        """``func(self, **kwargs)``: what ``EnvRunnerGroup.foreach_env_runner`` runs here."""
-        return func(self, **(kwargs or {}))
+        """``func(view, **kwargs)``: what ``EnvRunnerGroup.foreach_env_runner`` runs here, with
+        the runner as RLlib's EnvRunner shows itself (:class:`RLlibEnvRunnerView`: RLlib's
+        ``sample()``, ``get_metrics()``, ``worker_index``; everything else is this runner's).
+        A generator ``func`` returns is run here into a list (Ray runs one returned by an
+        actor too; RLlib's examples return one from their env-changing lambdas)."""
+        if self._rllib_view is None:
+            self._rllib_view = RLlibEnvRunnerView(self, self.spec.rllib_view)
+        out = func(self._rllib_view, **(kwargs or {}))
+        return list(out) if isinstance(out, types.GeneratorType) else out
 
     def get_spaces(self) -> tuple[gym.Space, gym.Space]:
         return self.observation_space, self.action_space
@@ -213,7 +225,7 @@ class EnvRunner:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
-    def _reset_all(self, evaluation: bool = False) -> None:
+    def _reset_all(self, evaluation: bool = False) -> Any:
         seed = None
         if not self._seeded and self.spec.seed is not None:
             seed = int(self.spec.seed)
@@ -233,6 +245,7 @@ class EnvRunner:
         self._episode_return[:] = 0.0
         self._episode_length[:] = 0
         self._is_init[:] = True
+        return raw
 
     def _env_actions(self, actions: torch.Tensor) -> np.ndarray:
         return to_env_actions(self.module_to_env, actions, self._discrete_start)

@@ -447,11 +447,19 @@ class EnvRunnerGroup:
         return self._run_remote("evaluate", [(share, explore) for share in shares], state)
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Load ``state`` (weights + connector state) for the next calls made without one, e.g.
-        by a ``custom_evaluation_function`` calling ``evaluate(...)`` itself."""
+        """Load ``state`` (weights + connector state) into every runner now, and keep it for
+        later calls made without one: a ``custom_evaluation_function`` samples through
+        ``foreach_env_runner`` (RLlib's ``worker.sample()``) or calls ``evaluate(...)`` itself.
+        The wait for the actors is bounded like ``foreach_env_runner``'s."""
         self._last_state = state
         if self.local_runner is not None:
             self.local_runner.set_state(state)
+            return
+        import ray
+
+        ref = ray.put(state)
+        refs = [actor.set_state.remote(ref) for actor in self._actors if actor is not None]
+        self._get_all(refs, "set_state()", self.fault_tolerance.hung_timeout_s)
 
     def foreach_env_runner(
         self,
@@ -463,16 +471,38 @@ class EnvRunnerGroup:
     ) -> list[Any]:
         """RLlib's ``foreach_env_runner``: ``func(runner, **kwargs)`` on every runner of the group,
         results in runner order (e.g. to change the evaluation envs in a
-        ``custom_evaluation_function``). A group here has either one in-process runner
-        (``num_env_runners=0``) or Ray actors, never both, so ``local_env_runner`` has nothing
-        to leave out; ``func`` travels to the actors by cloudpickle, like Ray task arguments."""
+        ``custom_evaluation_function``). ``runner`` is RLlib's view of it
+        (:class:`~lightning_rl.env_runners.rllib_env_runner.RLlibEnvRunnerView`: ``sample()``
+        returns episodes, ``get_metrics()``, RLlib's ``worker_index``). A group here has either
+        one in-process runner (``num_env_runners=0``) or Ray actors, never both, so
+        ``local_env_runner`` has nothing to leave out; ``func`` travels to the actors by
+        cloudpickle, like Ray task arguments. The wait is bounded: ``timeout_seconds``, else the
+        group's hung-runner limit (``env_runner_hung_timeout_s``, 3 x ``sample_timeout_s``)."""
         del local_env_runner  # RLlib's switch for its driver-side runner next to remote ones
         if self.local_runner is not None:
             return [self.local_runner.apply(func, kwargs)]
+
+        timeout = timeout_seconds if timeout_seconds is not None else self.fault_tolerance.hung_timeout_s
+        refs = [actor.apply.remote(func, kwargs) for actor in self._actors if actor is not None]
+        return self._get_all(refs, f"foreach_env_runner({getattr(func, '__name__', func)!r})", timeout)
+
+    def _get_all(self, refs: list[Any], what: str, timeout: float | None) -> list[Any]:
+        """Every runner's answer, waiting at most ``timeout`` s (one clear error past it); a
+        runner's own exception is raised as it is."""
         import ray
 
-        refs = [actor.apply.remote(func, kwargs) for actor in self._actors if actor is not None]
-        return ray.get(refs, timeout=timeout_seconds)
+        try:
+            return ray.get(refs, timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            for ref in refs:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)
+            raise EnvRunnerFailure(
+                f"{what} did not finish on all {len(refs)} EnvRunner(s) within {timeout:g} s "
+                "(timeout_seconds, else env_runner_hung_timeout_s)."
+            ) from None
+        except ray.exceptions.RayTaskError as exc:
+            raise _unwrap(exc) from None
 
     def _run_remote(
         self,

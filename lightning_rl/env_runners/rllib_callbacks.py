@@ -20,20 +20,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from lightning_rl._imports import import_object, object_path
+from lightning_rl.env_runners.metrics_logger import MAX_METRIC_KEYS, MAX_WINDOW, MetricsLogger, Stats
 from lightning_rl.errors import ConfigError
 
 EPISODE_HOOKS = ("on_episode_start", "on_episode_step", "on_episode_end")
 RUNNER_HOOKS = (*EPISODE_HOOKS, "on_sample_end")
 DRIVER_HOOKS = ("on_train_result", "on_evaluate_start", "on_evaluate_end", "on_checkpoint_loaded")
 HOOKS = (*RUNNER_HOOKS, *DRIVER_HOOKS)
-REDUCTIONS = ("mean", "sum", "max", "min")
-#: Distinct metric keys one run may log (a bound on what travels back per sample).
-MAX_METRIC_KEYS = 1000
-#: The longest ``window`` a metric may ask for (values kept per key on runner and driver).
-MAX_WINDOW = 100_000
+__all__ = ["CallbackSettings", "CustomMetrics", "MetricsLogger", "RLlibCallback", "RunnerEpisode"]
 
 
 class RLlibCallback:
@@ -97,12 +92,13 @@ class RLlibCallback:
         """After each ``train()`` with its result dict (changes to ``result`` are returned)."""
 
     def on_evaluate_start(self, *, algorithm: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
-        """Before ``algo.evaluate()``."""
+        """Before every evaluation: the periodic ones inside ``train()`` (``evaluation_interval``)
+        and ``algo.evaluate()``."""
 
     def on_evaluate_end(
         self, *, algorithm: Any, metrics_logger: Any = None, evaluation_metrics: dict, **kwargs: Any
     ) -> None:
-        """After ``algo.evaluate()``, with its results."""
+        """After every evaluation, with its results (``result["evaluation"]``'s dict)."""
 
     def on_checkpoint_loaded(self, *, algorithm: Any, metrics_logger: Any = None, **kwargs: Any) -> None:
         """After ``algo.restore(path)`` / ``TrainingRun.from_checkpoint`` loaded the weights."""
@@ -261,6 +257,12 @@ class RunnerEpisode:
     def get_return(self) -> float:
         return float(sum(self.rewards))
 
+    def env_steps(self) -> int:
+        """Env steps in this episode (chunk); RLlib's ``SingleAgentEpisode.env_steps()``."""
+        return len(self.rewards)
+
+    agent_steps = env_steps  # one agent: its steps are the env's
+
     def get_length(self) -> int:
         return len(self.rewards)
 
@@ -284,92 +286,6 @@ def _pick(items: list[Any], indices: int | slice | list[int] | None) -> Any:
     if isinstance(indices, slice):
         return items[indices]
     return [items[i] for i in indices]
-
-
-def _key(key: str | tuple[str, ...]) -> str:
-    if isinstance(key, tuple | list):
-        key = "/".join(str(k) for k in key)
-    if not isinstance(key, str) or not key:
-        raise ConfigError(f"metrics_logger keys are non-empty strings (or tuples of them), got {key!r}.")
-    return key
-
-
-class MetricsLogger:
-    """RLlib's ``metrics_logger.log_value`` for custom metrics, bounded and plain.
-
-    ``reduce``: ``"mean"``, ``"sum"``, ``"max"`` or ``"min"``. Without ``window`` a mean, max or
-    min is over the values logged in one iteration (all runners); with ``window=N`` over the
-    last N values. A sum adds up over the whole run unless ``clear_on_reduce=True`` (RLlib's
-    lifetime counters), then over one iteration.
-    """
-
-    def __init__(self) -> None:
-        self._stats: dict[str, dict[str, Any]] = {}
-
-    def log_value(
-        self,
-        key: str | tuple[str, ...],
-        value: Any,
-        *,
-        reduce: str = "mean",
-        window: int | None = None,
-        clear_on_reduce: bool = False,
-        **_: Any,
-    ) -> None:
-        key = _key(key)
-        stat = self._stats.get(key)
-        if stat is None:
-            if reduce not in REDUCTIONS:
-                raise ConfigError(
-                    f"log_value({key!r}): reduce must be one of {list(REDUCTIONS)}, got {reduce!r}."
-                )
-            if window is not None and not (isinstance(window, int) and 1 <= window <= MAX_WINDOW):
-                raise ConfigError(
-                    f"log_value({key!r}): window must be an int in [1, {MAX_WINDOW}], got {window!r}."
-                )
-            if len(self._stats) >= MAX_METRIC_KEYS:
-                raise ConfigError(f"log_value({key!r}): more than {MAX_METRIC_KEYS} metric keys logged.")
-            stat = self._stats[key] = {
-                "reduce": reduce,
-                "window": window,
-                "clear_on_reduce": bool(clear_on_reduce),
-                "total": 0.0,
-                "count": 0,
-                "values": deque(maxlen=window or 1),
-            }
-        value = float(value.item() if hasattr(value, "item") else value)
-        stat["total"] += value
-        stat["count"] += 1
-        values = stat["values"]
-        if stat["window"] or stat["reduce"] in ("max", "min"):
-            if stat["reduce"] == "max" and not stat["window"]:
-                value = max(value, values[0]) if values else value
-            elif stat["reduce"] == "min" and not stat["window"]:
-                value = min(value, values[0]) if values else value
-            values.append(value)
-
-    def log_dict(self, values: Mapping[str, Any], *, key: str | None = None, **kwargs: Any) -> None:
-        for name, value in values.items():
-            self.log_value(f"{key}/{name}" if key else name, value, **kwargs)
-
-    def peek(self, key: str | tuple[str, ...], default: Any = None) -> Any:
-        stat = self._stats.get(_key(key))
-        return default if stat is None or not stat["count"] else _reduce_one(stat)
-
-    def pop(self) -> dict[str, dict[str, Any]]:
-        """This sample's values as plain data (what a runner sends back) and start afresh."""
-        out = {k: {**s, "values": list(s["values"])} for k, s in self._stats.items() if s["count"]}
-        self._stats = {}
-        return out
-
-
-def _reduce_one(stat: Mapping[str, Any]) -> float:
-    if stat["reduce"] == "sum":
-        return float(stat["total"])
-    if stat["reduce"] == "mean" and not stat["window"]:
-        return stat["total"] / stat["count"]
-    values = list(stat["values"])
-    return float({"mean": np.mean, "max": np.max, "min": np.min}[stat["reduce"]](values))
 
 
 class CustomMetrics:
@@ -402,7 +318,7 @@ class CustomMetrics:
             elif window:
                 history = self._windows.setdefault(key, deque(maxlen=min(int(window), MAX_WINDOW)))
                 history.extend(stat["values"])
-                out[key] = _reduce_one({**stat, "values": history})
+                out[key] = Stats({**stat, "values": list(history)}).peek()
             elif reduce == "mean":
                 out[key] = stat["total"] / stat["count"]
             else:
