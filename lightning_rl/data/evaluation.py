@@ -11,7 +11,9 @@ module holds what it does with it, so that the pieces stay small:
 * :func:`summarize`: runner results -> the batch ``validation_step`` logs.
 * :func:`call_custom_evaluation`: RLlib's ``custom_evaluation_function(algorithm,
   eval_env_runner_group)``, returning a metrics dict (or RLlib's new-stack tuple
-  ``(metrics, env_steps, agent_steps)``), merged into ``result["evaluation"]``.
+  ``(metrics, env_steps, agent_steps)``), merged into ``result["evaluation"]`` with what it
+  logged into ``algorithm.metrics`` under ``"evaluation"``; the runners it reaches through
+  ``foreach_env_runner`` sample as RLlib's do (:func:`evaluation_view_settings`).
 * :class:`ParallelEvaluation`: ``evaluation_parallel_to_training``: the evaluation of an
   iteration starts when the iteration starts and runs on the evaluation actors while it trains.
 """

@@ -34,7 +34,8 @@ import torch
 from lightning_rl._tree import to_torch
 from lightning_rl.env_runners.metrics_logger import MetricsLogger, nest
 from lightning_rl.env_runners.rllib_callbacks import RunnerEpisode
-from lightning_rl.errors import ConfigError
+from lightning_rl.envs.vector import EnvCallTimeout
+from lightning_rl.errors import ConfigError, EnvError
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,13 @@ class RLlibEnvRunnerView:
             num_episodes = None if num_timesteps is not None else self.num_envs
         explore = self._settings.explore if explore is None else bool(explore)
         runner = self._runner
-        with runner._deadline():
-            return self._sample(num_timesteps, num_episodes, explore, random_actions)
+        try:
+            with runner._deadline():
+                return self._sample(num_timesteps, num_episodes, explore, random_actions)
+        except EnvCallTimeout as exc:  # a hung env call of an in-process runner
+            raise EnvError(
+                f"sample() of env {runner.spec.env_creator.name!r} on env runner {self.worker_index}: {exc}."
+            ) from None
 
     def _sample(
         self, num_timesteps: int | None, num_episodes: int | None, explore: bool, random_actions: bool
