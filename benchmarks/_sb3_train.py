@@ -133,8 +133,18 @@ def eval_every_of(algo: str) -> int:
 class TwoCriteria(BaseCallback):
     """Evaluates every ``eval_every`` env steps and tracks the rolling training return."""
 
-    def __init__(self, env_id: str, seed: int, eval_every: int, eval_target: float, rolling_target: float):
+    def __init__(
+        self,
+        env_id: str,
+        seed: int,
+        eval_every: int,
+        eval_target: float,
+        rolling_target: float,
+        stop_after_eval: bool = False,
+    ):
         super().__init__()
+        # True: stop at the evaluation criterion (the rolling one is then reported only if met earlier).
+        self.stop_after_eval = stop_after_eval
         # One env copy per evaluation episode, like lightning-rl's evaluation runner: SB3's own
         # evaluate_policy steps all 20 at once (one predict call per step for the whole batch).
         self.eval_env = DummyVecEnv([lambda: Monitor(gym.make(env_id))] * EVAL_EPISODES)
@@ -178,6 +188,8 @@ class TwoCriteria(BaseCallback):
             self.last_eval = self._evaluate()
             if self.last_eval >= self.eval_target:
                 self.eval_hit = (time.time() - PROCESS_START, steps)
+        if self.eval_hit is not None and self.stop_after_eval:
+            return False
         return self.eval_hit is None or self.rolling_hit is None
 
 
@@ -187,6 +199,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=None, help="env steps between evaluations")
     parser.add_argument("--max-env-steps", type=int, default=None, help="default: 2.5x the zoo budget")
+    parser.add_argument("--stop-after-eval", action="store_true", help="stop at the evaluation criterion")
     args = parser.parse_args()
 
     import torch
@@ -198,7 +211,9 @@ def main() -> None:
     kwargs = task["kwargs"](task["budget"], total)
     model = getattr(sb3, ALGORITHMS[args.algo])(env=env, seed=args.seed, verbose=0, **kwargs)
     eval_every = args.eval_every or eval_every_of(args.algo)
-    criteria = TwoCriteria(task["env"], args.seed, eval_every, task["eval_target"], task["rolling_target"])
+    criteria = TwoCriteria(
+        task["env"], args.seed, eval_every, task["eval_target"], task["rolling_target"], args.stop_after_eval
+    )
     model.learn(total_timesteps=total, callback=criteria)
     result: dict[str, Any] = {
         "library": "stable-baselines3",

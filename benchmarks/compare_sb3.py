@@ -2,6 +2,7 @@
 
     pip install -e ".[bench]"
     python benchmarks/compare_sb3.py --seeds 0 1 2 [--tasks ppo ppo_in_process dqn sac]
+        [--stop-after-eval sac] [--max-env-steps N]
 
 For each task (PPO CartPole-v1, DQN CartPole-v1, SAC Pendulum-v1) and seed it runs SB3 with
 RL-Zoo's tuned hyperparameters (``_sb3_train.py``) and then lightning-rl with its shipped
@@ -18,6 +19,9 @@ criterion and the ratios ours/SB3 (below 1: lightning-rl is faster, or needs few
 and as its last line one JSON object with everything (saved in ``results/compare_sb3.json``).
 ``ppo_in_process`` is lightning-rl's PPO with ``num_env_runners=0``, against the same SB3 runs.
 Both sides evaluate at the same env-step counts (``_sb3_train.eval_every_of``).
+``--stop-after-eval TASK ...`` ends both sides' runs of those tasks at the evaluation criterion
+(the rolling one then counts only if it was met first): Pendulum's rolling criterion needs 100
+finished 200-step episodes, i.e. >= 20,000 env steps of training on either side.
 """
 
 from __future__ import annotations
@@ -90,6 +94,13 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     parser.add_argument(
+        "--stop-after-eval",
+        nargs="*",
+        choices=["dqn", "sac"],  # the off-policy scripts (_off_policy.py) take the flag
+        default=[],
+        help="tasks whose runs (both sides) stop at the evaluation criterion",
+    )
+    parser.add_argument(
         "--max-env-steps", type=int, default=None, help="step cap for both sides (default: each script's)"
     )
     args = parser.parse_args()
@@ -100,6 +111,7 @@ def main() -> None:
         sb3_algo, script, extra, eval_target, rolling_target = TASKS[name]
         targets = ["--eval-target", str(eval_target), "--rolling-target", str(rolling_target)]
         cap = ["--max-env-steps", str(args.max_env_steps)] if args.max_env_steps else []
+        cap += ["--stop-after-eval"] if name in args.stop_after_eval else []
         runs: dict[str, list[dict[str, Any]]] = {"sb3": [], "ours": []}
         for seed in args.seeds:
             if (sb3_algo, seed) not in sb3_runs:  # one SB3 PPO run serves both PPO tasks
@@ -126,6 +138,7 @@ def main() -> None:
             "median": medians,
             "reached": reached,
             "ours_over_sb3": ratios,
+            "stopped_after_eval": name in args.stop_after_eval,
         }
         print(f"[compare] {name} medians: {json.dumps(medians)}", flush=True)
         print(f"[compare] {name} runs reaching (eval, rolling): {json.dumps(reached)}", flush=True)
