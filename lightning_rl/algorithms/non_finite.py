@@ -65,17 +65,18 @@ class NonFiniteGuard:
         """Check this step's loss and gradients; on a non-finite one, drop the gradients (so the
         step leaves the weights alone), count it, and raise past the limit. Returns True when
         the step was skipped. ``any_rank``: reduces the decision over DDP ranks (or None)."""
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        grads = [p.grad for p in params]
+        all_params = [p for group in optimizer.param_groups for p in group["params"]]
+        params = [p for p in all_params if p.grad is not None]
         # The loss and every gradient norm in one sum and one read back to the host: this runs
         # at every update (float64, so that large finite norms cannot add up to a false inf).
-        checks = [self.loss.reshape(-1)] if self.loss is not None else []
-        if check_gradients and grads:
-            checks.extend(norm.reshape(1) for norm in torch._foreach_norm(grads))
-        bad = bool(checks) and not bool(torch.isfinite(torch.cat(checks).double().sum()))
+        total = None if self.loss is None else self.loss.double().sum()
+        if check_gradients and params:
+            norms = torch.stack(torch._foreach_norm([p.grad for p in params])).double().sum()
+            total = norms if total is None else total + norms
+        bad = total is not None and not bool(torch.isfinite(total))
         if any_rank is not None:
             bad = bool(any_rank(bad))
-        owners = self._owners(optimizer, policies)
+        owners = self._owners(optimizer, all_params, policies)
         self.last_step_skipped = bad
         if not bad:
             for policy_id in owners:
@@ -104,9 +105,11 @@ class NonFiniteGuard:
         return {pid: counts.get(pid, 0) for pid in policy_ids}
 
     # -- attribution -------------------------------------------------------------------------
-    def _owners(self, optimizer: torch.optim.Optimizer, policies: Mapping[str, nn.Module]) -> list[str]:
-        """The policies whose parameters ``optimizer`` trains (cached per optimizer and size)."""
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+    def _owners(
+        self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor], policies: Mapping[str, nn.Module]
+    ) -> list[str]:
+        """The policies whose parameters (``params``, all of ``optimizer``'s) it trains (cached
+        per optimizer and size)."""
         key = (id(optimizer), len(params), len(policies))
         cached = self._owner_cache.get(key)
         if cached is None:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from tensordict import TensorDict
+from tensordict import TensorDict, TensorDictBase
 from tensordict import pad as tensordict_pad
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -146,12 +146,12 @@ class IterationBatch:
             for _ in range(self.num_epochs):
                 plans = {pid: self._pass_indices(b, self.minibatch_size[pid]) for pid, b in self.data.items()}
                 for i in range(self.minibatches_per_epoch):
-                    yield {pid: b[plans[pid][i]] for pid, b in self.data.items()}
+                    yield {pid: take_rows(b, plans[pid][i]) for pid, b in self.data.items()}
             return
         for _ in range(self.num_epochs):
             indices = self._pass_indices(self.data, self.minibatch_size)
             for i in range(self.minibatches_per_epoch):
-                yield self.data[indices[i]]
+                yield take_rows(self.data, indices[i])
 
     def _pass_indices(self, data: TensorDict, size: int) -> torch.Tensor:
         """``[minibatches_per_epoch, size]`` row indices of one pass: a fresh permutation,
@@ -162,6 +162,26 @@ class IterationBatch:
         if count != rows:
             order = order[torch.arange(count) % rows]
         return order.view(self.minibatches_per_epoch, size).to(data.device)
+
+
+def take_rows(data: TensorDictBase, index: torch.Tensor) -> TensorDictBase:
+    """``data[index]`` for a 1-D tensor of row indices, as one ``index_select`` per leaf.
+
+    The same values as TensorDict's indexing, which handles every kind of index and costs about
+    twice as much on a CartPole minibatch (~15 leaves): a sixth of a small network's update.
+    Anything but a plain TensorDict of tensors takes TensorDict's own path.
+    """
+    if type(data) is not TensorDict or not data.batch_dims or any(n is not None for n in data.names):
+        return data[index]
+    items = {}
+    for key, value in data.items():
+        if isinstance(value, torch.Tensor):
+            items[key] = torch.index_select(value, 0, index)
+        elif isinstance(value, TensorDictBase):
+            items[key] = take_rows(value, index)
+        else:
+            return data[index]
+    return TensorDict(items, batch_size=(index.numel(), *data.batch_size[1:]), device=data.device)
 
 
 class _OnPolicyDataset(IterableDataset):

@@ -16,17 +16,24 @@ This is what torchrl's ``ClipPPOLoss`` computes (``tests/test_loss_ppo.py`` chec
 torchrl on the same networks and batch); torchrl's ``GAE`` still computes the advantages and
 value targets. Memory models pass ``mask`` (1 on real steps, 0 on padding): every mean,
 including the advantage standardisation, then runs over real steps only.
+
+The diagnostics RLlib logs beside the loss (approximate KL, clip fractions, the critic's
+explained variance) are no part of the gradient: :meth:`PPOLossTerms.deferred_stats` keeps their
+inputs and :class:`PPOStats` computes them for all of an iteration's minibatches at once, which
+took ~15 small tensor ops off every update (``benchmarks/learner_overhead.py``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from lightning_rl.algorithms.kl_penalty import k3_kl
+from lightning_rl.algorithms.logged_metrics import DeferredStats
 
 
 @dataclass(frozen=True)
@@ -58,39 +65,140 @@ class PPOLossConfig:
 
 
 @dataclass(frozen=True)
+class PPODiagnostics:
+    """What PPO's diagnostics are computed from, for one minibatch (detached, no gradient).
+
+    The approximate KL, the clip fractions and the critic's explained variance are not part of
+    the loss: :class:`PPOStats` keeps these inputs per minibatch and computes the diagnostics
+    of all of an iteration's minibatches in one go (:func:`diagnostics_per_minibatch`).
+    """
+
+    log_ratio: torch.Tensor  # log pi - log pi_old per step
+    value: torch.Tensor  # V(s) with the weights of this update
+    value_target: torch.Tensor
+    old_value: torch.Tensor | None  # V_old(s), kept only with value clipping
+    mask: torch.Tensor | None
+    clip_param: float
+    vf_clip_param: float | None
+
+    def stat_names(self) -> tuple[str, ...]:
+        names = ("mean_kl_loss", "clip_fraction", "vf_explained_var")
+        return names if self.vf_clip_param is None else (*names, "value_clip_fraction")
+
+
+def diagnostics_per_minibatch(items: list[PPODiagnostics]) -> dict[str, torch.Tensor]:
+    """``{stat: [len(items)] values}``: each minibatch's approximate KL ``mean(log pi_old - log
+    pi)``, clip fraction, explained variance ``1 - Var(target - V) / Var(target)`` (population
+    variances) and, with value clipping, value clip fraction; means over real steps with a mask.
+    ``items`` share shapes and settings (:meth:`PPOStats.group_key`)."""
+    first = items[0]
+    count = len(items)
+    with torch.no_grad():
+        log_ratio = torch.stack([d.log_ratio for d in items]).reshape(count, -1)
+        value = torch.stack([d.value for d in items]).reshape(count, -1)
+        target = torch.stack([d.value_target for d in items]).reshape(count, -1)
+        mask = None if first.mask is None else torch.stack([d.mask for d in items]).reshape(count, -1)
+        real = None if mask is None else mask.sum(1).clamp_min(1)
+
+        def mean(values: torch.Tensor) -> torch.Tensor:
+            return values.mean(1) if mask is None else (values * mask).sum(1) / real
+
+        def variance(values: torch.Tensor) -> torch.Tensor:
+            if mask is None:
+                return values.var(1, correction=0)
+            return mean((values - mean(values).unsqueeze(1)).pow(2))
+
+        low, high = math.log1p(-first.clip_param), math.log1p(first.clip_param)
+        eps = torch.finfo(target.dtype).eps
+        stats = {
+            "mean_kl_loss": mean(-log_ratio),
+            "clip_fraction": mean((log_ratio.clamp(low, high) != log_ratio).to(log_ratio.dtype)),
+            "vf_explained_var": 1.0 - variance(target - value) / (variance(target) + eps),
+        }
+        if first.vf_clip_param is not None:
+            change = value - torch.stack([d.old_value for d in items]).reshape(count, -1)
+            clipped = change.clamp(-first.vf_clip_param, first.vf_clip_param) != change
+            stats["value_clip_fraction"] = mean(clipped.to(change.dtype))
+    return stats
+
+
+@dataclass(frozen=True)
 class PPOLossTerms:
-    """One minibatch's loss terms (``vf_loss`` already weighted by ``vf_loss_coeff``)."""
+    """One minibatch's loss terms (``vf_loss`` already weighted by ``vf_loss_coeff``) and the
+    inputs of its diagnostics (``kl_approx``, ``clip_fraction``, ``vf_explained_var``,
+    ``value_clip_fraction``: computed when read)."""
 
     total_loss: torch.Tensor
     policy_loss: torch.Tensor
     vf_loss: torch.Tensor
-    kl_approx: torch.Tensor  # mean log(pi_old / pi): a diagnostic, no gradient
-    clip_fraction: torch.Tensor
-    vf_explained_var: torch.Tensor
+    diagnostics: PPODiagnostics
     entropy_loss: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
-    value_clip_fraction: torch.Tensor | None = None
     kl: torch.Tensor | None = None
     kl_coeff: torch.Tensor | None = None
 
-    def stats(self) -> dict[str, torch.Tensor]:
-        """The terms under the names PPO logs (RLlib's): ``learners/<policy>/<name>``."""
-        stats = {
-            "policy_loss": self.policy_loss,
-            "vf_loss": self.vf_loss,
-            "mean_kl_loss": self.kl_approx,
-            "clip_fraction": self.clip_fraction,
-            "vf_explained_var": self.vf_explained_var,
-        }
-        optional = {
-            "entropy": self.entropy,
-            "value_clip_fraction": self.value_clip_fraction,
-            "kl": self.kl,
-            "kl_coeff": self.kl_coeff,
-        }
+    @property
+    def kl_approx(self) -> torch.Tensor:
+        """Mean ``log(pi_old / pi)``: a diagnostic, no gradient."""
+        return self._diagnostic("mean_kl_loss")
+
+    @property
+    def clip_fraction(self) -> torch.Tensor:
+        return self._diagnostic("clip_fraction")
+
+    @property
+    def vf_explained_var(self) -> torch.Tensor:
+        return self._diagnostic("vf_explained_var")
+
+    @property
+    def value_clip_fraction(self) -> torch.Tensor | None:
+        return None if self.diagnostics.vf_clip_param is None else self._diagnostic("value_clip_fraction")
+
+    def _diagnostic(self, name: str) -> torch.Tensor:
+        return diagnostics_per_minibatch([self.diagnostics])[name][0]
+
+    def loss_stats(self) -> dict[str, torch.Tensor]:
+        """The loss terms under the names PPO logs (RLlib's), without the diagnostics."""
+        stats = {"policy_loss": self.policy_loss, "vf_loss": self.vf_loss}
+        optional = {"entropy": self.entropy, "kl": self.kl, "kl_coeff": self.kl_coeff}
         stats.update({name: value for name, value in optional.items() if value is not None})
         stats["total_loss"] = self.total_loss
         return stats
+
+    def stats(self) -> dict[str, torch.Tensor]:
+        """Every stat, computed now, under the names PPO logs: ``learners/<policy>/<name>``."""
+        diagnostics = {k: v[0] for k, v in diagnostics_per_minibatch([self.diagnostics]).items()}
+        return {**diagnostics, **self.loss_stats()}
+
+    def deferred_stats(self) -> PPOStats:
+        """The same stats, the diagnostics computed later for all minibatches at once (the
+        learner's hot path: :class:`~lightning_rl.algorithms.logged_metrics.LearnerMetrics`)."""
+        return PPOStats(self.loss_stats(), self.diagnostics)
+
+
+class PPOStats(DeferredStats):
+    """PPO's per-minibatch stats: loss terms now, diagnostics (:class:`PPODiagnostics`) later."""
+
+    def __init__(self, eager: dict[str, Any], diagnostics: PPODiagnostics) -> None:
+        super().__init__(eager)
+        self.diagnostics = diagnostics
+        self.deferred_names = diagnostics.stat_names()
+
+    def group_key(self) -> Hashable:
+        d = self.diagnostics
+        return (
+            PPOStats,
+            tuple(d.log_ratio.shape),
+            tuple(d.value.shape),
+            d.mask is None,
+            d.clip_param,
+            d.vf_clip_param,
+            d.log_ratio.device,
+        )
+
+    @classmethod
+    def reduce_deferred(cls, items: list[DeferredStats]) -> dict[str, torch.Tensor]:
+        return diagnostics_per_minibatch([item.diagnostics for item in items])
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -112,47 +220,31 @@ def standardize(advantage: torch.Tensor, mask: torch.Tensor | None = None) -> to
     return (advantage - mean) / (std + 1e-8)
 
 
-def clipped_surrogate(
-    log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage: torch.Tensor, clip_param: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-step ``-min(r A, clip(r, 1 - eps, 1 + eps) A)`` (shape of ``advantage``) and whether
-    each step's ratio was clipped. The ratio is clipped in log space, as torchrl does."""
-    log_ratio = (log_prob - old_log_prob).unsqueeze(-1)
+def clipped_surrogate(log_ratio: torch.Tensor, advantage: torch.Tensor, clip_param: float) -> torch.Tensor:
+    """Per-step ``-min(r A, clip(r, 1 - eps, 1 + eps) A)`` (shape of ``advantage``) from
+    ``log r = log pi - log pi_old``. The ratio is clipped in log space, as torchrl does."""
+    log_ratio = log_ratio.unsqueeze(-1)
     clipped_log_ratio = log_ratio.clamp(math.log1p(-clip_param), math.log1p(clip_param))
     unclipped_gain = log_ratio.exp() * advantage
     clipped_gain = clipped_log_ratio.exp() * advantage
-    was_clipped = (clipped_log_ratio != log_ratio).to(log_ratio.dtype)
-    return -torch.minimum(unclipped_gain, clipped_gain), was_clipped
+    return -torch.minimum(unclipped_gain, clipped_gain)
 
 
 def value_error(
     value: torch.Tensor, value_target: torch.Tensor, old_value: torch.Tensor, vf_clip_param: float | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-step squared error of the critic and, with ``vf_clip_param``, which steps were clipped.
+) -> torch.Tensor:
+    """Per-step squared error of the critic.
 
     PPO2's value clipping keeps the new prediction within ``vf_clip_param`` of the one GAE used
     and takes the larger (more pessimistic) of the clipped and unclipped errors.
     """
     error = (value - value_target).pow(2)
     if vf_clip_param is None:
-        return error, None
+        return error
     change = value - old_value
     clipped_change = change.clamp(-vf_clip_param, vf_clip_param)
     clipped_error = (old_value + clipped_change - value_target).pow(2)
-    was_clipped = (change != clipped_change).to(value.dtype)
-    return torch.maximum(error, clipped_error), was_clipped
-
-
-def explained_variance(
-    target: torch.Tensor, prediction: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``1 - Var(target - prediction) / Var(target)`` (population variances; no gradient)."""
-    with torch.no_grad():
-        target, residual = target.detach(), (target - prediction).detach()
-        if mask is not None:
-            target, residual = target.reshape(mask.shape)[mask > 0], residual.reshape(mask.shape)[mask > 0]
-        eps = torch.finfo(target.dtype).eps
-        return 1.0 - residual.var(correction=0) / (target.var(correction=0) + eps)
+    return torch.maximum(error, clipped_error)
 
 
 def ppo_loss(
@@ -179,10 +271,9 @@ def ppo_loss(
     if config.normalize_advantages and advantage.numel() > 1:
         advantage = standardize(advantage, mask)
 
-    surrogate, was_clipped = clipped_surrogate(log_prob, old_log_prob, advantage, config.clip_param)
-    policy_loss = masked_mean(surrogate, mask)
-
-    squared_error, value_was_clipped = value_error(value, value_target, old_value, config.vf_clip_param)
+    log_ratio = log_prob - old_log_prob
+    policy_loss = masked_mean(clipped_surrogate(log_ratio, advantage, config.clip_param), mask)
+    squared_error = value_error(value, value_target, old_value, config.vf_clip_param)
     vf_loss = masked_mean(config.vf_loss_coeff * squared_error, mask)
     total = policy_loss + vf_loss
 
@@ -196,23 +287,25 @@ def ppo_loss(
 
     kl = None
     if config.use_kl_loss:
-        kl = masked_mean(k3_kl(log_prob - old_log_prob), mask)
+        kl = masked_mean(k3_kl(log_ratio), mask)
         total = total + kl_coeff * kl
 
-    with torch.no_grad():
-        kl_approx = masked_mean(old_log_prob - log_prob.detach(), mask)
-        clip_fraction = masked_mean(was_clipped, mask)
-        value_clip_fraction = None if value_was_clipped is None else masked_mean(value_was_clipped, mask)
+    diagnostics = PPODiagnostics(
+        log_ratio=log_ratio.detach(),
+        value=value.detach(),
+        value_target=value_target,
+        old_value=None if config.vf_clip_param is None else old_value,
+        mask=mask,
+        clip_param=config.clip_param,
+        vf_clip_param=config.vf_clip_param,
+    )
     return PPOLossTerms(
         total_loss=total,
         policy_loss=policy_loss,
         vf_loss=vf_loss,
-        kl_approx=kl_approx,
-        clip_fraction=clip_fraction,
-        vf_explained_var=explained_variance(value_target, value, mask),
+        diagnostics=diagnostics,
         entropy_loss=entropy_loss,
         entropy=mean_entropy,
-        value_clip_fraction=value_clip_fraction,
         kl=kl,
         kl_coeff=torch.as_tensor(kl_coeff) if config.use_kl_loss else None,
     )

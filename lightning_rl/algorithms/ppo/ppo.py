@@ -28,6 +28,7 @@ from torchrl.objectives.value import GAE
 from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff
 from lightning_rl.algorithms.policy_module import PolicyModule
+from lightning_rl.algorithms.ppo.learner_distribution import learner_distribution
 from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss_for_batch
 from lightning_rl.algorithms.ppo.recurrent import RecurrentPPOModule
@@ -88,10 +89,7 @@ class PPOModule(PolicyModule):
 
     def distribution(self, params: tuple[torch.Tensor, ...]) -> torch.distributions.Distribution:
         """The torch distribution of the policy net's outputs (log-probs and entropy)."""
-        spec = self.policy_net.distribution
-        return spec.torch_distribution_class()(
-            **dict(zip(spec.param_keys, params, strict=True)), **spec.torch_distribution_kwargs()
-        )
+        return learner_distribution(self.policy_net.distribution, params)
 
     def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
         """Clipped surrogate + value loss (+ entropy bonus, + KL penalty); returns stats too."""
@@ -105,7 +103,7 @@ class PPOModule(PolicyModule):
             entropy_coeff=self.entropy_coeff,
             kl_coeff=self.kl_coeff,
         )
-        return terms.total_loss, terms.stats()
+        return terms.total_loss, terms.deferred_stats()
 
 
 class PPO(Algorithm):

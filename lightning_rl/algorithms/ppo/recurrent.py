@@ -21,6 +21,7 @@ from tensordict import TensorDict
 from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
 
 from lightning_rl.algorithms.policy_module import PolicyModule
+from lightning_rl.algorithms.ppo.learner_distribution import learner_distribution
 from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss_for_batch
 from lightning_rl.modules.model_config import DefaultModelConfig
@@ -89,10 +90,7 @@ class RecurrentPPOModule(PolicyModule):
         observation = batch[keys.observation]
         features = self.model.sequence(observation, batch["is_init"][..., 0], batch["recurrent_state"][:, 0])
         params = self.model.policy_params(features, observation if self.model.masked else None)
-        spec = self.model.distribution
-        dist = spec.torch_distribution_class()(
-            **dict(zip(spec.param_keys, params, strict=True)), **spec.torch_distribution_kwargs()
-        )
+        dist = learner_distribution(self.model.distribution, params)
         terms = ppo_loss_for_batch(
             batch,
             dist,
@@ -102,4 +100,4 @@ class RecurrentPPOModule(PolicyModule):
             kl_coeff=self.kl_coeff,
             mask=batch["mask"].float(),
         )
-        return terms.total_loss, terms.stats()
+        return terms.total_loss, terms.deferred_stats()
