@@ -17,8 +17,10 @@ mean reaches the target, or when the budget is spent. The rolling criterion of
 same target, but does not keep training going: the stochastic training policy of SAC trails
 its deterministic evaluation by design. The last line is one JSON object: ``_common``'s keys
 plus ``algo``, ``env``, ``config``, ``budget_env_steps``, ``eval_target``, ``best_eval_return``,
-``eval_returns`` (every evaluation as ``[env_steps, return]``), ``num_grad_updates`` and
-``updates_per_second`` (gradient updates over the learner's seconds: fit time minus sampling).
+``eval_returns`` (every evaluation as ``[env_steps, return]``), ``num_grad_updates``,
+``updates_per_second`` (gradient updates over the learner's seconds: fit time minus sampling
+and evaluation) and ``stopped_by_wall_clock`` (``--max-seconds`` ended the run before the
+target or the budget).
 """
 
 from __future__ import annotations
@@ -31,17 +33,26 @@ from typing import Any
 
 import lightning.pytorch as pl
 import yaml
-from _common import emit, train_to_target
+from _common import emit, seconds_since_start, train_to_target
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 class EvalHistory(pl.Callback):
-    """Every evaluation's return with the env steps it was reached at; stops at the target."""
+    """Every evaluation's return with the env steps it was reached at; stops at the target, or
+    after the first iteration that ends past ``max_seconds`` of process time (then
+    ``stopped_by_wall_clock``: the env-step budget was not used up, say so with the figure)."""
 
-    def __init__(self, target: float) -> None:
+    def __init__(self, target: float, max_seconds: float | None = None) -> None:
         self.target = target
+        self.max_seconds = max_seconds
+        self.stopped_by_wall_clock = False
         self.returns: list[list[float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if self.max_seconds is not None and seconds_since_start() > self.max_seconds:
+            self.stopped_by_wall_clock = not trainer.should_stop
+            trainer.should_stop = True
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         value = trainer.callback_metrics.get("evaluation/episode_return_mean")
@@ -85,6 +96,9 @@ def main() -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-env-steps", type=int, default=None)
     parser.add_argument("--eval-target", type=float, default=None)
+    parser.add_argument(
+        "--max-seconds", type=float, default=None, help="stop after the iteration that passes this wall time"
+    )
     args = parser.parse_args()
 
     config = load_config(args.config)
@@ -96,7 +110,7 @@ def main() -> dict[str, Any]:
     pl.seed_everything(args.seed, verbose=False)
     init_args = {**config["init_args"], "seed": args.seed}
     algo = config["algo_class"](**init_args)
-    history = EvalHistory(args.eval_target)
+    history = EvalHistory(args.eval_target, args.max_seconds)
     trainer, result = train_to_target(
         algo, args, check_val_every_n_epoch=config["eval_every"], callbacks=[history]
     )
@@ -120,6 +134,7 @@ def main() -> dict[str, Any]:
         eval_episodes=init_args.get("evaluation_duration"),
         best_eval_return=max((r for _, r in history.returns), default=None),
         eval_returns=history.returns,
+        stopped_by_wall_clock=history.stopped_by_wall_clock,
         num_grad_updates=updates,
         updates_per_second=round(updates / learner_seconds, 1) if learner_seconds else None,
     )
