@@ -95,6 +95,8 @@ class Algorithm(
         normalize_actions: the network acts in [-1, 1] for bounded Box actions, unsquashed
             to the env's bounds by a connector.
         clip_actions: clip Box actions to the bounds instead (when not normalizing).
+        clip_rewards: rewards learned from: None/False as sampled, True ``sign(r)``, a number c
+            ``clip(r, -c, c)``; reported returns stay unclipped (:mod:`.reward_clipping`).
         evaluation_num_env_runners: Ray actors for evaluation (0: in-process).
         evaluation_duration: episodes per evaluation (spread evenly over env copies).
         evaluation_num_envs_per_env_runner: env copies per evaluation runner (None: auto).
@@ -195,6 +197,7 @@ class Algorithm(
         learner_connector: Any = None,
         normalize_actions: bool = True,
         clip_actions: bool = False,
+        clip_rewards: bool | float | None = None,
         evaluation_num_env_runners: int = 0,
         evaluation_duration: int = 10,
         evaluation_num_envs_per_env_runner: int | None = None,

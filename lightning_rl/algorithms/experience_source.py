@@ -16,6 +16,7 @@ from typing import Any
 
 from lightning_rl.algorithms import runner_specs
 from lightning_rl.algorithms.policy_set import PolicySet
+from lightning_rl.algorithms.reward_clipping import clip_batch_rewards
 from lightning_rl.data.experience import ExperienceDataModule
 from lightning_rl.data.source import SamplingSettings
 from lightning_rl.env_runners.env_runner_group import FaultToleranceConfig
@@ -126,6 +127,7 @@ class ExperienceSourceMethods:
         return self.policies[policy_id].process_rollout(self._apply_learner_connectors(policy_id, batch))
 
     def _apply_learner_connectors(self, policy_id: str, batch: Any) -> Any:
+        batch = clip_batch_rewards(batch, self.hparams.get("clip_rewards"))  # RLlib's clip_rewards
         connectors = self.learner_connectors.get(policy_id, [])
         for connector in connectors:
             batch = connector(batch)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from lightning_rl.algorithms.base import Algorithm
+from lightning_rl.algorithms.gradient_clipping import check_grad_clip, clip_gradients, resolve_clip
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.data.n_step import STEPS_KEY
 from lightning_rl.data.replay_schedule import updates_per_iteration
@@ -87,7 +88,9 @@ class OffPolicyAlgorithm(Algorithm):
         n_step: steps summed into each transition's return before bootstrapping.
         tau: target network update rate (1.0: hard copy).
         target_network_update_freq: env steps sampled between target updates (0: every update).
-        grad_clip: global gradient-norm clip per optimizer (None: off).
+        grad_clip: gradient clip per optimizer (None: off), applied as ``grad_clip_by`` says.
+        grad_clip_by: ``"global_norm"`` (the gradients' joint L2 norm; RLlib's default),
+            ``"norm"`` (each parameter's own L2 norm) or ``"value"`` (each element).
         train_batch_size: transitions per replayed minibatch.
 
     See :class:`~lightning_rl.algorithms.Algorithm` for env, runner, evaluation and model args.
@@ -110,6 +113,7 @@ class OffPolicyAlgorithm(Algorithm):
         tau: float = 1.0,
         target_network_update_freq: int = 0,
         grad_clip: float | None = None,
+        grad_clip_by: str = "global_norm",
         **kwargs: Any,
     ) -> None:
         super().__init__(env, env_config, **kwargs)
@@ -151,10 +155,7 @@ class OffPolicyAlgorithm(Algorithm):
         freq = h.target_network_update_freq
         if not isinstance(freq, int) or isinstance(freq, bool) or freq < 0:
             raise ConfigError(f"target_network_update_freq must be an integer >= 0, got {freq!r}.")
-        if h.grad_clip is not None and not (
-            isinstance(h.grad_clip, int | float) and not isinstance(h.grad_clip, bool) and h.grad_clip > 0
-        ):
-            raise ConfigError(f"grad_clip must be a positive number or None, got {h.grad_clip!r}.")
+        check_grad_clip(h.grad_clip, h.grad_clip_by)
         self._validate_training_intensity()
 
     def _validate_training_intensity(self) -> None:
@@ -201,9 +202,7 @@ class OffPolicyAlgorithm(Algorithm):
         # Reusing the gradient buffers is cheaper than reallocating them for small networks.
         optimizer.zero_grad(set_to_none=False)
         self.manual_backward(loss)
-        clip = self.hparams.grad_clip
-        if clip:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        clip_gradients(self, optimizer, *resolve_clip(self.hparams))
         optimizer.step()
 
     def training_step(self, batch: Any, batch_idx: int) -> None:

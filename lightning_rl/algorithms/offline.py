@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from lightning_rl.algorithms.base import Algorithm
+from lightning_rl.algorithms.gradient_clipping import clip_gradients, resolve_clip
 from lightning_rl.data.offline import READ_METHODS, OfflineDataModule
 from lightning_rl.data.source import SamplingSettings
 from lightning_rl.errors import ConfigError, unknown_name_message
@@ -70,6 +71,11 @@ class OfflineAlgorithm(Algorithm):
 
     def validate_hparams(self) -> None:
         h = self.hparams
+        if h.get("clip_rewards"):
+            raise ConfigError(
+                f"clip_rewards={h.clip_rewards!r}: {type(self).__name__} learns from offline data, whose "
+                "rewards are used as recorded (clip_rewards clips rewards sampled from envs); leave it unset."
+            )
         if h.input_read_method not in READ_METHODS:
             raise ConfigError(
                 unknown_name_message("input_read_method", str(h.input_read_method), READ_METHODS)
@@ -104,8 +110,6 @@ class OfflineAlgorithm(Algorithm):
     def configure_gradient_clipping(
         self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
     ) -> None:
-        clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.get("grad_clip")
-        if clip:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm"
-            )
+        clip_gradients(
+            self, optimizer, *resolve_clip(self.hparams, gradient_clip_val, gradient_clip_algorithm)
+        )

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lightning_rl._imports import object_path
+from lightning_rl.algorithms.reward_clipping import check_clip_rewards
 from lightning_rl.algorithms.runner_specs import placement_kwargs
 from lightning_rl.env_runners.env_runner_group import EnvRunnerPlacement
 from lightning_rl.envs.vector import check_non_finite_mode
@@ -62,6 +63,7 @@ def validate_common(h: Mapping[str, Any]) -> None:
     if h["num_cpus_per_env_runner"] <= 0:
         raise ConfigError(f"num_cpus_per_env_runner must be positive, got {h['num_cpus_per_env_runner']!r}.")
     check_non_finite_mode(h["on_non_finite_env_output"])
+    check_clip_rewards(h.get("clip_rewards"))
     limit = h["max_consecutive_non_finite_updates"]
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise ConfigError(f"max_consecutive_non_finite_updates must be an integer >= 1, got {limit!r}.")

@@ -38,6 +38,7 @@ from lightning_rl.algorithms.cql.loss import (
     cql_loss,
     discrete_cql_loss,
 )
+from lightning_rl.algorithms.gradient_clipping import check_grad_clip, clip_gradients, resolve_clip
 from lightning_rl.algorithms.off_policy import soft_update_
 from lightning_rl.algorithms.offline import OfflineAlgorithm
 from lightning_rl.algorithms.policy_module import PolicyModule
@@ -239,7 +240,9 @@ class CQL(OfflineAlgorithm):
         deterministic_backup: no entropy term in the critic's target.
         lagrangian: tune the regulariser's weight by dual gradient descent (``alpha'``).
         lagrangian_thresh: the target action gap of the Lagrangian form.
-        grad_clip: global gradient-norm clip (None: off).
+        grad_clip: gradient clip (None: off), applied as ``grad_clip_by`` says.
+        grad_clip_by: ``"global_norm"`` (the gradients' joint L2 norm; RLlib's default),
+            ``"norm"`` (each parameter's own L2 norm) or ``"value"`` (each element).
 
     See :class:`~lightning_rl.algorithms.offline.OfflineAlgorithm` for the data settings.
     """
@@ -266,6 +269,7 @@ class CQL(OfflineAlgorithm):
         lagrangian: bool = False,
         lagrangian_thresh: float = 5.0,
         grad_clip: float | None = None,
+        grad_clip_by: str = "global_norm",
         **kwargs: Any,
     ) -> None:
         super().__init__(env, env_config, lr=lr, gamma=gamma, train_batch_size=train_batch_size, **kwargs)
@@ -289,8 +293,7 @@ class CQL(OfflineAlgorithm):
         target = h.target_entropy
         if target != "auto" and (isinstance(target, bool) or not isinstance(target, int | float)):
             raise ConfigError(f"target_entropy must be 'auto' or a number, got {target!r}.")
-        if h.grad_clip is not None and h.grad_clip <= 0:
-            raise ConfigError(f"grad_clip must be positive or None, got {h.grad_clip!r}.")
+        check_grad_clip(h.grad_clip, h.grad_clip_by)
 
     def offline_requirements(self) -> OfflineRequirements:
         return OfflineRequirements(next_observation=True, gamma=float(self.hparams.gamma))
@@ -348,10 +351,7 @@ class CQL(OfflineAlgorithm):
         total = sum(losses) if losses else self.zero_loss()
         optimizer.zero_grad()
         self.manual_backward(total)
-        if self.hparams.grad_clip:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm"
-            )
+        clip_gradients(self, optimizer, *resolve_clip(self.hparams))
         optimizer.step()
         for module in modules:
             module.update_targets()

@@ -23,6 +23,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from lightning_rl.algorithms.base import Algorithm
+from lightning_rl.algorithms.gradient_clipping import check_grad_clip, clip_gradients, resolve_clip
 from lightning_rl.algorithms.impala.loss import IMPALA_KEYS, ImpalaLossConfig, impala_loss, vtrace_targets
 from lightning_rl.algorithms.impala.recurrent import RecurrentNetworks
 from lightning_rl.algorithms.impala.vtrace import bootstrap_next_values
@@ -175,7 +176,9 @@ class IMPALA(Algorithm):
         vf_loss_coeff: weight of the value loss.
         entropy_coeff: weight of the entropy bonus.
         entropy_coeff_schedule: ``[[env_step, coeff], ...]`` overriding ``entropy_coeff``.
-        grad_clip: global gradient-norm clip (None: off).
+        grad_clip: gradient clip (None: off), applied as ``grad_clip_by`` says.
+        grad_clip_by: ``"global_norm"`` (the gradients' joint L2 norm; RLlib's default),
+            ``"norm"`` (each parameter's own L2 norm) or ``"value"`` (each element).
         lr_schedule: ``[[env_step, lr], ...]`` piecewise-linear learning rate.
         minibatch_size: env steps per gradient update, a multiple of ``rollout_fragment_length``
             (whole sequences); None: the whole train batch.
@@ -209,6 +212,7 @@ class IMPALA(Algorithm):
         entropy_coeff: float = 0.01,
         entropy_coeff_schedule: list[list[float]] | None = None,
         grad_clip: float | None = 40.0,
+        grad_clip_by: str = "global_norm",
         lr_schedule: list[list[float]] | None = None,
         minibatch_size: int | None = None,
         num_epochs: int = 1,
@@ -260,8 +264,7 @@ class IMPALA(Algorithm):
                     f"minibatch_size ({h.minibatch_size}) must be a multiple of rollout_fragment_length "
                     f"({fragment}): V-trace learns from whole sampled sequences."
                 )
-        if h.grad_clip is not None and h.grad_clip <= 0:
-            raise ConfigError(f"grad_clip must be positive or None, got {h.grad_clip!r}.")
+        check_grad_clip(h.grad_clip, h.grad_clip_by)
         if h.vf_loss_coeff < 0 or h.entropy_coeff < 0:
             raise ConfigError(
                 f"vf_loss_coeff and entropy_coeff must be >= 0, got {h.vf_loss_coeff!r}, {h.entropy_coeff!r}."
@@ -325,11 +328,9 @@ class IMPALA(Algorithm):
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
-        clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.grad_clip
-        if clip:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm"
-            )
+        clip_gradients(
+            self, optimizer, *resolve_clip(self.hparams, gradient_clip_val, gradient_clip_algorithm)
+        )
 
     def build_optimizers(self) -> Any:
         optimizer = self.adam([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr, eps=1e-7)

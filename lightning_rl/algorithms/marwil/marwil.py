@@ -19,6 +19,7 @@ import gymnasium as gym
 import torch
 from tensordict import TensorDict
 
+from lightning_rl.algorithms.gradient_clipping import check_grad_clip
 from lightning_rl.algorithms.marwil.loss import (
     MARWIL_KEYS,
     MARWILLossConfig,
@@ -128,7 +129,9 @@ class MARWIL(OfflineAlgorithm):
             advantages (c^2).
         moving_average_sqd_adv_norm_update_rate: its update rate.
         vf_coeff: weight of the value loss.
-        grad_clip: global gradient-norm clip (None: off).
+        grad_clip: gradient clip (None: off), applied as ``grad_clip_by`` says.
+        grad_clip_by: ``"global_norm"`` (the gradients' joint L2 norm; RLlib's default),
+            ``"norm"`` (each parameter's own L2 norm) or ``"value"`` (each element).
 
     See :class:`~lightning_rl.algorithms.offline.OfflineAlgorithm` for the data settings.
     """
@@ -147,6 +150,7 @@ class MARWIL(OfflineAlgorithm):
         moving_average_sqd_adv_norm_update_rate: float = 1e-8,
         vf_coeff: float = 1.0,
         grad_clip: float | None = None,
+        grad_clip_by: str = "global_norm",
         lr: float = 1e-4,
         **kwargs: Any,
     ) -> None:
@@ -165,8 +169,7 @@ class MARWIL(OfflineAlgorithm):
         )
         if h.vf_coeff < 0:
             raise ConfigError(f"vf_coeff must be >= 0, got {h.vf_coeff!r}.")
-        if h.grad_clip is not None and h.grad_clip <= 0:
-            raise ConfigError(f"grad_clip must be positive or None, got {h.grad_clip!r}.")
+        check_grad_clip(h.grad_clip, h.grad_clip_by)
 
     def fits_value_function(self) -> bool:
         """Whether the modules train a critic (and the data must carry returns)."""

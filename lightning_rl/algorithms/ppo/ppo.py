@@ -26,6 +26,7 @@ from torchrl.modules import ValueOperator
 from torchrl.objectives.value import GAE
 
 from lightning_rl.algorithms.base import Algorithm
+from lightning_rl.algorithms.gradient_clipping import check_grad_clip, clip_gradients, resolve_clip
 from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.algorithms.ppo.learner_distribution import learner_distribution
@@ -118,7 +119,9 @@ class PPO(Algorithm):
         entropy_coeff: weight of the entropy bonus.
         entropy_coeff_schedule: ``[[env_step, coeff], ...]`` overriding ``entropy_coeff``.
         use_kl_loss: add ``kl_coeff * KL(old || new)``, adapting ``kl_coeff`` towards ``kl_target``.
-        grad_clip: global gradient-norm clip (None: off).
+        grad_clip: gradient clip (None: off), applied as ``grad_clip_by`` says.
+        grad_clip_by: ``"global_norm"`` (the gradients' joint L2 norm; RLlib's default),
+            ``"norm"`` (each parameter's own L2 norm) or ``"value"`` (each element).
         minibatch_size: steps per gradient update.
         num_epochs: passes over each sampled batch.
         normalize_advantages: standardise advantages per minibatch.
@@ -149,6 +152,7 @@ class PPO(Algorithm):
         kl_coeff: float = 0.2,
         kl_target: float = 0.01,
         grad_clip: float | None = 0.5,
+        grad_clip_by: str = "global_norm",
         train_batch_size: int = 2048,
         minibatch_size: int = 64,
         num_epochs: int = 10,
@@ -174,8 +178,7 @@ class PPO(Algorithm):
                 f"minibatch_size ({h.minibatch_size}) must not exceed "
                 f"train_batch_size ({h.train_batch_size})."
             )
-        if h.grad_clip is not None and h.grad_clip <= 0:
-            raise ConfigError(f"grad_clip must be positive or None, got {h.grad_clip!r}.")
+        check_grad_clip(h.grad_clip, h.grad_clip_by)
 
     def build_policy_module(self, policy_id: str, observation_space, action_space) -> PolicyModule:
         h = self.hparams
@@ -290,13 +293,11 @@ class PPO(Algorithm):
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
-        """Clip to ``grad_clip`` (global norm). Under manual optimisation (PPO's default) the
+        """Clip to ``grad_clip`` as ``grad_clip_by`` says. Under manual optimisation (PPO's default) the
         Trainer's ``gradient_clip_val`` is refused by Lightning: ``grad_clip`` is the setting."""
-        clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.grad_clip
-        if clip:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm"
-            )
+        clip_gradients(
+            self, optimizer, *resolve_clip(self.hparams, gradient_clip_val, gradient_clip_algorithm)
+        )
 
     def build_optimizers(self) -> Any:
         optimizer = self.adam(self.parameters(), lr=self.hparams.lr, eps=1e-5)
