@@ -13,7 +13,6 @@ from lightning.pytorch.loggers import Logger
 from lightning_rl import RLlibCallback, TrainingRun
 from lightning_rl.algorithms.ppo import PPO, PPOConfig
 from lightning_rl.env_runners.rllib_callbacks import CallbackSettings, MetricsLogger, resolve_callbacks
-from lightning_rl.envs.classes import MultiAgentCartPole
 from lightning_rl.errors import ConfigError
 
 DRIVER_CALLS: list[str] = []
@@ -219,20 +218,3 @@ def test_metrics_logger_reductions_and_bounds():
         logger.log_value("bad", 1.0, reduce="median")
     with pytest.raises(ConfigError, match="window"):
         logger.log_value("bad", 1.0, window=0)
-
-
-def test_episode_hooks_on_a_multi_agent_env_are_refused_clearly(tmp_path):
-    algo = (
-        PPOConfig()
-        .environment(MultiAgentCartPole, env_config={"num_agents": 2})
-        .env_runners(num_env_runners=0)
-        .training(train_batch_size=64, minibatch_size=64, num_epochs=1)
-        .callbacks(on_episode_end=lambda **kwargs: None)
-        .trainer(default_root_dir=str(tmp_path), logger=False)
-        .build_algo()
-    )
-    try:
-        with pytest.raises(ConfigError, match="single-agent EnvRunners"):
-            algo.train()
-    finally:
-        algo.stop()

@@ -16,9 +16,7 @@ from lightning_rl.algorithms.policy_set import PolicySet
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec
 from lightning_rl.env_runners.env_runner_group import FaultToleranceConfig
 from lightning_rl.env_runners.multi_agent_env_runner import MultiAgentEnvRunnerSpec
-from lightning_rl.env_runners.rllib_callbacks import RUNNER_HOOKS
 from lightning_rl.envs.external.config import ExternalEnvConfig
-from lightning_rl.errors import ConfigError
 from lightning_rl.external_server.runner import ExternalEnvRunnerSpec
 from lightning_rl.offline.recorder import recording_spec
 
@@ -94,18 +92,12 @@ def build_env_runner_spec(
     ``policies`` maps policy ids to modules with a ``policy_spec()``; ``initial_state`` (a
     callable returning the algorithm's ``policy_state()``) is called only for external-env
     runners, whose servers answer clients before the first weight broadcast.
-    ``callbacks`` (RLlib callbacks, a ``CallbackSettings``) go to single-agent training runners.
+    ``callbacks`` (RLlib callbacks, a ``CallbackSettings``) go to the training runners.
     """
     seed = h["seed"]
     if seed is not None:
         seed = int(seed) + seed_offset + (EVALUATION_SEED_OFFSET if evaluation else 0)
     if policy_set.is_multi_agent:
-        if callbacks is not None and callbacks.has_any(RUNNER_HOOKS):
-            raise ConfigError(
-                "RLlib episode/sample callbacks (on_episode_start/step/end, on_sample_end) run only in "
-                "single-agent EnvRunners so far; this env is a MultiAgentEnv. Driver hooks "
-                "(on_train_result, on_evaluate_start/end, on_checkpoint_loaded) work."
-            )
         return MultiAgentEnvRunnerSpec(
             env_creator=env_creator,
             policies={
@@ -117,6 +109,7 @@ def build_env_runner_spec(
             num_envs=num_envs,
             seed=seed,
             update_connectors=not evaluation,
+            callbacks=None if evaluation else callbacks,
             **env_robustness_settings(h),
         )
     policy_id = policy_set.single_policy_id()

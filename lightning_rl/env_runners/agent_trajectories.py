@@ -12,8 +12,8 @@ between belongs to that transition. The rules:
 * transitions never cross an agent's episode end, and no reward is dropped while an agent has
   a transition open or still to come in the episode.
 
-``pop_completed`` hands out what closed since the last call, grouped per (env copy, agent) in
-time order; the last transition of each group that did not end the agent's episode is marked
+``pop_completed`` hands out what closed since the last call, grouped per (env copy, agent,
+policy) in time order; the last transition of each group that did not end the agent's episode is marked
 truncated (the fragment was cut there), so value estimators bootstrap from its next
 observation exactly as they do at a single-agent rollout's last step.
 """
@@ -58,7 +58,7 @@ class AgentTrajectories:
     def __init__(self) -> None:
         self._open: dict[Key, _Open] = {}
         self._hanging: dict[Key, float] = {}
-        self._completed: dict[Key, CompletedSegment] = {}
+        self._completed: dict[tuple[int, Hashable, str], CompletedSegment] = {}
         self.dropped_reward = 0.0  # rewards after an agent's own end (env bug or by design)
 
     # -- events --------------------------------------------------------------------------------
@@ -109,9 +109,12 @@ class AgentTrajectories:
         transition.next_observation = transition.observation if next_observation is None else next_observation
         transition.terminated = terminated
         transition.truncated = truncated
-        segment = self._completed.get(key)
+        # Per policy too: an agent's seat may map to another policy in the next episode (self-play
+        # swaps seats), and its transitions must not land in the first policy's batch.
+        segment_key = (*key, opened.policy_id)
+        segment = self._completed.get(segment_key)
         if segment is None:
-            segment = self._completed[key] = CompletedSegment(key[0], key[1], opened.policy_id)
+            segment = self._completed[segment_key] = CompletedSegment(key[0], key[1], opened.policy_id)
         segment.transitions.append(transition)
 
     # -- output --------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from lightning_rl.connectors.base import ConnectorSpec, EnvToModulePipeline, Mod
 from lightning_rl.env_runners.agent_trajectories import AgentTrajectories, CompletedSegment
 from lightning_rl.env_runners.env_runner import EpisodeStats, RunnerResult, to_env_actions
 from lightning_rl.env_runners.evaluation_request import EvaluationBudget, EvaluationRequest
+from lightning_rl.env_runners.multi_agent_episode import Episode, MultiAgentRunnerEpisode
+from lightning_rl.env_runners.rllib_callbacks import EPISODE_HOOKS, CallbackSettings, MetricsLogger
 from lightning_rl.env_runners.transition_batch import transitions_to_batch
 from lightning_rl.envs.multi_agent import ALL, MultiAgentEnv
 from lightning_rl.envs.registration import EnvContext, EnvCreator
@@ -77,26 +79,15 @@ class MultiAgentEnvRunnerSpec:
     max_consecutive_sub_environment_failures: int = 10
     on_non_finite_env_output: str = "error"
     sample_timeout_s: float | None = None
+    # RLlib callbacks (``config.callbacks(...)``) for training samples; None costs nothing per step.
+    callbacks: CallbackSettings | None = None
 
     @staticmethod
     def runner_class() -> type:
         return MultiAgentEnvRunner
 
 
-@dataclass
-class Episode:
-    """One env copy's running episode, as mapping functions see it (``episode.id_``, RLlib's
-    name; ``episode.id`` is an alias), so RLlib's ``hash(episode.id_) % 2`` seat mapping works."""
-
-    id_: int = 0
-    env_index: int = 0
-    mapping: dict[Hashable, str] = field(default_factory=dict)
-    agent_returns: dict[Hashable, float] = field(default_factory=dict)
-    length: int = 0
-
-    @property
-    def id(self) -> int:
-        return self.id_
+__all__ = ["Episode", "MultiAgentEnvRunner", "MultiAgentEnvRunnerSpec", "MultiAgentPolicySetup"]
 
 
 class MultiAgentEnvRunner:
@@ -135,7 +126,13 @@ class MultiAgentEnvRunner:
             self.generator.manual_seed(int(spec.seed))
         self.weights_version = -1
         self.trajectories = AgentTrajectories()
-        self._episodes = [Episode() for _ in self.envs]
+        # RLlib callbacks, built here (one object per runner process); episodes record their
+        # agents' steps only when an episode hook is overridden.
+        self.callbacks = spec.callbacks.build() if spec.callbacks is not None else None
+        self.metrics = MetricsLogger()
+        self._track_episodes = self.callbacks is not None and self.callbacks.has(*EPISODE_HOOKS)
+        self._finished_episodes: list[MultiAgentRunnerEpisode] = []
+        self._episodes = [MultiAgentRunnerEpisode() for _ in self.envs]
         self._episode_counter = 0
         self._acting: list[dict[Hashable, Any]] | None = None  # module obs of agents to act, per env copy
         self._seeded = False
@@ -280,7 +277,7 @@ class MultiAgentEnvRunner:
                 out[row] = map_structure(lambda x, i=i: x[i], module_obs)
         return out
 
-    def _reset(self, index: int, update: bool) -> None:
+    def _reset(self, index: int, update: bool, record: bool = True) -> None:
         seed = None
         if not self._seeded and self.spec.seed is not None:
             seed = int(self.spec.seed) + index
@@ -296,17 +293,34 @@ class MultiAgentEnvRunner:
                 continue
         # Unique per runner and reproducible: mapping functions may use it to pick seats/opponents.
         self._episode_counter += 1
-        self._episodes[index] = Episode(
-            id_=self.worker_index * 1_000_000_000 + self._episode_counter, env_index=index
+        hooks = record and self._track_episodes  # evaluation episodes are not reported
+        episode = self._episodes[index] = MultiAgentRunnerEpisode(
+            self.worker_index * 1_000_000_000 + self._episode_counter, index, record=hooks
         )
         items = [(index, agent_id, obs) for agent_id, obs in raw.items()]
         self._acting[index] = dict(zip(raw, self._to_module(items, update), strict=True))
+        if hooks:
+            for agent_id, obs in raw.items():
+                episode.observe(agent_id, obs)
+            self._episode_hook("on_episode_start", episode)
 
-    def _reset_all(self, update: bool) -> None:
+    def _reset_all(self, update: bool, record: bool = True) -> None:
         self._acting = [{} for _ in self.envs]
         for index in range(len(self.envs)):
-            self._reset(index, update)
+            self._reset(index, update, record)
         self._seeded = True
+
+    # -- RLlib callbacks (only with an episode hook) ------------------------------------------
+    def _episode_hook(self, name: str, episode: MultiAgentRunnerEpisode) -> None:
+        self.callbacks.call(  # type: ignore[union-attr]
+            name,
+            episode=episode,
+            env_runner=self,
+            metrics_logger=self.metrics,
+            env=self.envs[episode.env_index],
+            env_index=episode.env_index,
+            rl_module=self.policies,
+        )
 
     # -- the loop ------------------------------------------------------------------------------
     def _act(self, explore: bool, record: bool) -> list[dict[Hashable, Any]]:
@@ -325,6 +339,8 @@ class MultiAgentEnvRunner:
             for row, (index, agent_id, obs) in enumerate(items):
                 action = env_actions[row]
                 actions[index][agent_id] = action.item() if action.ndim == 0 else action
+                if record and self._track_episodes:
+                    self._episodes[index].act(agent_id, actions[index][agent_id])
                 if record:
                     extras = {k: v[row] for k, v in out.items() if k != "action"}
                     self.trajectories.act(index, agent_id, policy_id, obs, out["action"][row], extras)
@@ -355,6 +371,7 @@ class MultiAgentEnvRunner:
                     self._policy_for(index, agent_id)
                 if record:
                     self.trajectories.reward(index, agent_id, reward)
+                    episode.reward(agent_id, reward)
             done_all = bool(terminateds.get(ALL, False) or truncateds.get(ALL, False))
             for agent_id in set(terminateds) | set(truncateds):
                 if agent_id == ALL:
@@ -372,6 +389,8 @@ class MultiAgentEnvRunner:
                 ended.append((index, bool(terminateds.get(ALL, False))))
             else:
                 next_items += [(index, a, o) for a, o in obs.items() if a not in finished]
+            if record and self._track_episodes:
+                self._step_episode(index, obs, finals, done_all, bool(terminateds.get(ALL, False)))
         if record:
             with_obs = [(i, a, raw) for i, a, raw, _, _ in finals if raw is not None]
             module_finals = dict(
@@ -389,12 +408,32 @@ class MultiAgentEnvRunner:
             self._acting[index][agent_id] = module_obs
         for index, _ in ended:
             self._record_episode(index, stats)
+            if record and self._track_episodes:
+                self._episode_hook("on_episode_end", self._episodes[index])
+                self._finished_episodes.append(self._episodes[index])
         for index in aborted:
             if record:
                 self.trajectories.end_episode(index, False, {})
             self._num_dropped += 1
-            self._reset(index, update)
+            self._reset(index, update, record)
         return [index for index, _ in ended]
+
+    def _step_episode(
+        self, index: int, obs: dict, finals: list[tuple], done_all: bool, terminated: bool
+    ) -> None:
+        """Record one env step in the episode RLlib callbacks see, then ``on_episode_step``."""
+        episode = self._episodes[index]
+        finished = set()
+        for env_index, agent_id, final_obs, term, trunc in finals:
+            if env_index == index:
+                episode.finish_agent(agent_id, final_obs, term, trunc)
+                finished.add(agent_id)
+        for agent_id, agent_obs in obs.items():
+            if agent_id not in finished:
+                episode.observe(agent_id, agent_obs)
+        if done_all:
+            episode.end(terminated)
+        self._episode_hook("on_episode_step", episode)
 
     def _record_episode(self, index: int, stats: EpisodeStats) -> None:
         episode = self._episodes[index]
@@ -446,6 +485,12 @@ class MultiAgentEnvRunner:
                 for index in self._step_all(actions, update, record=True, stats=stats):
                     self._reset(index, update)
         stats.num_env_steps = int(num_steps) * len(self.envs)
+        if self.callbacks is not None:
+            self.callbacks.call(
+                "on_sample_end", env_runner=self, metrics_logger=self.metrics, samples=self._finished_episodes
+            )
+            self._finished_episodes = []
+            stats.custom_metrics = self.metrics.pop()
         data, agent_steps = _segments_to_batches(self.trajectories.pop_completed())
         stats.num_agent_steps = agent_steps
         stats.seconds = time.perf_counter() - start
@@ -468,7 +513,7 @@ class MultiAgentEnvRunner:
     def _evaluate(self, request: EvaluationRequest, explore: bool) -> RunnerResult:
         update = self.spec.update_connectors
         start = time.perf_counter()
-        self._reset_all(update)
+        self._reset_all(update, record=False)
         budget = EvaluationBudget(request, len(self.envs))
         stats = EpisodeStats()
         # Dropped episodes do not count towards the quota: bound them, or copies that keep
@@ -492,7 +537,7 @@ class MultiAgentEnvRunner:
                         stats.lengths.append(finished.lengths[k])
                         stats.agent_returns.append(finished.agent_returns[k])
                         stats.policy_returns.append(finished.policy_returns[k])
-                    self._reset(index, update)
+                    self._reset(index, update, record=False)
         self._acting = None  # training must not continue evaluation episodes
         stats.num_env_steps = budget.num_env_steps
         stats.num_episodes_cut = budget.num_episodes_cut
