@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from lightning_rl import checkpoint_format as ckpt
+from lightning_rl.checkpoint_components import restore_modules
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.env_runners.ray_utils import shutdown_ray_if_started_here
 from lightning_rl.env_runners.rllib_callbacks import CustomMetrics, MetricsLogger
@@ -175,7 +176,15 @@ class TrainingRun:
         self._resume_iteration = int(checkpoint.get("epoch", 0))
         self._driver_hook("on_checkpoint_loaded")
 
-    restore_from_path = restore
+    def restore_from_path(self, path: str | Path, *, component: str | None = None) -> None:
+        """RLlib's ``restore_from_path``: the whole run (:meth:`restore`), or with ``component``
+        (``"learner_group/learner/rl_module[/<module_id>]"``) only those module weights, the rest
+        left as it is (:mod:`lightning_rl.checkpoint_components`); runners get them at the next
+        ``train()``/``evaluate()``, which broadcast the current weights."""
+        if component is None:
+            self.restore(path)
+        else:
+            restore_modules(self.algorithm, path, component)
 
     @classmethod
     def from_checkpoint(

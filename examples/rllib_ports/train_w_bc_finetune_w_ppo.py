@@ -1,4 +1,4 @@
-"""Port attempt of RLlib's ``examples/offline_rl/train_w_bc_finetune_w_ppo.py`` (does not run yet).
+"""Port of RLlib's ``examples/offline_rl/train_w_bc_finetune_w_ppo.py``: BC, then PPO fine-tuning.
 
 RLlib trains BC on its bundled CartPole dataset with a custom RLModule (``MyBCModel``) until the
 evaluation return is 250, then builds PPO with a subclass that adds a value head
@@ -6,23 +6,29 @@ evaluation return is 250, then builds PPO with a subclass that adds a value head
 ``algo.restore_from_path(path, component="learner_group/learner/rl_module")``), checks the
 return (>= 200 before and >= 250 after 5 PPO iterations) and fine-tunes to 450.
 
-What stops it here (see README.md): RLlib's dataset ``offline/tests/data/cartpole/
-cartpole-v1_large`` is not on this machine (pass ``--data-path`` to episodes recorded with
-``lightning_rl.record_episodes``); RLlib's catalog classes ``MLPEncoderConfig``/``MLPHeadConfig``
-have no lightning-rl twin (the modules below use plain torch layers instead); and
-``algo.restore_from_path(path, component=...)`` is not supported (``TypeError``). BC with the
-user's RLModule and ``RLModuleSpec(load_state_path=<BC checkpoint>)`` work.
+Changed besides the imports (see README.md): RLlib's dataset ``offline/tests/data/cartpole/
+cartpole-v1_large`` is not on this machine, so ``--data-path`` (default
+``runs/rllib_ports/cartpole-v1_large``) is recorded by ``cartpole_dataset.py`` from an expert
+PPO when it does not exist yet (a few minutes, once); RLlib's catalog classes
+``MLPEncoderConfig``/``MLPHeadConfig`` have no lightning-rl twin (plain torch layers instead);
+the BC checkpoint is ``bc.save()``'s file (RLlib: Tune's best checkpoint directory), which
+``load_state_path`` takes as it is and ``restore_from_path`` also with RLlib's component path
+appended; RLlib's Tune runs are plain ``train()`` loops (``_loop.py``).
 ``examples/bc_then_ppo.py`` does this job with lightning-rl's own API.
 
-    python examples/rllib_ports/train_w_bc_finetune_w_ppo.py --data-path DIR
+    python examples/rllib_ports/train_w_bc_finetune_w_ppo.py [--data-path DIR]
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from _loop import build_algo, example_args, train_until
+from cartpole_dataset import DEFAULT_PATH, ensure_dataset
 from torch import nn
 
 from lightning_rl import BCConfig, Columns, PPOConfig, RLModuleSpec, TorchRLModule, ValueFunctionAPI
+from lightning_rl.checkpoint_components import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE
 from lightning_rl.modules.rl_module import override
 
 EVAL_RETURN = ("evaluation", "env_runners", "episode_return_mean")
@@ -77,7 +83,7 @@ class MyPPOModel(MyBCModel, ValueFunctionAPI):
 
 
 def extra(parser) -> None:
-    parser.add_argument("--data-path", default="offline/tests/data/cartpole/cartpole-v1_large")
+    parser.add_argument("--data-path", default=str(DEFAULT_PATH))
     parser.add_argument("--seed", type=int, default=42)
 
 
@@ -85,10 +91,11 @@ def main(argv=None) -> dict:
     args = example_args(
         default_iters=10_000, default_timesteps=10_000_000, default_reward=250.0, argv=argv, extra=extra
     )
+    data_path = ensure_dataset(args.data_path)  # RLlib's bundled dataset, recorded here once
     base_config = (
         BCConfig()
         .environment("CartPole-v1")
-        .offline_data(input_=[args.data_path], dataset_num_iters_per_learner=1)
+        .offline_data(input_=[data_path.as_posix()], dataset_num_iters_per_learner=1)
         .training(train_batch_size_per_learner=1024, lr=0.0008)
         .debugging(seed=args.seed)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=MyBCModel))
@@ -100,10 +107,13 @@ def main(argv=None) -> dict:
             evaluation_config={"explore": False},
         )
     )
-    bc = build_algo(base_config, args)  # raises: BC does not run RLModules yet
+    bc = build_algo(base_config, args)
     bc_summary = train_until(bc, "train_w_bc", args, reward_key=EVAL_RETURN, stop_algo=False)
-    checkpoint = bc.save()
+    checkpoint = bc.save()  # RLlib: Tune's best checkpoint (a directory)
     bc.stop()
+    rl_module_checkpoint = (
+        Path(checkpoint) / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER / COMPONENT_RL_MODULE
+    )
 
     ppo_config = (
         PPOConfig()
@@ -120,9 +130,10 @@ def main(argv=None) -> dict:
         )
     )
     ppo = build_algo(ppo_config, args)
-    # RLlib also restores the module component from the BC checkpoint (load_state_path above
-    # already did): restore_from_path(component=...) is not supported yet (TypeError here).
-    ppo.restore_from_path(checkpoint, component="learner_group/learner/rl_module")
+    ppo.restore_from_path(
+        rl_module_checkpoint,
+        component=f"{COMPONENT_LEARNER_GROUP}/{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}",
+    )
     R = ppo.evaluate()["env_runners"]["episode_return_mean"]
     assert R >= 200.0, f"Initial PPO performance bad! R={R} (expected 200.0+)."
     print(f"PPO return after initialization: {R}")
@@ -131,8 +142,10 @@ def main(argv=None) -> dict:
     R = ppo.evaluate()["env_runners"]["episode_return_mean"]
     assert R >= 250.0, f"PPO performance (training) bad! R={R} (expected 250.0+)."
     print(f"PPO return after 5x training: {R}")
+    ppo.stop()
+    # RLlib's last step: a fresh PPO from the same config (BC's weights via load_state_path) to 450.
     args.stop_reward = 450.0
-    return {"bc": bc_summary, "ppo": train_until(ppo, "finetune_w_ppo", args, reward_key=EVAL_RETURN)}
+    return {"bc": bc_summary, "ppo": train_until(ppo_config, "finetune_w_ppo", args, reward_key=EVAL_RETURN)}
 
 
 if __name__ == "__main__":

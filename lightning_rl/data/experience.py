@@ -168,9 +168,11 @@ class ExperienceDataModule(pl.LightningDataModule):
         # A Ray driver in this process (a user's ray.init, a Tune trial) must not cut Lightning's
         # graceful SIGTERM stop short, even when this run samples in-process.
         defer_ray_sigterm_handler()
-        # Ray starts (or is joined) once, for the training and evaluation runners together.
+        # Ray starts (or is joined) once, for the training and evaluation runners together; a
+        # persistent run (TrainingRun) counts its training runners also when evaluate() comes
+        # first (RLlib builds every runner up front), or its first train() would find no CPUs.
         bundles: list[dict[str, float]] = []
-        if stage == "fit" and self.train_group is None:
+        if (stage == "fit" or self.persistent) and self.train_group is None:
             bundles += [self.runner_placement().bundle()] * settings.num_env_runners
         if self.eval_group is None:
             bundles += [self.runner_placement(evaluation=True).bundle()] * settings.evaluation_num_env_runners
