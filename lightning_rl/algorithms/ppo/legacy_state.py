@@ -5,6 +5,9 @@ weights plus its coefficients) and torchrl's actor wrapper (``actor.*``, the sam
 ``policy_net``); the memory-model module also a critic wrapper (``critic.*``, the weights of
 ``model``). The loss is now written out in :mod:`.loss`, so these entries hold nothing the
 module does not already load from its own keys: they are dropped when such a checkpoint loads.
+The same holds for ``gae.gamma``/``gae.lmbda``, the buffers of torchrl's ``GAE`` module that the
+feed-forward module held until GAE became a call of torchrl's functional estimator (both come
+from the hyperparameters).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-LEGACY_PREFIXES = ("loss.", "actor.", "critic.")
+LEGACY_PREFIXES = ("loss.", "actor.", "critic.", "gae.")
 
 
 def drop_legacy_loss_state(
