@@ -25,8 +25,9 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning_rl import checkpoint_format as ckpt
 from lightning_rl.checkpoint_components import restore_modules
 from lightning_rl.constants import DEFAULT_POLICY_ID
+from lightning_rl.data.evaluation import validates_this_epoch
+from lightning_rl.env_runners.metrics_logger import MetricsLogger
 from lightning_rl.env_runners.ray_utils import shutdown_ray_if_started_here
-from lightning_rl.env_runners.rllib_callbacks import CustomMetrics, MetricsLogger
 from lightning_rl.errors import CheckpointError, ConfigError
 from lightning_rl.policy import MissingRecipeError, Policy
 from lightning_rl.progress import RLProgressBar
@@ -81,6 +82,7 @@ class TrainingRun:
             _add_rl_progress_bar(kwargs)
         callbacks = kwargs.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
+        callbacks.append(EvaluationHooks(self))  # RLlib's on_evaluate_start/end, every evaluation
         kwargs["callbacks"], kwargs["plugins"] = add_resilience_defaults(
             callbacks, callbacks, kwargs.get("plugins")
         )
@@ -94,10 +96,17 @@ class TrainingRun:
         # RLlib callbacks' driver hooks (the runners build their own copy for episode hooks).
         settings = getattr(algorithm, "rllib_callbacks", None)
         self.callbacks = settings.build() if settings is not None else None
-        self.metrics_logger = MetricsLogger()
-        self._driver_metrics = CustomMetrics()
+        # RLlib's ``algorithm.metrics``: what driver hooks and a custom_evaluation_function log;
+        # reported into each train() result and Lightning's loggers under the user's keys.
+        self.metrics = MetricsLogger()
+        self._last_evaluation: dict[str, Any] | None = None
 
     # -- RLlib API ---------------------------------------------------------------------------
+    @property
+    def metrics_logger(self) -> MetricsLogger:
+        """``metrics``, the name RLlib's hooks give it (``metrics_logger=algorithm.metrics``)."""
+        return self.metrics
+
     @property
     def iteration(self) -> int:
         """Completed training iterations (Lightning epochs), including restored ones."""
@@ -122,7 +131,9 @@ class TrainingRun:
         self._resume_from = None
         self._resume_iteration = None
         result = self._results(time.perf_counter() - start, evaluated_since=first)
-        self._driver_hook("on_train_result", result, result=result)
+        self._publish(result)  # what hooks and a custom evaluation logged during the iteration
+        self._driver_hook("on_train_result", result=result)
+        self._publish(result)
         return result
 
     def evaluate(self) -> dict[str, Any]:
@@ -135,14 +146,15 @@ class TrainingRun:
         self._check_running()
         limit = self.trainer.limit_val_batches
         self.trainer.limit_val_batches = 1.0  # evaluation_interval=None turns periodic runs off only
-        self._driver_hook("on_evaluate_start")
-        try:
+        self._last_evaluation = None
+        try:  # on_evaluate_start/end: called by EvaluationHooks around the validation
             results = self.trainer.validate(self.algorithm, datamodule=self.datamodule, verbose=False)
         finally:
             self.trainer.limit_val_batches = limit
-        evaluation = nest_metrics(results[0] if results else {}).get("evaluation", {})
-        evaluation = {"env_runners": dict(evaluation), **evaluation}
-        self._driver_hook("on_evaluate_end", evaluation, evaluation_metrics=evaluation)
+        evaluation = self._last_evaluation
+        if evaluation is None:
+            evaluation = evaluation_results(results[0] if results else {})
+        self._publish(evaluation)  # what the hooks logged, into the returned results
         return evaluation
 
     def save(self, path: str | Path | None = None) -> str:
@@ -174,7 +186,7 @@ class TrainingRun:
             self.datamodule.load_state_dict(checkpoint[key])
         self._resume_from = str(path)
         self._resume_iteration = int(checkpoint.get("epoch", 0))
-        self._driver_hook("on_checkpoint_loaded")
+        self._driver_hook("on_checkpoint_loaded")  # its metrics go into the next train() result
 
     def restore_from_path(self, path: str | Path, *, component: str | None = None) -> None:
         """RLlib's ``restore_from_path``: the whole run (:meth:`restore`), or with ``component``
@@ -229,22 +241,38 @@ class TrainingRun:
         """RLlib's ``algo.get_policy()``: a :class:`~lightning_rl.Policy` snapshot with its connectors."""
         return self.algorithm.get_policy(policy_id)
 
-    def _driver_hook(self, name: str, into: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        """Call an RLlib driver hook; what it logs lands in ``into`` (the result it was given)."""
+    def _driver_hook(self, name: str, **kwargs: Any) -> None:
+        """Call an RLlib driver hook (what it logs into ``metrics`` is reported by :meth:`_publish`)."""
         if self.callbacks is None or not self.callbacks.has(name):
             return
-        self.callbacks.call(name, algorithm=self, metrics_logger=self.metrics_logger, **kwargs)
-        logged = self._driver_metrics.merge([self.metrics_logger.pop()])
-        if into is not None:
-            for key, value in nest_metrics(logged).items():
-                if isinstance(value, dict) and isinstance(into.get(key), dict):
-                    into[key].update(value)
-                else:
-                    into[key] = value
+        self.callbacks.call(name, algorithm=self, metrics_logger=self.metrics, **kwargs)
+
+    def _publish(self, into: dict[str, Any]) -> None:
+        """Report what was logged into ``metrics`` since the last report: into ``into`` (a
+        result dict) under the user's keys, and to Lightning's loggers as ``a/b`` keys at this
+        run's env-step axis (the ``step`` of its other rows)."""
+        logged = self.metrics.report()
+        if not logged:
+            return
+        _merge_nested(into, logged)
+        flat = _flatten(logged)
+        step = int(self.datamodule.num_env_steps_sampled_lifetime)
+        if self.trainer.is_global_zero:
+            for logger in self.trainer.loggers:
+                logger.log_metrics(flat, step=step)
+                logger.save()
 
     def _check_running(self) -> None:
         if self._stopped:
             raise ConfigError("This TrainingRun was stopped; build a new one with config.build_algo().")
+
+    def _on_evaluate_start(self) -> None:
+        self._driver_hook("on_evaluate_start")
+
+    def _on_evaluate_end(self, metrics: dict[str, Any]) -> None:
+        """RLlib's ``on_evaluate_end(evaluation_metrics=...)`` with this evaluation's results."""
+        self._last_evaluation = evaluation_results(metrics)
+        self._driver_hook("on_evaluate_end", evaluation_metrics=self._last_evaluation)
 
     def _results(self, seconds: float, evaluated_since: int) -> dict[str, Any]:
         metrics = dict(self.trainer.callback_metrics)
@@ -272,6 +300,67 @@ class TrainingRun:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def evaluation_results(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``evaluation/...`` logged metrics -> RLlib's evaluation dict (the built-in metrics also
+    under ``env_runners``, as RLlib nests them)."""
+    evaluation = nest_metrics({k: v for k, v in metrics.items() if k.startswith("evaluation/")})
+    evaluation = evaluation.get("evaluation", {})
+    return {"env_runners": dict(evaluation), **evaluation}
+
+
+class EvaluationHooks(pl.Callback):
+    """RLlib's ``on_evaluate_start``/``on_evaluate_end`` around every evaluation of a
+    :class:`TrainingRun`: the periodic ones inside ``train()`` (``evaluation_interval``) and
+    ``evaluate()``, in-process or on Ray evaluation runners, on the global-zero rank only. With
+    ``evaluation_parallel_to_training`` the start hook runs when the iteration starts, before
+    the evaluation it starts (this callback runs before the algorithm's own)."""
+
+    def __init__(self, run: TrainingRun) -> None:
+        self.run = run
+        self._started = False
+
+    def _active(self, trainer: pl.Trainer) -> bool:
+        return trainer.is_global_zero and not trainer.sanity_checking
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        settings = self.run.datamodule.settings
+        if (
+            self._active(trainer)
+            and settings.evaluation_parallel_to_training
+            and settings.evaluation_num_env_runners > 0
+            and validates_this_epoch(trainer)
+        ):
+            self._started = True
+            self.run._on_evaluate_start()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._active(trainer) and not self._started:
+            self.run._on_evaluate_start()
+        self._started = False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._active(trainer):
+            self.run._on_evaluate_end(dict(trainer.callback_metrics))
+
+
+def _merge_nested(into: dict[str, Any], values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge_nested(into[key], value)
+        else:
+            into[key] = value
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
 
 
 def _add_rl_progress_bar(kwargs: dict[str, Any]) -> None:

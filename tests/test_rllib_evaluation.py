@@ -106,6 +106,7 @@ def test_an_episode_that_never_ends_is_cut_at_the_timeout_in_process(tmp_path, c
 
 
 def test_a_remote_evaluation_runner_that_never_ends_an_episode_is_not_replaced(tmp_path, ray_session):
+    calls = []  # RLlib's on_evaluate_* hooks fire for the periodic evaluation on the Ray runner
     algo = (
         small_config(tmp_path, env=EndlessEnv)
         .evaluation(
@@ -115,6 +116,12 @@ def test_a_remote_evaluation_runner_that_never_ends_an_episode_is_not_replaced(t
             evaluation_sample_timeout_s=1.0,
         )
         .fault_tolerance(sample_timeout_s=0.5)  # shorter than evaluation's own limit
+        .callbacks(
+            on_evaluate_start=lambda **kwargs: calls.append("start"),
+            on_evaluate_end=lambda *, evaluation_metrics, **kwargs: calls.append(
+                evaluation_metrics["num_episodes_cut"]
+            ),
+        )
         .build_algo()
     )
     try:
@@ -126,11 +133,22 @@ def test_a_remote_evaluation_runner_that_never_ends_an_episode_is_not_replaced(t
         indices = eval_group.foreach_env_runner(
             lambda runner, plus: runner.worker_index + plus, kwargs={"plus": 0}
         )
+        # set_state loads the weights into the actor (a custom evaluation samples without them),
+        # and RLlib's sample() there returns the running episode's chunk.
+        state = {**algo.algorithm.policy_state(), "version": 12345}
+        eval_group.set_state(state)
+        ((episodes, metrics, version),) = eval_group.foreach_env_runner(
+            lambda runner: (runner.sample(num_timesteps=4), runner.get_metrics(), runner.weights_version)
+        )
     finally:
         algo.stop()
     assert result["evaluation"]["num_episodes_cut"] == 1
     assert restarts == 0 and late == 0
     assert indices == [1]
+    assert calls == ["start", 1.0]
+    assert version == 12345
+    assert [(e.env_steps(), e.agent_steps(), e.is_done) for e in episodes] == [(4, 4, False)]
+    assert metrics["num_env_steps_sampled"].peek() == 4 and "episode_return_mean" not in metrics
 
 
 def test_the_evaluation_timeout_is_checked_at_the_door():

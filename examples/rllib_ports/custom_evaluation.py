@@ -69,14 +69,14 @@ def custom_eval_function(algorithm, eval_workers):
     """Different corridor lengths per evaluation EnvRunner, three sampling rounds, merged metrics."""
     args = ARGS
     eval_workers.foreach_env_runner(
-        func=lambda worker: [
+        func=lambda worker: (
             env.unwrapped.set_corridor_length(
                 args.corridor_length_eval_worker_1
                 if worker.worker_index == 1
                 else args.corridor_length_eval_worker_2
             )
             for env in worker.env.unwrapped.envs
-        ]
+        )
     )
     env_runner_metrics, sampled_episodes = [], []
     for i in range(3):
