@@ -89,6 +89,7 @@ def test_episode_hooks_run_in_the_multi_agent_runner_with_rllibs_episode(tmp_pat
     assert 0.0 <= env_runners["win_rate"] <= 1.0
     # The callback's view of main's returns is the runner's own per-module return.
     assert env_runners["main_return"] == pytest.approx(env_runners["module_episode_returns_mean"]["main"])
+    assert "main" in result["learners"] and "random" not in result["learners"]  # policies_to_train
 
 
 def test_a_seat_that_changes_policy_between_episodes_feeds_each_policy_its_own_steps(tmp_path):
