@@ -13,12 +13,15 @@ import csv
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 from tensordict import TensorDict
 
+from lightning_rl.algorithms.logged_metrics import LearnerMetrics
 from lightning_rl.algorithms.ppo import PPO
-from lightning_rl.data.on_policy import IterationBatch
+from lightning_rl.algorithms.ppo.loss import PPOLossConfig, ppo_loss
+from lightning_rl.data.on_policy import IterationBatch, take_rows
 
 TINY = dict(train_batch_size=64, minibatch_size=16, num_epochs=2, evaluation_duration=1)
 UPDATES_PER_ITERATION = 2 * 4  # num_epochs x (64 / 16)
@@ -120,3 +123,58 @@ def test_a_resumed_run_continues_the_minibatch_shuffles(quiet_trainer_kwargs, tm
         "the resumed iteration must shuffle its minibatches as the uninterrupted run did"
     )
     assert trainer.global_step == 2 * UPDATES_PER_ITERATION
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_deferred_ppo_diagnostics_equal_each_minibatchs_own_stats_averaged(masked):
+    """PPOStats keep their diagnostics' inputs; LearnerMetrics computes them for all minibatches
+    at once. The iteration means equal the means of each minibatch's stats computed alone."""
+    config = PPOLossConfig(0.2, 0.3, 0.5, use_entropy=True, normalize_advantages=True, use_kl_loss=True)
+    generator = torch.Generator().manual_seed(0)
+    shape = (4, 6) if masked else (16,)
+
+    def randn(*size):
+        return torch.randn(*size, generator=generator)
+
+    metrics, alone = LearnerMetrics(), []
+    for _ in range(3):
+        mask = (torch.rand(shape, generator=generator) > 0.3).float() if masked else None
+        terms = ppo_loss(
+            log_prob=0.3 * randn(*shape),
+            old_log_prob=0.3 * randn(*shape),
+            advantage=randn(*shape, 1),
+            value=randn(*shape, 1),
+            value_target=randn(*shape, 1),
+            old_value=randn(*shape, 1),
+            entropy=randn(*shape).abs(),
+            config=config,
+            entropy_coeff=0.01,
+            kl_coeff=0.2,
+            mask=mask,
+        )
+        stats = terms.deferred_stats()
+        stats["extra"] = torch.tensor(1.0)  # what a subclass's compute_policy_loss may add
+        metrics.add(stats, "p")
+        alone.append({**terms.stats(), "extra": torch.tensor(1.0)})
+    means = metrics.pop_means()
+    assert set(means) == {f"learners/p/{name}" for name in alone[0]}
+    assert {"mean_kl_loss", "clip_fraction", "vf_explained_var", "value_clip_fraction"} <= set(alone[0])
+    for name in alone[0]:
+        expected = torch.stack([stats[name] for stats in alone]).mean()
+        torch.testing.assert_close(means[f"learners/p/{name}"], expected)
+    assert metrics.pop_means() == {}, "popped once"
+
+
+def test_take_rows_equals_tensordict_indexing():
+    data = TensorDict(
+        {
+            "a": torch.arange(10),
+            "next": TensorDict({"o": torch.randn(10, 3), "d": torch.rand(10, 1) > 0.5}, batch_size=[10]),
+        },
+        batch_size=[10],
+    )
+    index = torch.tensor([3, 3, 0, 9])
+    assert (take_rows(data, index) == data[index]).all()
+    sequences = data.reshape(5, 2)
+    rows = take_rows(sequences, torch.tensor([4, 1]))
+    assert rows.batch_size == (2, 2) and (rows == sequences[torch.tensor([4, 1])]).all()
