@@ -127,3 +127,17 @@ def test_unknown_components_and_module_ids_are_refused(bc_checkpoint):
     with pytest.raises(ConfigError, match=r"is a user's RLModule .* is lightning-rl's default networks"):
         restore_modules(plain, checkpoint, RL_MODULE)
     assert all(torch.equal(before[k], v) for k, v in plain.state_dict().items())
+
+
+def test_load_state_path_takes_rllibs_module_path(bc_checkpoint):
+    checkpoint, bc_weights = bc_checkpoint
+    spec = RLModuleSpec(module_class=SmallPPOModel, load_state_path=str(Path(checkpoint) / RL_MODULE))
+    module = PPO("CartPole-v1", rl_module_spec=spec).module.rl_module
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in bc_weights.items())
+    with pytest.raises(ConfigError, match="has no RLModule policy 'nope'"):
+        PPO(
+            "CartPole-v1",
+            rl_module_spec=RLModuleSpec(
+                module_class=SmallPPOModel, load_state_path=str(Path(checkpoint) / RL_MODULE / "nope")
+            ),
+        )

@@ -11,9 +11,9 @@ cartpole-v1_large`` is not on this machine, so ``--data-path`` (default
 ``runs/rllib_ports/cartpole-v1_large``) is recorded by ``cartpole_dataset.py`` from an expert
 PPO when it does not exist yet (a few minutes, once); RLlib's catalog classes
 ``MLPEncoderConfig``/``MLPHeadConfig`` have no lightning-rl twin (plain torch layers instead);
-the BC checkpoint is ``bc.save()``'s file (RLlib: Tune's best checkpoint directory), which
-``load_state_path`` takes as it is and ``restore_from_path`` also with RLlib's component path
-appended; RLlib's Tune runs are plain ``train()`` loops (``_loop.py``).
+the BC checkpoint is ``bc.save()``'s file (RLlib: Tune's best checkpoint directory), with
+RLlib's component path appended as RLlib does for ``load_state_path`` and
+``restore_from_path``; RLlib's Tune runs are plain ``train()`` loops (``_loop.py``).
 ``examples/bc_then_ppo.py`` does this job with lightning-rl's own API.
 
     python examples/rllib_ports/train_w_bc_finetune_w_ppo.py [--data-path DIR]
@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
         .environment("CartPole-v1")
         .training(lr=0.00002, num_epochs=6, vf_loss_coeff=0.01)
         .debugging(seed=args.seed)
-        .rl_module(rl_module_spec=RLModuleSpec(module_class=MyPPOModel, load_state_path=checkpoint))
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=MyPPOModel, load_state_path=rl_module_checkpoint))
         .evaluation(
             evaluation_interval=1,
             evaluation_num_env_runners=1,

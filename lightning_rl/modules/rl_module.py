@@ -465,24 +465,47 @@ def plain_rl_module_spec(value: Any) -> dict[str, Any] | None:
     return {"rl_module_specs": {pid: spec.to_plain() for pid, spec in specs.items()}}
 
 
+#: RLlib's path of the modules inside a checkpoint: ``<checkpoint>/learner_group/learner/rl_module``.
+RL_MODULE_PATH_PARTS = ("learner_group", "learner", "rl_module")
+
+
+def split_rl_module_path(path: str | os.PathLike) -> tuple[Path, str | None]:
+    """RLlib's ``<checkpoint>/learner_group/learner/rl_module[/<module_id>]`` (a checkpoint is a
+    directory tree there, one file here) -> ``(<checkpoint>, module id or None)``; any other
+    path, or one that exists, comes back as it is."""
+    path = Path(path)
+    parts = path.parts
+    if not path.exists():
+        if len(parts) > 4 and parts[-4:-1] == RL_MODULE_PATH_PARTS:
+            return Path(*parts[:-4]), parts[-1]
+        if len(parts) > 3 and parts[-3:] == RL_MODULE_PATH_PARTS:
+            return Path(*parts[:-3]), None
+    return path, None
+
+
 def load_module_state(module: RLModule, path: str | os.PathLike) -> None:
     """``RLModuleSpec(load_state_path=...)``: start ``module`` from an RLModule policy saved in a
     lightning-rl checkpoint file (``algo.save()``), e.g. BC's module before PPO fine-tunes it.
+    RLlib's form ``<checkpoint>/learner_group/learner/rl_module[/<module_id>]`` names the file
+    (and the module) too.
 
     Only tensors are read (``torch.load(weights_only=True)``; no name in the file is resolved).
-    The policy is ``default_policy`` or the checkpoint's only RLModule policy. Every saved
+    The policy is the named one, else ``default_policy`` or the checkpoint's only RLModule policy. Every saved
     tensor must fit the module; the module may have more (PPO's value head over BC's model).
     """
-    path = Path(path)
+    path, module_id = split_rl_module_path(path)
     if not path.is_file():
         raise ConfigError(
             f"RLModuleSpec load_state_path {str(path)!r} is not a checkpoint file (algo.save())."
         )
     state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
     prefixes = sorted({key.split(".rl_module.")[0] for key in state if ".rl_module." in key})
-    default = f"policies.{DEFAULT_POLICY_ID}"
+    default = f"policies.{module_id or DEFAULT_POLICY_ID}"
     if default in prefixes:
         prefix = default
+    elif module_id is not None:
+        found = [p.removeprefix("policies.") for p in prefixes]
+        raise ConfigError(f"Checkpoint {str(path)!r} has no RLModule policy {module_id!r}; it has {found}.")
     elif len(prefixes) == 1:
         prefix = prefixes[0]
     else:
