@@ -26,7 +26,8 @@ class BC(MARWIL):
             actions): keeps the cloned policy from collapsing its spread.
         vf_coeff: > 0 also trains a value function on the data's discounted returns, with this
             weight (for algorithms started from the clone; BC's policy does not use it).
-        grad_clip: global gradient-norm clip (None: off).
+        grad_clip: gradient clip (None: off), applied as MARWIL's ``grad_clip_by`` says (RLlib's
+            default ``"global_norm"``).
 
     See :class:`~lightning_rl.algorithms.offline.OfflineAlgorithm` for the data settings.
     """
