@@ -141,3 +141,28 @@ def test_load_state_path_takes_rllibs_module_path(bc_checkpoint):
                 module_class=SmallPPOModel, load_state_path=str(Path(checkpoint) / RL_MODULE / "nope")
             ),
         )
+
+
+def test_the_same_algorithms_module_comes_back_whole(tmp_path):
+    """Default networks, same algorithm: the module's whole saved state (actor, critic) loads;
+    the target's other state (its optimizer, counters) is not touched."""
+    run = (
+        PPOConfig()
+        .environment("CartPole-v1")
+        .env_runners(num_env_runners=0)
+        .rl_module(model_config={"fcnet_hiddens": [8]})
+        .training(train_batch_size=32, minibatch_size=32, num_epochs=1)
+        .trainer(default_root_dir=str(tmp_path), logger=False)
+        .build_algo()
+    )
+    try:
+        run.train()
+        checkpoint = run.save(tmp_path / "ppo")
+        trained = {k: v.clone() for k, v in run.algorithm.policies["default_policy"].state_dict().items()}
+    finally:
+        run.stop()
+    fresh = PPO("CartPole-v1", model_config={"fcnet_hiddens": [8]})
+    component = f"{RL_MODULE}/default_policy"
+    assert restore_modules(fresh, Path(checkpoint) / component, component) == ["default_policy"]
+    state = fresh.policies["default_policy"].state_dict()
+    assert all(torch.equal(state[k], v) for k, v in trained.items())
