@@ -43,6 +43,7 @@ _EXPORTS = {
     "MultiAgentEnv": "lightning_rl.envs.multi_agent",
     "PettingZooEnv": "lightning_rl.envs.wrappers.pettingzoo_env",
     "ParallelPettingZooEnv": "lightning_rl.envs.wrappers.pettingzoo_env",
+    "OpenSpielEnv": "lightning_rl.envs.wrappers.open_spiel",
     "EnvContext": "lightning_rl.envs.registration",
     "make_env": "lightning_rl.envs.registration",
     "register_env": "lightning_rl.envs.registration",

@@ -22,7 +22,7 @@ from lightning_rl.envs.classes import (
     TicTacToe,
 )
 from lightning_rl.envs.multi_agent import to_pettingzoo, to_pettingzoo_aec
-from lightning_rl.envs.wrappers import ParallelPettingZooEnv, PettingZooEnv
+from lightning_rl.envs.wrappers import OpenSpielEnv, ParallelPettingZooEnv, PettingZooEnv
 
 SINGLE_AGENT_ENVS = {
     "CombinationLock": lambda: CombinationLock({"length": 5}),
@@ -59,6 +59,8 @@ PARALLEL_ENVS = {
 TURN_BASED_ENVS = {
     "TicTacToe": lambda: TicTacToe({}),
     "PettingZooEnv(tictactoe_v3)": lambda: PettingZooEnv(tictactoe_v3.env()),
+    "OpenSpielEnv(connect_four)": lambda: OpenSpielEnv("connect_four"),
+    "OpenSpielEnv(kuhn_poker)": lambda: OpenSpielEnv("kuhn_poker"),  # chance nodes, seeded
 }
 
 
