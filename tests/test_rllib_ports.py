@@ -37,6 +37,7 @@ def port_module():
         ("count_based_curiosity", []),
         ("mean_std_filtering", []),
         ("self_play", []),
+        ("self_play_with_open_spiel", []),
         ("custom_evaluation", []),
         ("policy_inference_after_training", ["--num-episodes-during-inference", "1"]),
     ],
