@@ -55,6 +55,7 @@ PARALLEL_ENVS = {
     "ParallelPettingZooEnv(waterworld)": lambda: ParallelPettingZooEnv(
         waterworld_v4.parallel_env(max_cycles=40)
     ),
+    "OpenSpielEnv(goofspiel)": lambda: OpenSpielEnv("goofspiel"),  # simultaneous moves, chance
 }
 TURN_BASED_ENVS = {
     "TicTacToe": lambda: TicTacToe({}),

@@ -153,3 +153,13 @@ def test_ppo_trains_main_against_random_for_one_iteration(tmp_path):
     assert set(result["learners"]) >= {"main"} and "random" not in result["learners"]
     returns = result["env_runners"]["module_episode_returns_mean"]
     assert -1.0 <= returns["main"] <= 1.0
+
+
+def test_simultaneous_move_game_asks_every_player():
+    env = OpenSpielEnv("goofspiel")
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {0, 1}
+    with pytest.raises(ValueError, match="missing \\[1\\]"):
+        env.step({0: 0})
+    _, totals, _ = play_random_game(env, seed=5)
+    assert [totals[p] for p in env.possible_agents] == pytest.approx(env.state.returns())
