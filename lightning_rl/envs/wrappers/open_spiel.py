@@ -127,7 +127,6 @@ class OpenSpielEnv(MultiAgentEnv):
             raise ConfigError("game_parameters apply to a game name; this pyspiel.Game is already loaded.")
         self.env = game  # RLlib's attribute name for the game
         self.type = game.get_type()
-        self._spiel_error = pyspiel.SpielError
         self._simultaneous = self.type.dynamics == pyspiel.GameType.Dynamics.SIMULTANEOUS
         if not self._simultaneous and self.type.dynamics != pyspiel.GameType.Dynamics.SEQUENTIAL:
             raise ConfigError(
