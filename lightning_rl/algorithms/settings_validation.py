@@ -16,6 +16,7 @@ from lightning_rl.algorithms.runner_specs import placement_kwargs
 from lightning_rl.env_runners.env_runner_group import EnvRunnerPlacement
 from lightning_rl.envs.vector import check_non_finite_mode
 from lightning_rl.errors import ConfigError
+from lightning_rl.modules.initializers import canonical_initializer_settings
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.recurrent import is_recurrent, memory_switches
 from lightning_rl.registry import algorithms_with
@@ -33,6 +34,8 @@ def plain_model_config(model_config: dict | DefaultModelConfig | None) -> dict |
     checkpoints and YAML stay plain data."""
     if isinstance(model_config, DefaultModelConfig):
         model_config = model_config.to_dict()
+    if isinstance(model_config, dict):  # initialisers by name, never the function (checked here)
+        model_config = {**model_config, **canonical_initializer_settings(model_config)}
     custom = (model_config or {}).get("custom_model")
     if custom is None or isinstance(custom, str):
         return model_config

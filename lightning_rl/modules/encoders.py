@@ -15,6 +15,7 @@ from torch import nn
 
 from lightning_rl._imports import import_object
 from lightning_rl.errors import ConfigError, SpaceError
+from lightning_rl.modules.initializers import LayerInit
 from lightning_rl.modules.model_config import DefaultModelConfig
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -40,10 +41,19 @@ def activation(name: str) -> nn.Module:
         ) from None
 
 
-def init_linear(layer: nn.Linear, gain: float, orthogonal: bool) -> nn.Linear:
+def init_linear(layer: nn.Linear, gain: float, orthogonal: bool, init: LayerInit | None = None) -> nn.Linear:
+    """Orthogonal weights with ``gain`` and zero bias (``orthogonal``), else PyTorch's default;
+    a weight or bias initialiser that ``init`` names (RLlib's ``*_initializer`` keys) replaces
+    that part. No initialiser named: exactly the same random draws as without ``init``."""
+    kernel = None if init is None else init.kernel
+    bias = None if init is None else init.bias
     if orthogonal:
-        nn.init.orthogonal_(layer.weight, gain)
-        nn.init.zeros_(layer.bias)
+        if kernel is None:
+            nn.init.orthogonal_(layer.weight, gain)
+        if bias is None:
+            nn.init.zeros_(layer.bias)
+    if init is not None:
+        init.apply(layer)
     return layer
 
 
@@ -55,18 +65,23 @@ def mlp(
     *,
     orthogonal: bool = True,
     out_gain: float = 1.0,
+    init: LayerInit | None = None,
+    out_init: LayerInit | None = None,
 ) -> nn.Sequential:
-    """Linear-activation stack; an optional linear output layer with its own init gain."""
+    """Linear-activation stack; an optional linear output layer with its own init gain.
+
+    ``init`` / ``out_init``: the model config's initialisers for the hidden / output layers
+    (see :func:`init_linear`)."""
     layers: list[nn.Module] = []
     gain = math.sqrt(2.0) if act.lower() in {"relu", "silu", "swish", "elu", "gelu", "leaky_relu"} else 5 / 3
     if act.lower() == "tanh":
         gain = math.sqrt(2.0)  # CleanRL/SB3 use sqrt(2) for tanh MLPs as well
     size = in_dim
     for hidden in hiddens:
-        layers += [init_linear(nn.Linear(size, int(hidden)), gain, orthogonal), activation(act)]
+        layers += [init_linear(nn.Linear(size, int(hidden)), gain, orthogonal, init), activation(act)]
         size = int(hidden)
     if out_dim is not None:
-        layers.append(init_linear(nn.Linear(size, out_dim), out_gain, orthogonal))
+        layers.append(init_linear(nn.Linear(size, out_dim), out_gain, orthogonal, out_init))
     return nn.Sequential(*layers)
 
 
@@ -78,7 +93,11 @@ class MLPEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.net = mlp(
-            obs_dim, config.fcnet_hiddens, config.fcnet_activation, orthogonal=config.orthogonal_init
+            obs_dim,
+            config.fcnet_hiddens,
+            config.fcnet_activation,
+            orthogonal=config.orthogonal_init,
+            init=config.layer_init("fcnet"),
         )
         self.out_dim = int(config.fcnet_hiddens[-1]) if config.fcnet_hiddens else obs_dim
         # Trailing dims to flatten (small boards, grids); None: the observation is already a vector.
@@ -106,9 +125,10 @@ class CNNEncoder(nn.Module):
         filters = config.conv_filters or NATURE_CNN_FILTERS
         layers: list[nn.Module] = []
         in_c = c
+        conv_init = config.layer_init("conv")  # PyTorch's default init unless the config names one
         for out_c, kernel, stride in filters:
             layers += [
-                nn.Conv2d(in_c, int(out_c), int(kernel), int(stride)),
+                conv_init.apply(nn.Conv2d(in_c, int(out_c), int(kernel), int(stride))),
                 activation(config.conv_activation),
             ]
             in_c = int(out_c)
@@ -117,7 +137,13 @@ class CNNEncoder(nn.Module):
         with torch.no_grad():
             n_flat = self.conv(torch.zeros(1, c, h, w)).shape[-1]
         hiddens = config.fcnet_hiddens if config.conv_filters is not None else [512]
-        self.mlp = mlp(n_flat, hiddens, config.conv_activation, orthogonal=config.orthogonal_init)
+        self.mlp = mlp(
+            n_flat,
+            hiddens,
+            config.conv_activation,
+            orthogonal=config.orthogonal_init,
+            init=config.layer_init("fcnet"),
+        )
         self.out_dim = int(hiddens[-1]) if hiddens else n_flat
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -145,7 +171,13 @@ def build_head_hiddens(width: int, config: DefaultModelConfig) -> tuple[nn.Modul
     width it outputs (an identity when the config has no head layers)."""
     if not config.head_fcnet_hiddens:
         return nn.Identity(), width
-    layers = mlp(width, config.head_fcnet_hiddens, config.fcnet_activation, orthogonal=config.orthogonal_init)
+    layers = mlp(
+        width,
+        config.head_fcnet_hiddens,
+        config.fcnet_activation,
+        orthogonal=config.orthogonal_init,
+        init=config.layer_init("head_fcnet"),
+    )
     return layers, int(config.head_fcnet_hiddens[-1])
 
 

@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_rl.errors import ConfigError, unknown_name_message
+from lightning_rl.modules.initializers import (
+    ALL_INITIALIZER_KEYS,
+    INITIALIZER_GROUPS,
+    LayerInit,
+    canonical_initializer_settings,
+    initializer_keys,
+)
 
 
 @dataclass
@@ -20,6 +27,22 @@ class DefaultModelConfig:
 
     fcnet_hiddens: list[int] = field(default_factory=lambda: [64, 64])
     fcnet_activation: str = "tanh"
+    # RLlib's initialisers (torch.nn.init functions or their names, stored as the name; see
+    # lightning_rl.modules.initializers): fcnet_* for the encoder MLP, head_fcnet_* for the
+    # head layers and outputs (policy, value, Q), conv_* for the conv stack. None keeps the
+    # init that orthogonal_init chooses.
+    fcnet_kernel_initializer: Any = None
+    fcnet_kernel_initializer_kwargs: dict[str, Any] | None = None
+    fcnet_bias_initializer: Any = None
+    fcnet_bias_initializer_kwargs: dict[str, Any] | None = None
+    head_fcnet_kernel_initializer: Any = None
+    head_fcnet_kernel_initializer_kwargs: dict[str, Any] | None = None
+    head_fcnet_bias_initializer: Any = None
+    head_fcnet_bias_initializer_kwargs: dict[str, Any] | None = None
+    conv_kernel_initializer: Any = None
+    conv_kernel_initializer_kwargs: dict[str, Any] | None = None
+    conv_bias_initializer: Any = None
+    conv_bias_initializer_kwargs: dict[str, Any] | None = None
     # Extra layers between the shared encoder and each head.
     head_fcnet_hiddens: list[int] = field(default_factory=list)
     # One trunk for policy and value function (False: two separate MLPs).
@@ -50,6 +73,19 @@ class DefaultModelConfig:
     custom_model: Any = None
     custom_model_config: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Checked at the door and kept as names: the config is stored as plain data.
+        given = {key: getattr(self, key) for key in ALL_INITIALIZER_KEYS}
+        for key, value in canonical_initializer_settings(given).items():
+            setattr(self, key, value)
+
+    def layer_init(self, group: str) -> LayerInit:
+        """The initialisers of one layer group: ``"fcnet"``, ``"head_fcnet"`` or ``"conv"``."""
+        if group not in INITIALIZER_GROUPS:
+            raise ConfigError(unknown_name_message("initializer group", group, INITIALIZER_GROUPS))
+        kernel, kernel_kwargs, bias, bias_kwargs = (getattr(self, key) for key in initializer_keys(group))
+        return LayerInit(group, kernel, dict(kernel_kwargs or {}), bias, dict(bias_kwargs or {}))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -59,6 +95,7 @@ def resolve_model_config(value: DefaultModelConfig | dict | None) -> DefaultMode
     if value is None:
         return DefaultModelConfig()
     if isinstance(value, DefaultModelConfig):
+        value.__post_init__()  # fields set after construction are checked (and named) too
         return value
     if not isinstance(value, dict):
         raise ConfigError(f"model_config must be a dict or DefaultModelConfig, got {value!r}")

@@ -87,14 +87,17 @@ class PolicyNet(nn.Module):
         self.head_hiddens, width = build_head_hiddens(self.encoder.out_dim, config)
         self.continuous = isinstance(self.distribution, DiagGaussianDistribution)
         self.free_log_std = config.free_log_std
+        head_init = config.layer_init("head_fcnet")
         if self.continuous:
             dim = self.distribution.dim
             out = dim if config.free_log_std else 2 * dim
-            self.head = init_linear(nn.Linear(width, out), 0.01, config.orthogonal_init)
+            self.head = init_linear(nn.Linear(width, out), 0.01, config.orthogonal_init, head_init)
             if config.free_log_std:
                 self.log_std = nn.Parameter(torch.full((dim,), float(config.log_std_init)))
         else:
-            self.head = init_linear(nn.Linear(width, self.distribution.n), 0.01, config.orthogonal_init)
+            self.head = init_linear(
+                nn.Linear(width, self.distribution.n), 0.01, config.orthogonal_init, head_init
+            )
 
     def forward(self, obs: Any) -> tuple[torch.Tensor, ...]:
         if self.masked:
@@ -134,12 +137,20 @@ class ValueNet(nn.Module):
             shared_encoder if shared_encoder is not None else build_encoder(observation_space, config)
         )
         width = self.encoder.out_dim
+        head_init = config.layer_init("head_fcnet")
         self.head = nn.Sequential(
-            mlp(width, config.head_fcnet_hiddens, config.fcnet_activation, orthogonal=config.orthogonal_init),
+            mlp(
+                width,
+                config.head_fcnet_hiddens,
+                config.fcnet_activation,
+                orthogonal=config.orthogonal_init,
+                init=head_init,
+            ),
             init_linear(
                 nn.Linear(int(config.head_fcnet_hiddens[-1]) if config.head_fcnet_hiddens else width, 1),
                 1.0,
                 config.orthogonal_init,
+                head_init,
             ),
         )
 

@@ -75,14 +75,15 @@ class DefaultPPOTorchRLModule(RLModule, ValueFunctionAPI):
         width = self.encoder.out_dim
         hiddens = list(config.head_fcnet_hiddens)
         orthogonal = config.orthogonal_init
+        head_init = config.layer_init("head_fcnet")  # RLlib's head_fcnet_*_initializer keys
         last = int(hiddens[-1]) if hiddens else width
         self.pi = nn.Sequential(
-            mlp(width, hiddens, head_activation, orthogonal=orthogonal),
-            init_linear(nn.Linear(last, out), 0.01, orthogonal),
+            mlp(width, hiddens, head_activation, orthogonal=orthogonal, init=head_init),
+            init_linear(nn.Linear(last, out), 0.01, orthogonal, head_init),
         )
         self.vf = nn.Sequential(
-            mlp(width, hiddens, head_activation, orthogonal=orthogonal),
-            init_linear(nn.Linear(last, 1), 1.0, orthogonal),
+            mlp(width, hiddens, head_activation, orthogonal=orthogonal, init=head_init),
+            init_linear(nn.Linear(last, 1), 1.0, orthogonal, head_init),
         )
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from torchrl.modules import NoisyLinear
 from lightning_rl.errors import SpaceError
 from lightning_rl.modules.distributions import CategoricalDistribution
 from lightning_rl.modules.encoders import activation, build_encoder, init_linear
+from lightning_rl.modules.initializers import LayerInit
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
 from lightning_rl.modules.policy_networks import (
     InferencePolicy,
@@ -31,11 +32,20 @@ from lightning_rl.modules.policy_networks import (
 )
 
 
-def _layer(in_dim: int, out_dim: int, noisy: bool, sigma0: float, gain: float, orthogonal: bool) -> nn.Module:
+def _layer(
+    in_dim: int,
+    out_dim: int,
+    noisy: bool,
+    sigma0: float,
+    gain: float,
+    orthogonal: bool,
+    init: LayerInit | None,
+) -> nn.Module:
     if noisy:
         # Noise follows train()/eval(): learners train with noise, evaluation acts without.
+        # NoisyLinear keeps its own (mu, sigma) init; the head initialisers do not apply.
         return NoisyLinear(in_dim, out_dim, std_init=sigma0, use_exploration_type=False)
-    return init_linear(nn.Linear(in_dim, out_dim), gain, orthogonal)
+    return init_linear(nn.Linear(in_dim, out_dim), gain, orthogonal, init)
 
 
 def q_head(
@@ -47,14 +57,16 @@ def q_head(
     noisy: bool = False,
     sigma0: float = 0.5,
     orthogonal: bool = True,
+    init: LayerInit | None = None,
 ) -> nn.Sequential:
-    """Hidden layers + a linear output; every layer noisy when ``noisy``."""
+    """Hidden layers + a linear output; every layer noisy when ``noisy``. ``init``: the model
+    config's head initialisers (RLlib's ``head_fcnet_*``), for hidden and output layers."""
     layers: list[nn.Module] = []
     size = in_dim
     for hidden in hiddens:
-        layers += [_layer(size, int(hidden), noisy, sigma0, 2**0.5, orthogonal), activation(act)]
+        layers += [_layer(size, int(hidden), noisy, sigma0, 2**0.5, orthogonal, init), activation(act)]
         size = int(hidden)
-    layers.append(_layer(size, out_dim, noisy, sigma0, 1.0, orthogonal))
+    layers.append(_layer(size, out_dim, noisy, sigma0, 1.0, orthogonal, init))
     return nn.Sequential(*layers)
 
 
@@ -86,7 +98,12 @@ class QNetwork(nn.Module):
         observation_space, self.masked = split_action_mask(observation_space)
         self.encoder = build_encoder(observation_space, config)
         width = self.encoder.out_dim
-        head = dict(noisy=noisy, sigma0=sigma0, orthogonal=config.orthogonal_init)
+        head = dict(
+            noisy=noisy,
+            sigma0=sigma0,
+            orthogonal=config.orthogonal_init,
+            init=config.layer_init("head_fcnet"),
+        )
         hiddens, act = config.head_fcnet_hiddens, config.fcnet_activation
         self.advantage = q_head(width, hiddens, act, self.num_actions * self.num_atoms, **head)
         self.value = q_head(width, hiddens, act, self.num_atoms, **head) if self.dueling else None

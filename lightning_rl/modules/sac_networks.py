@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from lightning_rl.errors import SpaceError
 from lightning_rl.modules.encoders import activation, build_encoder, build_head_hiddens, init_linear, mlp
+from lightning_rl.modules.initializers import LayerInit
 from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_config
 from lightning_rl.modules.policy_networks import InferencePolicy
 
@@ -64,7 +65,12 @@ class SquashedGaussianActor(nn.Module):
         self.action_dim = int(box.shape[0])
         self.encoder = build_encoder(observation_space, config)
         self.head_hiddens, width = build_head_hiddens(self.encoder.out_dim, config)
-        self.head = init_linear(nn.Linear(width, 2 * self.action_dim), 0.01, config.orthogonal_init)
+        self.head = init_linear(
+            nn.Linear(width, 2 * self.action_dim),
+            0.01,
+            config.orthogonal_init,
+            config.layer_init("head_fcnet"),
+        )
         low = torch.as_tensor(box.low, dtype=torch.float32)
         high = torch.as_tensor(box.high, dtype=torch.float32)
         self.register_buffer("action_scale", (high - low) / 2)
@@ -115,18 +121,34 @@ class EnsembleMLP(nn.Module):
         num_members: int,
         *,
         orthogonal: bool = True,
+        init: LayerInit | None = None,
+        head_init: LayerInit | None = None,
+        num_encoder_layers: int | None = None,
     ) -> None:
+        """``init`` initialises the first ``num_encoder_layers`` hidden layers (RLlib's
+        ``fcnet_*`` keys: the critic's encoder), ``head_init`` the rest and the output
+        (``head_fcnet_*``); None/None: the same draws as one plain :func:`mlp`."""
         super().__init__()
         self.num_members = int(num_members)
+        split = len(hiddens) if num_encoder_layers is None else int(num_encoder_layers)
+
+        def member() -> list[nn.Linear]:
+            # Two stacks built in order draw exactly what one mlp over all hiddens draws.
+            encoder = mlp(in_dim, hiddens[:split], act, orthogonal=orthogonal, init=init)
+            width = int(hiddens[split - 1]) if split > 0 else in_dim
+            head = mlp(
+                width,
+                hiddens[split:],
+                act,
+                out_dim,
+                orthogonal=orthogonal,
+                init=head_init,
+                out_init=head_init,
+            )
+            return [layer for layer in (*encoder, *head) if isinstance(layer, nn.Linear)]
+
         # Members start exactly like the plain MLPs of the same config (same initialisation).
-        members = [
-            [
-                layer
-                for layer in mlp(in_dim, hiddens, act, out_dim, orthogonal=orthogonal)
-                if isinstance(layer, nn.Linear)
-            ]
-            for _ in range(self.num_members)
-        ]
+        members = [member() for _ in range(self.num_members)]
         self.weights = nn.ParameterList(
             nn.Parameter(torch.stack([m[i].weight.detach().t() for m in members]))
             for i in range(len(members[0]))
@@ -178,7 +200,15 @@ class ContinuousQEnsemble(nn.Module):
         size = vector_size(observation_space, "SAC's Q-network") + int(bounded_box(action_space).shape[0])
         hiddens = list(config.fcnet_hiddens) + list(config.head_fcnet_hiddens)
         self.net = EnsembleMLP(
-            size, hiddens, config.fcnet_activation, 1, num_q, orthogonal=config.orthogonal_init
+            size,
+            hiddens,
+            config.fcnet_activation,
+            1,
+            num_q,
+            orthogonal=config.orthogonal_init,
+            init=config.layer_init("fcnet"),
+            head_init=config.layer_init("head_fcnet"),
+            num_encoder_layers=len(config.fcnet_hiddens),
         )
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
