@@ -119,8 +119,10 @@ def test_game_names_are_checked_and_settings_apply():
     assert isinstance(registered, OpenSpielEnv) and registered.action_spaces[0].n == 5
 
 
-def test_ppo_trains_main_against_random_for_one_iteration(tmp_path):
-    register_env("open-spiel-test", lambda _: OpenSpielEnv(pyspiel.load_game("connect_four")))
+@pytest.mark.parametrize(("game", "action_mask"), [("connect_four", True), ("tic_tac_toe", False)])
+def test_ppo_trains_main_against_random_for_one_iteration(tmp_path, game, action_mask):
+    # Without masks both sides play illegal moves, which forfeit: the runner sees episodes end early.
+    register_env("open-spiel-test", lambda _: OpenSpielEnv(pyspiel.load_game(game), action_mask=action_mask))
     try:
         algo = (
             PPOConfig()
@@ -153,6 +155,8 @@ def test_ppo_trains_main_against_random_for_one_iteration(tmp_path):
     assert set(result["learners"]) >= {"main"} and "random" not in result["learners"]
     returns = result["env_runners"]["module_episode_returns_mean"]
     assert -1.0 <= returns["main"] <= 1.0
+    if not action_mask:  # a full tic-tac-toe board takes 9 moves; forfeits end games sooner
+        assert result["env_runners"]["episode_len_mean"] < 9
 
 
 def test_simultaneous_move_game_asks_every_player():
