@@ -3,9 +3,8 @@
 Pendulum with its observations shifted to [-4000, -1456] ("lopsided"): PPO learns only with the
 filter. RLlib's target: ``env_runners/episode_return_mean`` -300 within 500 iterations / 500k
 env steps. Changed: imports, RLlib's script helpers replaced by a plain loop (``_loop.py``).
-RLlib's ``DefaultModelConfig`` here also sets ``fcnet_kernel_initializer=xavier_uniform_`` and
-``fcnet_bias_initializer=constant_(0)``; lightning-rl's model config names no initialisers
-(orthogonal or PyTorch's default), so those three keys are dropped (see the README).
+RLlib's ``DefaultModelConfig`` keys are kept as RLlib writes them, initialisers included
+(``fcnet_kernel_initializer=xavier_uniform_``, ``fcnet_bias_initializer=constant_(val=0)``).
 
     python examples/rllib_ports/mean_std_filtering.py [--disable-mean-std-filter]
 """
@@ -14,6 +13,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import torch
 from _loop import example_args, train_until
 
 from lightning_rl import DefaultModelConfig, MeanStdFilter, PPOConfig, register_env
@@ -50,7 +50,14 @@ def main(argv=None) -> dict:
             ),
         )
         .training(train_batch_size_per_learner=512, gamma=0.95, lr=0.0003, vf_loss_coeff=0.01)
-        .rl_module(model_config=DefaultModelConfig(fcnet_activation="relu"))
+        .rl_module(
+            model_config=DefaultModelConfig(
+                fcnet_activation="relu",
+                fcnet_kernel_initializer=torch.nn.init.xavier_uniform_,
+                fcnet_bias_initializer=torch.nn.init.constant_,
+                fcnet_bias_initializer_kwargs={"val": 0.0},
+            ),
+        )
     )
     base_config.training(minibatch_size=64, lambda_=0.1, vf_clip_param=10.0)
     return train_until(base_config, "mean_std_filtering", args)
