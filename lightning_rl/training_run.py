@@ -37,6 +37,9 @@ from lightning_rl.trainer_defaults import add_resilience_defaults
 if TYPE_CHECKING:  # type hints only: the run is generic over algorithms
     from lightning_rl.algorithms.base import Algorithm
 
+_MODULE_STATE_PATH = "learner_group/learner/rl_module"
+_ADD_MODULE_FLAGS = {"add_to_learners", "add_to_env_runners", "add_to_eval_env_runners"}
+_REMOVE_MODULE_FLAGS = {"remove_from_learners", "remove_from_env_runners", "remove_from_eval_env_runners"}
 _QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
@@ -234,8 +237,75 @@ class TrainingRun:
         self._stopped = True
 
     # -- access ------------------------------------------------------------------------------
-    def get_module(self, policy_id: str = DEFAULT_POLICY_ID) -> Algorithm:
-        return self.algorithm
+    def get_module(self, module_id: str = DEFAULT_POLICY_ID) -> Any:
+        """RLlib's ``algo.get_module(module_id)``: the learner's module of that policy (a user's
+        RLModule, else the default networks), with ``get_state()``/``set_state()``."""
+        return self.algorithm.get_module(module_id)
+
+    def add_module(
+        self,
+        module_id: str,
+        module_spec: Any,
+        *,
+        new_agent_to_module_mapping_fn: Any = None,
+        new_should_module_be_updated: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """RLlib's ``algo.add_module``: a new league member built like ``module_spec`` (e.g.
+        ``RLModuleSpec.from_module(algo.get_module("main"))``), freshly initialised, frozen unless
+        ``new_should_module_be_updated`` says otherwise; the runners (in-process or Ray) get it
+        and the new mapping before their next sample. See ``Algorithm.add_module``."""
+        unknown = set(kwargs) - _ADD_MODULE_FLAGS
+        if unknown or not all(kwargs.values()):
+            raise ConfigError(
+                f"add_module settings {sorted(kwargs)} are not supported here: the module always goes to "
+                "the learner, the runners and the evaluation runners "
+                f"(accepted: {sorted(_ADD_MODULE_FLAGS)}=True)."
+            )
+        return self.algorithm.add_module(
+            module_id,
+            module_spec,
+            new_agent_to_module_mapping_fn=new_agent_to_module_mapping_fn,
+            new_should_module_be_updated=new_should_module_be_updated,
+        )
+
+    def remove_module(
+        self, module_id: str, *, new_agent_to_module_mapping_fn: Any = None, **kwargs: Any
+    ) -> None:
+        """RLlib's ``algo.remove_module`` (modules added during the run; see ``Algorithm.remove_module``)."""
+        unknown = set(kwargs) - _REMOVE_MODULE_FLAGS
+        if unknown or not all(kwargs.values()):
+            raise ConfigError(
+                f"remove_module settings {sorted(kwargs)} are not supported here (accepted: "
+                f"{sorted(_REMOVE_MODULE_FLAGS)}=True)."
+            )
+        self.algorithm.remove_module(module_id, new_agent_to_module_mapping_fn=new_agent_to_module_mapping_fn)
+
+    def get_state(self, components: Any = None) -> dict[str, Any]:
+        """RLlib's ``algo.get_state()``, the part with module weights:
+        ``{"learner_group": {"learner": {"rl_module": {module_id: state}}}}`` (tensors only)."""
+        if components is not None and components not in (_MODULE_STATE_PATH, [_MODULE_STATE_PATH]):
+            raise ConfigError(f"get_state components {components!r}: only {_MODULE_STATE_PATH!r} is offered.")
+        states = {pid: self.algorithm.get_module(pid).get_state() for pid in self.algorithm.policy_ids}
+        return {"learner_group": {"learner": {"rl_module": states}}}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """RLlib's ``algo.set_state`` for module weights:
+        ``{"learner_group": {"learner": {"rl_module": {module_id: module.get_state()}}}}`` loads
+        each given module's tensors into the learner; the runners get them with the next sample.
+        Any other key is an error naming the path that is offered."""
+        node: Any = state
+        for depth, key in enumerate(_MODULE_STATE_PATH.split("/")):
+            if not isinstance(node, dict) or set(node) != {key}:
+                where = "/".join(_MODULE_STATE_PATH.split("/")[:depth]) or "the top level"
+                found = sorted(node) if isinstance(node, dict) else type(node).__name__
+                raise ConfigError(
+                    f"set_state: at {where} expected only {key!r}, got {found}; this run's state offers "
+                    f"{_MODULE_STATE_PATH!r} -> {{module_id: state}} "
+                    f"(module ids {self.algorithm.policy_ids})."
+                )
+            node = node[key]
+        self.algorithm.set_module_states(node)
 
     def get_policy(self, policy_id: str | None = None) -> Any:
         """RLlib's ``algo.get_policy()``: a :class:`~lightning_rl.Policy` snapshot with its connectors."""

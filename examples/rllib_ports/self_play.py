@@ -1,25 +1,31 @@
 """PettingZoo twin of RLlib's ``examples/multi_agent/self_play_with_open_spiel.py``.
 
-RLlib's example plays OpenSpiel's connect_four (``open_spiel`` installs here, but lightning-rl
-has no ``OpenSpielEnv`` wrapper yet); the twin plays PettingZoo's ``connect_four_v3`` through
-lightning-rl's ``PettingZooEnv``. The config is
-RLlib's: "main" (the default PPO module, ``fcnet_hiddens=[512, 512]``, 20 epochs) against a
-``RandomRLModule`` opponent given by a ``MultiRLModuleSpec``, seats swapped per episode by
-``hash(episode.id_) % 2``, only "main" trained. RLlib's example then grows a league (its
-``SelfPlayCallback`` adds a frozen snapshot of "main" each time main's win rate passes 0.95);
-here lightning-rl's ``SelfPlayCallback`` does that job (a Lightning callback, passed through
-``.trainer(callbacks=...)``: RLlib's example callback needs ``algorithm.add_module``).
+RLlib's example plays OpenSpiel's connect_four; the twin plays PettingZoo's ``connect_four_v3``
+through lightning-rl's ``PettingZooEnv``, with the seats renamed to OpenSpiel's player numbers
+``0``/``1`` (``classes/player_numbers.py``), which RLlib's callback and mapping compare with
+``agent_id``. The rest is RLlib's, as written: "main" (the default PPO module,
+``fcnet_hiddens=[512, 512]``, 20 epochs) against a ``RandomRLModule`` opponent given by a
+``MultiRLModuleSpec``, seats swapped per episode by ``hash(episode.id_) % 2``, only "main"
+trained, and RLlib's own ``SelfPlayCallback`` (``classes/self_play_callback.py``, imports
+changed) passed by ``config.callbacks(functools.partial(...))``: it logs main's win rate per
+episode in the runners and, whenever the win rate passes ``--win-rate-threshold``, grows the
+league through ``algorithm.get_module("main")``, ``algorithm.add_module(...,
+RLModuleSpec.from_module(main), new_agent_to_module_mapping_fn=...)`` and
+``algorithm.set_state(...)`` (a frozen copy of main, ``main_v<k>``, that main then plays).
 
-Target (RLlib's first league step): main wins >= 95% against random, i.e. main's mean return
-(+1 win, -1 loss) >= 0.9; RLlib's budget is 2M env steps. Reached here: 0.92 at 160k env steps
-(``--num-env-runners 0``; see the README's table).
+Stop criteria are RLlib's: ``league_size >= --min-league-size`` (3: one snapshot added, i.e.
+main beat random more than 95% of the last 100 games), 2M env steps, or ``--stop-iters``.
 
-    python examples/rllib_ports/self_play.py [--stop-timesteps N]
+    python examples/rllib_ports/self_play.py [--stop-timesteps N] [--min-league-size 3]
 """
 
 from __future__ import annotations
 
+import functools
+
 from _loop import example_args, train_until
+from classes.player_numbers import PlayerNumbers
+from classes.self_play_callback import SelfPlayCallback
 from pettingzoo.classic import connect_four_v3
 
 from lightning_rl import (
@@ -29,31 +35,37 @@ from lightning_rl import (
     PPOConfig,
     RandomRLModule,
     RLModuleSpec,
-    SelfPlayCallback,
     register_env,
 )
 
-MAIN_RETURN = ("env_runners", "module_episode_returns_mean", "main")
+LEAGUE_SIZE = ("league_size",)
 
 
 def main(argv=None) -> dict:
     args = example_args(
-        default_iters=10_000,
+        default_iters=200,
         default_timesteps=2_000_000,
-        default_reward=0.9,
+        default_reward=float("inf"),  # RLlib stops on league_size here, not on a return
         argv=argv,
-        extra=lambda p: p.add_argument("--win-rate-threshold", type=float, default=0.95),
+        extra=lambda p: (
+            p.add_argument("--win-rate-threshold", type=float, default=0.95),
+            p.add_argument("--min-league-size", type=float, default=3),
+        ),
     )
-    register_env("open_spiel_env", lambda _: PettingZooEnv(connect_four_v3.env()))
+    args.stop_reward = args.min_league_size
+    register_env("open_spiel_env", lambda _: PlayerNumbers(PettingZooEnv(connect_four_v3.env())))
 
     def agent_to_module_mapping_fn(agent_id, episode, **kwargs):
-        # Seats alternate between episodes, so main plays first and second.
-        return "main" if hash(episode.id_) % 2 == int(str(agent_id)[-1]) else "random"
+        # agent_id = [0|1] -> module depends on episode ID
+        # This way, we make sure that both modules sometimes play agent0
+        # (start player) and sometimes agent1 (player to move 2nd).
+        return "main" if hash(episode.id_) % 2 == agent_id else "random"
 
     config = (
         PPOConfig()
         .environment("open_spiel_env")
-        .env_runners(num_envs_per_env_runner=1)
+        .callbacks(functools.partial(SelfPlayCallback, win_rate_threshold=args.win_rate_threshold))
+        .env_runners(num_env_runners=(args.num_env_runners or 2), num_envs_per_env_runner=1)
         .multi_agent(
             policies={"main", "random"},
             policy_mapping_fn=agent_to_module_mapping_fn,
@@ -65,19 +77,9 @@ def main(argv=None) -> dict:
                 rl_module_specs={"main": RLModuleSpec(), "random": RLModuleSpec(module_class=RandomRLModule)}
             ),
         )
-        .trainer(
-            callbacks=[
-                SelfPlayCallback(
-                    main_policy="main",
-                    agents=("player_0", "player_1"),
-                    base_opponents=("random",),
-                    win_rate_threshold=args.win_rate_threshold,
-                )
-            ]
-        )
     )
     config.training(num_epochs=20)
-    return train_until(config, "self_play", args, reward_key=MAIN_RETURN)
+    return train_until(config, "self_play", args, reward_key=LEAGUE_SIZE)
 
 
 if __name__ == "__main__":

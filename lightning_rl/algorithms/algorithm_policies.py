@@ -10,8 +10,10 @@ the ModuleDict, which must stay a LightningModule attribute for its state-dict k
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from gymnasium import spaces
 from torch import nn
 
@@ -19,7 +21,9 @@ from lightning_rl.algorithms.multi_agent import RANDOM_POLICY, RandomPolicyModul
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.algorithms.policy_set import PolicySet
 from lightning_rl.algorithms.policy_transfer import load_policy_weights
-from lightning_rl.errors import ConfigError
+from lightning_rl.constants import DEFAULT_POLICY_ID
+from lightning_rl.errors import ConfigError, UnknownNameError
+from lightning_rl.modules.rl_module import RLModule, RLModuleSpec, resolve_module_class
 from lightning_rl.policy import Policy
 
 
@@ -71,6 +75,150 @@ class AlgorithmPolicies:
         self.policy_set.add_copy(policy_id, from_policy, trainable)
         module = self._build_module(policy_id).to(self.device)
         module.load_state_dict(self.policies[from_policy].state_dict())
+        self._register_module(policy_id, module, trainable)
+        return module
+
+    # -- RLlib's module API (algorithm.get_module / add_module / remove_module) ---------------
+    def get_module(self, module_id: str = DEFAULT_POLICY_ID) -> nn.Module:
+        """The learner's module of one policy (RLlib's ``get_module``): a user's RLModule, else the
+        default networks (a :class:`PolicyModule`); both have ``get_state``/``set_state``."""
+        module = self.policies[self._known_module(module_id)]
+        rl_module = getattr(module, "rl_module", None)
+        return rl_module if isinstance(rl_module, RLModule) else module
+
+    def add_module(
+        self,
+        module_id: str,
+        module_spec: RLModuleSpec,
+        *,
+        new_agent_to_module_mapping_fn: Callable[..., str] | None = None,
+        new_should_module_be_updated: Any = None,
+    ) -> nn.Module:
+        """RLlib's ``add_module``: a new policy built from ``module_spec``, freshly initialised.
+
+        The new module is built like the existing policy whose module matches the spec (same
+        class, spaces and model config; RLlib's self-play callback passes
+        ``RLModuleSpec.from_module(main_module)``) and gets that policy's connectors; copy
+        weights in with ``set_state``. It trains only if ``new_should_module_be_updated`` (a
+        list of module ids, or a predicate on a module id) says so, or, left None, if no
+        ``policies_to_train`` was configured (RLlib's "every module"). EnvRunners build it, and
+        switch to ``new_agent_to_module_mapping_fn``, before their next sample.
+        """
+        if module_id in self.policies:
+            raise ConfigError(f"Module {module_id!r} exists already; the modules are {self.policy_ids}.")
+        template = self._template_for(module_spec)
+        trainable = self._should_train(module_id, new_should_module_be_updated)
+        self.policy_set.add_copy(module_id, template, trainable)
+        module = self._build_module(module_id).to(self.device)
+        self._register_module(module_id, module, trainable)
+        if new_agent_to_module_mapping_fn is not None:
+            self.set_policy_mapping_fn(new_agent_to_module_mapping_fn)
+        return self.get_module(module_id)
+
+    def remove_module(
+        self, module_id: str, *, new_agent_to_module_mapping_fn: Callable[..., str] | None = None
+    ) -> None:
+        """RLlib's ``remove_module`` for modules added during the run (the configured ones stay:
+        hyperparameters and checkpoints name them). A trained module cannot leave mid-training."""
+        self._known_module(module_id)
+        if module_id in self.policies_to_train and self._optimizer_cache is not None:
+            raise ConfigError(
+                f"Module {module_id!r} is being trained (policies_to_train {self.policies_to_train}); "
+                "only frozen modules can be removed mid-training."
+            )
+        self.policy_set.remove_added(module_id)
+        del self.policies[module_id]
+        if new_agent_to_module_mapping_fn is not None:
+            self.set_policy_mapping_fn(new_agent_to_module_mapping_fn)
+
+    def set_module_states(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """``{module_id: module.get_state()}`` into the learner's modules (tensors only); the
+        runners load them with the next sample's weights."""
+        if not isinstance(states, Mapping):
+            raise ConfigError(f"Module states must be {{module_id: state}}, got {type(states).__name__}.")
+        for module_id in states:
+            self._known_module(module_id)
+        for module_id, state in states.items():
+            if not isinstance(state, Mapping):
+                raise ConfigError(
+                    f"The state of module {module_id!r} must be a dict of tensors (module.get_state()), "
+                    f"got {type(state).__name__}."
+                )
+            bad = {k: type(v).__name__ for k, v in state.items() if not isinstance(v, torch.Tensor)}
+            if bad:
+                raise ConfigError(
+                    f"The state of module {module_id!r} holds non-tensors {bad}; states are tensors only."
+                )
+            module = self.get_module(module_id)
+            own = module.state_dict()
+            missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+            if missing or unexpected:
+                raise ConfigError(
+                    f"The state given for module {module_id!r} does not fit it: missing {missing[:5]}, "
+                    f"unexpected {unexpected[:5]} (its keys: {sorted(own)[:8]}...)."
+                )
+            with torch.no_grad():
+                module.set_state({k: v.to(own[k].device) for k, v in state.items()})
+
+    def _known_module(self, module_id: str) -> str:
+        if module_id not in self.policies:
+            raise UnknownNameError(f"Unknown module id {module_id!r}; the modules are {self.policy_ids}.")
+        return module_id
+
+    def _template_for(self, spec: RLModuleSpec) -> str:
+        """The existing policy a new module is built like: the spec's class, spaces and model config."""
+        if not isinstance(spec, RLModuleSpec):
+            raise ConfigError(f"add_module needs an RLModuleSpec, got {type(spec).__name__}.")
+        candidates = []
+        for policy_id in self.policy_ids:
+            module = self.get_module(policy_id)
+            if isinstance(module, RandomPolicyModule):  # policies={"x": "random"}: not a network
+                continue
+            mine = RLModuleSpec.from_module(module)
+            wanted_class = resolve_module_class(spec.module_class) if spec.module_class is not None else None
+            if wanted_class is not mine.module_class:
+                continue
+            if spec.observation_space is not None and spec.observation_space != mine.observation_space:
+                continue
+            if spec.action_space is not None and spec.action_space != mine.action_space:
+                continue
+            if spec.model_config and dict(spec.model_config) != dict(mine.model_config or {}):
+                continue
+            candidates.append(policy_id)
+        if not candidates:
+            name = getattr(spec.module_class, "__name__", spec.module_class) or "the default networks"
+            raise ConfigError(
+                f"add_module builds a module like an existing one, and none of {self.policy_ids} is a "
+                f"{name} with the spec's spaces and model_config; pass "
+                "RLModuleSpec.from_module(algorithm.get_module(id))."
+            )
+        trained = [pid for pid in candidates if pid in self.policies_to_train]
+        return (trained or candidates)[0]
+
+    def _should_train(self, module_id: str, should_update: Any) -> bool:
+        if should_update is None:
+            return self.hparams.policies_to_train is None
+        if callable(should_update):
+            wanted = {pid for pid in [*self.policy_ids, module_id] if should_update(pid)}
+        elif isinstance(should_update, list | tuple | set | frozenset):
+            wanted = set(should_update)
+        else:
+            raise ConfigError(
+                "new_should_module_be_updated must be None, a list of module ids or a callable(module_id), "
+                f"got {should_update!r}."
+            )
+        if wanted - {module_id} != set(self.policies_to_train):
+            raise ConfigError(
+                f"new_should_module_be_updated {sorted(wanted)} changes which existing modules train "
+                f"({self.policies_to_train}); it may only say whether {module_id!r} trains."
+            )
+        if self.hparams.policies_to_train is not None:
+            added = [module_id] if module_id in wanted else []
+            self.hparams.policies_to_train = [*self.policies_to_train, *added]
+        return module_id in wanted
+
+    def _register_module(self, policy_id: str, module: PolicyModule, trainable: bool) -> None:
+        """Put a new policy's module in place: frozen, or with its parameters in the optimizer."""
         if not trainable:
             module.requires_grad_(False)
             module.trainable = False
@@ -83,7 +231,6 @@ class AlgorithmPolicies:
                     f"{type(self).__name__} has {len(optimizers)}."
                 )
             optimizers[0].add_param_group({"params": [p for p in module.parameters() if p.requires_grad]})
-        return module
 
     def set_policy_mapping_fn(self, fn: Any) -> None:
         """Change which agent uses which policy from the next sample on (self-play, leagues)."""

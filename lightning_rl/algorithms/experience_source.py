@@ -119,9 +119,11 @@ class ExperienceSourceMethods:
     def process_rollout(self, batch: Any) -> Any:
         """Run each policy's learner connectors, then its module's own (GAE ...), on its batch."""
         if isinstance(batch, dict):
+            # A module removed mid-episode (remove_module) may still send its last steps: dropped.
             return {
                 pid: self.policies[pid].process_rollout(self._apply_learner_connectors(pid, b))
                 for pid, b in batch.items()
+                if pid in self.policies
             }
         policy_id = self.policy_set.single_policy_id()
         return self.policies[policy_id].process_rollout(self._apply_learner_connectors(policy_id, batch))

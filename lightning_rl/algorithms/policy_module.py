@@ -62,3 +62,12 @@ class PolicyModule(nn.Module, abc.ABC):
     def process_rollout(self, batch: Any) -> Any:
         """Learner connector over this policy's whole sampled batch (GAE, n-step, ...)."""
         return batch
+
+    def get_state(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """RLlib's ``RLModule.get_state``: a copy of the weights (tensors only), what
+        ``algorithm.set_state`` takes back (RLlib's self-play callback copies modules so)."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items()}
+
+    def set_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load :meth:`get_state`'s tensors (every key, same shapes)."""
+        self.load_state_dict(dict(state))

@@ -207,6 +207,26 @@ class PolicySet:
         self.env_to_module_pipelines[policy_id].set_state(self.connector_state[policy_id])
         self.added[policy_id] = {"from_policy": from_policy, "trainable": trainable}
 
+    def remove_added(self, policy_id: str) -> None:
+        """Forget a policy added after construction (a league member RLlib's ``remove_module``
+        drops); the configured policies stay, since checkpoints and hyperparameters name them."""
+        if policy_id not in self.added:
+            raise ConfigError(
+                f"Only modules added during the run can be removed; {policy_id!r} is not one of them "
+                f"(added: {sorted(self.added)}; all policies: {self.policy_ids})."
+            )
+        del self.added[policy_id]
+        self.policy_ids.remove(policy_id)
+        for table in (
+            self.env_policy_spaces,
+            self.env_to_module_pipelines,
+            self.module_to_env_specs,
+            self.policy_spaces,
+            self.connector_state,
+            self.settings,
+        ):
+            table.pop(policy_id, None)
+
     def set_mapping_fn(self, fn: Any) -> None:
         """Change which agent uses which policy (from the runners' next sample on)."""
         self.mapping_fn, _ = resolve_mapping_fn(fn, self.policy_ids)

@@ -162,16 +162,18 @@ class MultiAgentEnvRunner:
     def set_state(self, state: dict[str, Any] | None) -> None:
         if not state:
             return
+        built = set()  # a policy built now loads its weights even if the version did not move
         for policy_id, setup in (state.get("new_policies") or {}).items():
             if policy_id not in self.policies:
                 self._add_policy(policy_id, setup)
+                built.add(policy_id)
         if state.get("policy_mapping_fn") is not None:
             self.policy_mapping_fn = state["policy_mapping_fn"]
         new_version = state.get("version", 0) != self.weights_version
         for policy_id, policy_state in state.get("policies", {}).items():
             if policy_id not in self.policies:
                 continue
-            if new_version and policy_state.get("weights") is not None:
+            if (new_version or policy_id in built) and policy_state.get("weights") is not None:
                 self.policies[policy_id].load_weights(policy_state["weights"])
             if policy_state.get("extra"):
                 self.policies[policy_id].set_extra(policy_state["extra"])

@@ -15,6 +15,7 @@ core; it must stay cheap to import in a Ray actor (no Lightning, no tensordict).
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -110,6 +111,8 @@ def _is_callback_class(obj: Any) -> bool:
 
 def _check_class(value: Any, where: str) -> type[RLlibCallback]:
     given = value
+    if isinstance(value, functools.partial) and _is_callback_class(value.func):
+        return value  # RLlib's examples pass functools.partial(MyCallback, setting=...)
     if isinstance(value, str):
         try:
             value = import_object(value, kind="callbacks_class", accept=_is_callback_class)
@@ -155,7 +158,9 @@ class CallbackSettings:
     def has_any(self, names: tuple[str, ...]) -> bool:
         """Whether any of these hooks is overridden or given (without building the object)."""
         return any(
-            name in self.hooks or getattr(self.callbacks_class, name) is not getattr(RLlibCallback, name)
+            name in self.hooks
+            or getattr(getattr(self.callbacks_class, "func", self.callbacks_class), name)
+            is not getattr(RLlibCallback, name)
             for name in names
         )
 

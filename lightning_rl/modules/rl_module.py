@@ -363,6 +363,38 @@ class RLModuleSpec:
             load_module_state(module, self.load_state_path)
         return module
 
+    @classmethod
+    def from_module(cls, module: nn.Module) -> RLModuleSpec:
+        """The spec that builds another module like ``module`` (RLlib's ``from_module``; its
+        self-play callback snapshots ``algorithm.get_module("main")`` this way).
+
+        ``module`` is a user's :class:`RLModule` (the spec names its class) or an algorithm's
+        default networks (an object with ``observation_space``, ``action_space`` and
+        ``model_config``; the spec's ``module_class`` is None, which means "the default networks").
+        """
+        if isinstance(module, MultiRLModule):
+            raise ConfigError(
+                "RLModuleSpec.from_module takes one module; for a MultiRLModule use "
+                "MultiRLModuleSpec(rl_module_specs={module_id: RLModuleSpec.from_module(m), ...})."
+            )
+        missing = [a for a in ("observation_space", "action_space") if getattr(module, a, None) is None]
+        if missing:
+            raise ConfigError(
+                f"RLModuleSpec.from_module({type(module).__name__}): the module has no {missing}; pass a "
+                "module from algorithm.get_module(module_id)."
+            )
+        model_config = getattr(module, "model_config", None)
+        if isinstance(model_config, DefaultModelConfig):
+            model_config = model_config.to_dict()
+        return cls(
+            module_class=type(module) if isinstance(module, RLModule) else None,
+            observation_space=module.observation_space,
+            action_space=module.action_space,
+            inference_only=bool(getattr(module, "inference_only", False)),
+            learner_only=bool(getattr(module, "learner_only", False)),
+            model_config=dict(model_config) if model_config is not None else None,
+        )
+
     def update(self, other: RLModuleSpec, override: bool = True) -> None:
         """Fill (or, with ``override``, replace) fields from ``other`` (RLlib's ``update``)."""
         for f in dataclasses.fields(self):
