@@ -23,6 +23,7 @@ from lightning_rl.env_runners.multi_agent_env_runner import MultiAgentEnvRunner
 from lightning_rl.envs.classes import TicTacToe
 from lightning_rl.errors import ConfigError, UnknownNameError
 from lightning_rl.modules.rl_module import FLOAT_MIN, Columns, MultiRLModuleSpec, RLModule, RLModuleSpec
+from lightning_rl.training_run import TrainingRun
 
 register_env("numbered_tictactoe", lambda config: PlayerNumbers(TicTacToe(config)))
 
@@ -101,6 +102,21 @@ def test_rllibs_self_play_callback_grows_the_league_with_frozen_copies_of_main(t
         main_after_2 = algo.get_module("main").get_state()
         assert not states_equal(main_after_2, main_after_1)
         assert states_equal(algo.get_module("main_v2").get_state(), main_after_2)
+
+        # A checkpoint re-creates the league (the mapping, a closure, is passed again as in RLlib).
+        path = algo.save(tmp_path / "league")
+        restored = TrainingRun.from_checkpoint(
+            path,
+            {"default_root_dir": str(tmp_path), "logger": False},
+            trusted_classes=[seat_mapping],
+            policy_mapping_fn=seat_mapping,
+        )
+        try:
+            assert restored.algorithm.policy_ids == ["main", "random", "main_v1", "main_v2"]
+            assert states_equal(restored.get_module("main_v1").get_state(), main_after_1)
+            assert restored.algorithm.policies_to_train == ["main"]
+        finally:
+            restored.stop()
     finally:
         algo.stop()
     out = capsys.readouterr().out
