@@ -230,10 +230,14 @@ def _compare_sb3(results: list[dict[str, Any]]) -> str:
     names = {"ppo": "PPO", "ppo_in_process": "PPO in-process", "dqn": "DQN", "sac": "SAC"}
     for name, task in r["tasks"].items():
         pair = _pair(task)
+        rolling = (
+            "rolling not measured (--stop-after-eval)"
+            if task.get("stopped_after_eval")
+            else f"rolling {pair('env_steps_to_rolling')} steps, {pair('seconds_to_rolling')} s"
+        )
         parts.append(
             f"{names.get(name, name)}: eval {pair('env_steps_to_target')} steps,"
-            f" {pair('seconds_to_target')} s; rolling {pair('env_steps_to_rolling')} steps,"
-            f" {pair('seconds_to_rolling')} s"
+            f" {pair('seconds_to_target')} s; {rolling}"
         )
     seeds = ",".join(str(s) for s in next(iter(r["tasks"].values()))["seeds"])
     return f"ours vs SB3, medians of seeds {seeds}: " + "; ".join(parts)
