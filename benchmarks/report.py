@@ -224,23 +224,26 @@ def _learner_overhead(results: list[dict[str, Any]]) -> str:
 
 
 def _compare_sb3(results: list[dict[str, Any]]) -> str:
-    """Per task: median env steps and seconds to each criterion, ours/SB3."""
-    r = results[-1]
+    """Per task, from the newest run that measured it: median env steps and seconds to each
+    criterion, ours/SB3 (runs often cover some tasks only, e.g. ``--tasks dqn sac``)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for r in results:  # the row's command order: a later command's task replaces an earlier one's
+        newest.update(r["tasks"])
     parts = []
     names = {"ppo": "PPO", "ppo_in_process": "PPO in-process", "dqn": "DQN", "sac": "SAC"}
-    for name, task in r["tasks"].items():
+    for name, task in newest.items():
         pair = _pair(task)
         rolling = (
             "rolling not measured (--stop-after-eval)"
             if task.get("stopped_after_eval")
             else f"rolling {pair('env_steps_to_rolling')} steps, {pair('seconds_to_rolling')} s"
         )
+        seeds = ",".join(str(s) for s in task["seeds"])
         parts.append(
-            f"{names.get(name, name)}: eval {pair('env_steps_to_target')} steps,"
+            f"{names.get(name, name)} (seeds {seeds}): eval {pair('env_steps_to_target')} steps,"
             f" {pair('seconds_to_target')} s; {rolling}"
         )
-    seeds = ",".join(str(s) for s in next(iter(r["tasks"].values()))["seeds"])
-    return f"ours vs SB3, medians of seeds {seeds}: " + "; ".join(parts)
+    return "ours vs SB3, medians: " + "; ".join(parts)
 
 
 def _pair(task: dict[str, Any]) -> Callable[[str], str]:
@@ -269,7 +272,12 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "`compare_sb3.py` (Stable-Baselines3 2.9.2 with RL-Zoo settings, same criteria and seeds)",
-        _cmd("compare_sb3.py", "--seeds 0 1 2", "--seeds 0 --tasks ppo_in_process ppo"),
+        _cmd(
+            "compare_sb3.py",
+            "--seeds 0 1 2",
+            "--seeds 0 --tasks ppo_in_process ppo",
+            "--seeds 0 1 2 --tasks sac dqn --stop-after-eval sac --max-env-steps 80000",
+        ),
         _compare_sb3,
     ),
     Row("`learner_overhead.py`", _cmd("learner_overhead.py"), _learner_overhead),
