@@ -1,9 +1,10 @@
 """RLlib's module API on the algorithm facade (issue 19, item 8): ``get_module``, ``add_module``,
 ``set_state``, ``remove_module``, as RLlib's ``SelfPlayCallback`` calls them to grow a league.
 
-The callback under test is RLlib's own class (``examples/rllib_ports/classes/self_play_callback.py``,
-imports changed) on TicTacToe with OpenSpiel's player numbers as agent ids; everything runs
-for real with in-process runners (``num_env_runners=0``).
+The callback under test (``examples/rllib_ports/classes/self_play_callback.py``) is written
+in the shape of RLlib's example class, against those calls only, and runs on TicTacToe with
+OpenSpiel's player numbers as agent ids; everything runs for real with in-process runners
+(``num_env_runners=0``).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def states_equal(a, b) -> bool:
     return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_rllibs_self_play_callback_grows_the_league_with_frozen_copies_of_main(tmp_path, capsys):
+def test_an_rllib_style_self_play_callback_grows_the_league_with_frozen_copies_of_main(tmp_path, capsys):
     # A threshold below any win rate: RLlib's callback adds a snapshot after every iteration.
     algo = build(tmp_path, callbacks=functools.partial(SelfPlayCallback, win_rate_threshold=-1.0))
     try:
@@ -120,7 +121,7 @@ def test_rllibs_self_play_callback_grows_the_league_with_frozen_copies_of_main(t
     finally:
         algo.stop()
     out = capsys.readouterr().out
-    assert "adding new opponent to the mix (main_v1)" in out and "('main', 'main_v1')" in out
+    assert "new opponent main_v1" in out and "('main', 'main_v1')" in out
 
 
 @pytest.mark.parametrize("main_class", [None, MaskedTiny], ids=["default_networks", "rl_module"])

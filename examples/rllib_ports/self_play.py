@@ -6,12 +6,13 @@ through lightning-rl's ``PettingZooEnv``, with the seats renamed to OpenSpiel's 
 ``agent_id``. The rest is RLlib's, as written: "main" (the default PPO module,
 ``fcnet_hiddens=[512, 512]``, 20 epochs) against a ``RandomRLModule`` opponent given by a
 ``MultiRLModuleSpec``, seats swapped per episode by ``hash(episode.id_) % 2``, only "main"
-trained, and RLlib's own ``SelfPlayCallback`` (``classes/self_play_callback.py``, imports
-changed) passed by ``config.callbacks(functools.partial(...))``: it logs main's win rate per
-episode in the runners and, whenever the win rate passes ``--win-rate-threshold``, grows the
-league through ``algorithm.get_module("main")``, ``algorithm.add_module(...,
-RLModuleSpec.from_module(main), new_agent_to_module_mapping_fn=...)`` and
-``algorithm.set_state(...)`` (a frozen copy of main, ``main_v<k>``, that main then plays).
+trained, and a ``SelfPlayCallback`` in the shape of RLlib's example class
+(``classes/self_play_callback.py``, written here against RLlib's documented API) passed by
+``config.callbacks(functools.partial(...))``: it logs main's win rate per episode in the
+runners and, whenever the win rate passes ``--win-rate-threshold``, grows the league through
+``algorithm.get_module("main")``, ``algorithm.add_module(..., RLModuleSpec.from_module(main),
+new_agent_to_module_mapping_fn=...)`` and ``algorithm.set_state(...)`` (a frozen copy of
+main, ``main_v<k>``, that main then plays).
 
 Stop criteria are RLlib's: ``league_size >= --min-league-size`` (3: one snapshot added, i.e.
 main beat random more than 95% of the last 100 games), 2M env steps, or ``--stop-iters``.

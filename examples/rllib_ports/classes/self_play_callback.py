@@ -1,104 +1,72 @@
-"""RLlib's ``examples/multi_agent/utils/self_play_callback.py`` (new API stack), imports changed.
+"""A league-growing self-play callback written against RLlib's callback and algorithm API.
 
-From ray-project/ray (Apache License 2.0). What changed: the three imports (RLlib's
-``RLlibCallback`` and ``RLModuleSpec`` come from lightning-rl; ``ENV_RUNNER_RESULTS`` is
-RLlib's metric name, ``"env_runners"``, defined here). The class body is RLlib's: it runs on
-lightning-rl's ``TrainingRun`` through ``algorithm.get_module``, ``algorithm.add_module`` and
-``algorithm.set_state``. Agent ids are OpenSpiel's player numbers ``0``/``1``.
+RLlib's self-play example (``examples/multi_agent/self_play_with_open_spiel.py``) passes its
+own ``SelfPlayCallback(win_rate_threshold=...)`` class to ``config.callbacks``. This is our
+version of that class (same constructor, hooks, metric name and ``league_size`` result key),
+written only against the API RLlib documents: ``RLlibCallback`` hooks, ``episode.module_for``,
+``episode.get_rewards``, ``metrics_logger.log_value`` and, on the algorithm, ``get_module``,
+``add_module(module_spec=RLModuleSpec.from_module(...))`` and ``set_state`` of the learner's
+RLModule state. Because the port passes it through exactly those calls, it shows that a
+callback using them runs on lightning-rl's ``TrainingRun`` unchanged.
+
+Agent ids are player numbers ``0``/``1`` (OpenSpiel's; the PettingZoo twin renames its seats).
 """
 
-from collections import defaultdict
+from __future__ import annotations
 
-import numpy as np
+import random
+from collections import Counter
+from typing import Any
 
 from lightning_rl import RLlibCallback, RLModuleSpec
 
-ENV_RUNNER_RESULTS = "env_runners"  # ray.rllib.utils.metrics.ENV_RUNNER_RESULTS
+MAIN = "main"
+ENV_RUNNER_RESULTS = "env_runners"  # RLlib's result key for the runners' metrics
 
 
 class SelfPlayCallback(RLlibCallback):
-    def __init__(self, win_rate_threshold):
+    """Snapshot ``main`` as a new frozen opponent whenever its win rate passes a threshold."""
+
+    def __init__(self, win_rate_threshold: float) -> None:
         super().__init__()
-        # 0=RandomPolicy, 1=1st main policy snapshot,
-        # 2=2nd main policy snapshot, etc..
-        self.current_opponent = 0
-
         self.win_rate_threshold = win_rate_threshold
+        self.num_snapshots = 0  # opponents main_v1 ... main_v<num_snapshots>; random before any
+        self.matchups: Counter[tuple[str, str]] = Counter()
 
-        # Report the matchup counters (who played against whom?).
-        self._matching_stats = defaultdict(int)
-
-    def on_episode_end(
-        self,
-        *,
-        episode,
-        env_runner,
-        metrics_logger,
-        env,
-        env_index,
-        rl_module,
-        **kwargs,
-    ) -> None:
-        # Compute the win rate for this episode and log it with a window of 100.
-        main_agent = 0 if episode.module_for(0) == "main" else 1
+    def on_episode_end(self, *, episode: Any, metrics_logger: Any, **kwargs: Any) -> None:
+        """Log whether main won this game (last reward +1), averaged over the last 100 games."""
+        main_seat = 0 if episode.module_for(0) == MAIN else 1
         rewards = episode.get_rewards()
-        if main_agent in rewards:
-            main_won = rewards[main_agent][-1] == 1.0
-            metrics_logger.log_value(
-                "win_rate",
-                main_won,
-                reduce="mean",
-                window=100,
-            )
+        if main_seat in rewards:
+            metrics_logger.log_value("win_rate", rewards[main_seat][-1] == 1.0, reduce="mean", window=100)
 
-    def on_train_result(self, *, algorithm, metrics_logger=None, result, **kwargs):
+    def on_train_result(
+        self, *, algorithm: Any, result: dict, metrics_logger: Any = None, **kwargs: Any
+    ) -> None:
         win_rate = result[ENV_RUNNER_RESULTS]["win_rate"]
-        print(f"Iter={algorithm.iteration} win-rate={win_rate} -> ", end="")
-        # If win rate is good -> Snapshot current policy and play against
-        # it next, keeping the snapshot fixed and only improving the "main"
-        # policy.
         if win_rate > self.win_rate_threshold:
-            self.current_opponent += 1
-            new_module_id = f"main_v{self.current_opponent}"
-            print(f"adding new opponent to the mix ({new_module_id}).")
-
-            # Re-define the mapping function, such that "main" is forced
-            # to play against any of the previously played modules
-            # (excluding "random").
-            def agent_to_module_mapping_fn(agent_id, episode, **kwargs):
-                # agent_id = [0|1] -> policy depends on episode ID
-                # This way, we make sure that both modules sometimes play
-                # (start player) and sometimes agent1 (player to move 2nd).
-                opponent = "main_v{}".format(np.random.choice(list(range(1, self.current_opponent + 1))))  # noqa: UP032
-                if hash(episode.id_) % 2 == agent_id:
-                    self._matching_stats[("main", opponent)] += 1
-                    return "main"
-                else:
-                    return opponent
-
-            main_module = algorithm.get_module("main")
+            self.num_snapshots += 1
+            snapshot_id = f"main_v{self.num_snapshots}"
+            print(f"iteration {algorithm.iteration}: win rate {win_rate:.2f}, new opponent {snapshot_id}")
+            main = algorithm.get_module(MAIN)
             algorithm.add_module(
-                module_id=new_module_id,
-                module_spec=RLModuleSpec.from_module(main_module),
-                new_agent_to_module_mapping_fn=agent_to_module_mapping_fn,
+                module_id=snapshot_id,
+                module_spec=RLModuleSpec.from_module(main),
+                new_agent_to_module_mapping_fn=self._mapping_against_snapshots,
             )
-            # TODO (sven): Maybe we should move this convenience step back into
-            #  `Algorithm.add_module()`? Would be less explicit, but also easier.
-            algorithm.set_state(
-                {
-                    "learner_group": {
-                        "learner": {
-                            "rl_module": {
-                                new_module_id: main_module.get_state(),
-                            }
-                        }
-                    }
-                }
-            )
+            # add_module builds a freshly initialised module: give it main's current weights.
+            state = {"learner_group": {"learner": {"rl_module": {snapshot_id: main.get_state()}}}}
+            algorithm.set_state(state)
         else:
-            print("not good enough; will keep learning ...")
+            print(f"iteration {algorithm.iteration}: win rate {win_rate:.2f}, keep learning")
+        result["league_size"] = self.num_snapshots + 2  # main and random count too
+        print(f"matchups so far: {dict(self.matchups)}")
 
-        # +2 = main + random
-        result["league_size"] = self.current_opponent + 2
-
-        print(f"Matchups:\n{self._matching_stats}")
+    def _mapping_against_snapshots(self, agent_id: Any, episode: Any, **kwargs: Any) -> str:
+        """Main takes seat ``hash(episode.id_) % 2`` (so it moves first in about half the games);
+        the other seat is one of main's snapshots, drawn uniformly (random no longer plays)."""
+        if hash(episode.id_) % 2 == agent_id:
+            return MAIN
+        opponent = f"main_v{random.randint(1, self.num_snapshots)}"
+        self.matchups[(MAIN, opponent)] += 1
+        return opponent
