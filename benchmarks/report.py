@@ -246,6 +246,21 @@ def _compare_sb3(results: list[dict[str, Any]]) -> str:
     return "ours vs SB3, medians: " + "; ".join(parts)
 
 
+def _mujoco(results: list[dict[str, Any]]) -> str:
+    """Per shipped MuJoCo config: its stated target and budget, and where it got."""
+    parts = []
+    for r in results:
+        head = f"{r['algo']} {r['env']} (≥ {r['eval_target']:,.0f} within {r['budget_env_steps'] // 1000}k)"
+        if r["reached"]:
+            parts.append(
+                f"{head}: {r['best_eval_return']:,.0f} at {r['env_steps_to_target']:,} env steps"
+                f" ({r['seconds_to_target']:,.0f} s)"
+            )
+        else:
+            parts.append(f"{head}: not reached, best {r['best_eval_return']:,.0f} at {r['env_steps']:,}")
+    return "; ".join(parts)
+
+
 def _pair(task: dict[str, Any]) -> Callable[[str], str]:
     """``key`` -> "ours vs SB3 (ratio)" of one task's medians."""
 
@@ -279,6 +294,16 @@ ROWS: tuple[Row, ...] = (
             "--seeds 0 1 2 --tasks sac dqn --stop-after-eval sac --max-env-steps 80000",
         ),
         _compare_sb3,
+    ),
+    Row(
+        "`mujoco_learning.py` (the shipped MuJoCo configs, seed 0)",
+        (
+            "python benchmarks/mujoco_learning.py --config configs/ppo/hopper.yaml",
+            "python benchmarks/mujoco_learning.py --config configs/ppo/halfcheetah.yaml",
+            "python benchmarks/mujoco_learning.py --config configs/sac/hopper.yaml --max-seconds 2200",
+            "python benchmarks/mujoco_learning.py --config configs/sac/halfcheetah.yaml --max-seconds 3400",
+        ),
+        _mujoco,
     ),
     Row("`learner_overhead.py`", _cmd("learner_overhead.py"), _learner_overhead),
     Row(

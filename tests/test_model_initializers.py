@@ -25,6 +25,7 @@ from lightning_rl.modules.model_config import resolve_model_config
 from lightning_rl.modules.policy_networks import PolicyNet, ValueNet
 from lightning_rl.modules.ppo_rl_module import DefaultPPOTorchRLModule
 from lightning_rl.modules.q_networks import QNetwork
+from lightning_rl.modules.rl_module import RLModuleSpec
 from lightning_rl.modules.sac_networks import ContinuousQEnsemble, SquashedGaussianActor
 from lightning_rl.training_run import TrainingRun
 
@@ -254,3 +255,15 @@ def test_hyperparameters_and_checkpoints_keep_the_initializers_as_names(tmp_path
         TrainingRun.from_checkpoint(
             hostile, trainer_kwargs={"default_root_dir": str(tmp_path), "logger": False}
         )
+
+
+def test_an_rl_module_specs_initializer_function_is_stored_by_name():
+    spec = RLModuleSpec(
+        observation_space=spaces.Box(-1.0, 1.0, (3,)),
+        action_space=spaces.Discrete(2),
+        model_config={"fcnet_kernel_initializer": torch.nn.init.xavier_uniform_, "fcnet_hiddens": [8]},
+    )
+    stored = spec.to_plain()["model_config"]
+    assert stored == {"fcnet_kernel_initializer": "xavier_uniform_", "fcnet_hiddens": [8]}
+    with pytest.raises(ConfigError, match=r"fcnet_kernel_initializer must be a torch\.nn\.init initializer"):
+        RLModuleSpec(model_config={"fcnet_kernel_initializer": print}).to_plain()

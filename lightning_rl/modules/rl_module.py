@@ -39,6 +39,7 @@ from lightning_rl._imports import import_object, object_path
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.errors import ConfigError, SpaceError
 from lightning_rl.modules.distributions import ActionDistribution, DiagGaussianDistribution, distribution_for
+from lightning_rl.modules.initializers import canonical_initializer_settings
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy_networks import MASK_KEY, InferencePolicy
 from lightning_rl.serialization import from_plain, to_plain
@@ -416,13 +417,15 @@ class RLModuleSpec:
         model_config = self.model_config
         if isinstance(model_config, DefaultModelConfig):
             model_config = model_config.to_dict()
+        # RLlib's initialiser keys may hold torch.nn.init functions: stored by name (checked).
+        model_config = {**dict(model_config or {}), **canonical_initializer_settings(model_config or {})}
         return {
             "module_class": module_class,
             "observation_space": to_plain(self.observation_space),
             "action_space": to_plain(self.action_space),
             "inference_only": bool(self.inference_only),
             "learner_only": bool(self.learner_only),
-            "model_config": to_plain(dict(model_config or {})),
+            "model_config": to_plain(model_config),
         }
 
     @classmethod
