@@ -75,9 +75,7 @@ def test_ppo_clips_its_gradients_by_grad_clip_by(tmp_path):
         PPOConfig()
         .environment("CartPole-v1")
         .env_runners(num_env_runners=0)
-        .training(
-            train_batch_size=32, minibatch_size=32, num_epochs=1, grad_clip=0.25, grad_clip_by="value"
-        )
+        .training(train_batch_size=32, minibatch_size=32, num_epochs=1, grad_clip=0.25, grad_clip_by="value")
         .trainer(default_root_dir=str(tmp_path), logger=False)
         .build_algo()
     )
