@@ -60,3 +60,12 @@ def batch_size_of(tree: Any) -> int:
     if isinstance(tree, tuple):
         return batch_size_of(tree[0])
     return len(tree)
+
+
+def tree_row(raw: Any, i: int) -> Any:
+    """Row ``i`` of a batched tree (an env copy's entry of a dict/tuple observation batch)."""
+    if isinstance(raw, dict):
+        return {k: tree_row(v, i) for k, v in raw.items()}
+    if isinstance(raw, tuple):
+        return tuple(tree_row(v, i) for v in raw)
+    return raw[i]

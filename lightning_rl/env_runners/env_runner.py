@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from lightning_rl._tree import map_structure, stack_structures, to_torch
+from lightning_rl._tree import map_structure, stack_structures, to_torch, tree_row
 from lightning_rl.connectors.base import ConnectorSpec, EnvToModulePipeline, ModuleToEnvPipeline
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.env_runners.evaluation_request import EvaluationBudget, EvaluationRequest
@@ -409,7 +409,7 @@ class EnvRunner:
         for i in env_ids:
             self._episode_counter += 1
             episode = RunnerEpisode(
-                self.worker_index * 1_000_000_000 + self._episode_counter, int(i), _row(raw, int(i))
+                self.worker_index * 1_000_000_000 + self._episode_counter, int(i), tree_row(raw, int(i))
             )
             self._episodes[i] = episode
             self._episode_hook("on_episode_start", episode)
@@ -424,7 +424,7 @@ class EnvRunner:
             if aborted[i]:
                 continue
             ended = bool(terminated[i] or truncated[i])
-            obs = info["final_obs"][i] if ended else _row(raw, i)
+            obs = info["final_obs"][i] if ended else tree_row(raw, i)
             episode.add_step(obs, actions[i], reward[i], terminated[i], truncated[i])
             self._episode_hook("on_episode_step", episode)
 
@@ -535,15 +535,6 @@ def to_env_actions(
     if discrete_start:
         env_actions = env_actions + discrete_start
     return env_actions
-
-
-def _row(raw: Any, i: int) -> Any:
-    """Env copy ``i``'s entry of a batched (possibly dict/tuple) observation."""
-    if isinstance(raw, dict):
-        return {k: _row(v, i) for k, v in raw.items()}
-    if isinstance(raw, tuple):
-        return tuple(_row(v, i) for v in raw)
-    return raw[i]
 
 
 def _write(buffers: Any, values: Any, t: int) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_rl._tree import to_torch
+from lightning_rl._tree import to_torch, tree_row
 from lightning_rl.env_runners.metrics_logger import MetricsLogger, nest
 from lightning_rl.env_runners.rllib_callbacks import RunnerEpisode
 from lightning_rl.envs.vector import EnvCallTimeout
@@ -164,7 +164,7 @@ class RLlibEnvRunnerView:
                         if aborted[i]:  # a crashed copy: its episode is dropped unreported
                             dropped += 1
                         else:
-                            final = info["final_obs"][i] if done[i] else _row(raw, i)
+                            final = info["final_obs"][i] if done[i] else tree_row(raw, i)
                             running[i].add_step(final, env_actions[i], reward[i], terminated[i], truncated[i])
                             if done[i]:
                                 finished.append(running[i])
@@ -198,7 +198,7 @@ class RLlibEnvRunnerView:
         runner = self._runner
         runner._episode_counter += 1
         episode_id = int(runner.worker_index) * 1_000_000_000 + runner._episode_counter
-        return RunnerEpisode(episode_id, env_index, _row(raw, env_index))
+        return RunnerEpisode(episode_id, env_index, tree_row(raw, env_index))
 
     def _log_metrics(
         self, finished: list[RunnerEpisode], steps: int, cut: int, dropped: int, seconds: float
@@ -231,12 +231,3 @@ class RLlibEnvRunnerView:
         if isinstance(callbacks, MetricsLogger):
             payload = {**callbacks.pop(), **payload}
         return nest(payload)
-
-
-def _row(raw: Any, i: int) -> Any:
-    """Env copy ``i``'s entry of a batched (possibly dict/tuple) observation."""
-    if isinstance(raw, dict):
-        return {k: _row(v, i) for k, v in raw.items()}
-    if isinstance(raw, tuple):
-        return tuple(_row(v, i) for v in raw)
-    return raw[i]
