@@ -124,7 +124,11 @@ def test_a_stalled_runner_is_replaced_after_sample_timeout_s(ray_session, tmp_pa
         def on_train_epoch_end(self, trainer, module):
             group = module.experience.train_group
             restarts.append(group.num_restarts)
-            if group.num_restarts and group.num_healthy_runners == 2 and not group.num_starting_runners:
+            # The metric is logged when the iteration samples; the group may have taken the
+            # replacement back after that, so stop once the logged figure shows it too.
+            reported = trainer.callback_metrics.get("env_runners/num_healthy_env_runners")
+            rejoined = group.num_healthy_runners == 2 and not group.num_starting_runners
+            if group.num_restarts and rejoined and reported == 2:
                 trainer.should_stop = True
 
     trainer = fit(algo, tmp_path, 3000, [UntilRejoined()], limit_val_batches=0)
