@@ -297,11 +297,12 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "`mujoco_learning.py` (the shipped MuJoCo configs, seed 0)",
-        (
-            "python benchmarks/mujoco_learning.py --config configs/ppo/hopper.yaml",
-            "python benchmarks/mujoco_learning.py --config configs/ppo/halfcheetah.yaml",
-            "python benchmarks/mujoco_learning.py --config configs/sac/hopper.yaml --max-seconds 2200",
-            "python benchmarks/mujoco_learning.py --config configs/sac/halfcheetah.yaml --max-seconds 3400",
+        _cmd(
+            "mujoco_learning.py",
+            "--config configs/ppo/hopper.yaml",
+            "--config configs/ppo/halfcheetah.yaml",
+            "--config configs/sac/hopper.yaml --max-env-steps 100000 --max-seconds 2100",
+            "--config configs/sac/halfcheetah.yaml --max-seconds 3400",
         ),
         _mujoco,
     ),
