@@ -82,7 +82,7 @@ def restore_modules(algorithm: Any, path: str | os.PathLike, component: str) -> 
     policy ids loaded."""
     module_id = parse_component(component)
     file = checkpoint_file(path, component)
-    state = _read_checkpoint(file).get("state_dict")
+    state = ckpt.read_plain_checkpoint(file).get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(f"Checkpoint {str(file)!r} holds no weights (state_dict).")
     saved_ids = sorted({key.split(".")[1] for key in state if key.startswith("policies.")})
@@ -90,23 +90,6 @@ def restore_modules(algorithm: Any, path: str | os.PathLike, component: str) -> 
     for policy_id, saved_id in pairs:
         _load_module(algorithm, policy_id, saved_id, state, file)
     return [policy_id for policy_id, _ in pairs]
-
-
-def _read_checkpoint(file: Path) -> dict[str, Any]:
-    """The checkpoint as plain data: ``torch.load(weights_only=True)`` (no code runs), its
-    lightning-rl format and checksum checked. Its names (classes in hyperparameters and recipes)
-    are not resolved, or checked: only tensors are taken from it."""
-    try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"Checkpoint {str(file)!r} cannot be read as plain data (torch.load(weights_only=True)): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"Checkpoint {str(file)!r} does not hold a checkpoint dict.")
-    ckpt.check_and_migrate(checkpoint, source=f"Checkpoint {str(file)!r}")
-    return checkpoint
 
 
 def _module_pairs(

@@ -417,19 +417,12 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(
-    path: str | os.PathLike,
-    map_location: str | torch.device = "cpu",
-    *,
-    trusted_classes: TrustedClasses = (),
-    algorithm_class: type | None = None,
-    check_hyperparameters: bool = True,
+def read_plain_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """Load a checkpoint file with ``weights_only=True``; a missing, truncated, corrupt (checksum)
-    or foreign file, a name outside the rules of :func:`check_names` (``trusted_classes`` opts in
-    to more) or, with ``algorithm_class``, another algorithm's checkpoint gives one
-    :class:`CheckpointError` naming it. ``check_hyperparameters=False`` is for loaders that
-    build nothing from the hyperparameters (they must call :func:`check_names` before they do)."""
+    """A checkpoint file as plain data (``torch.load(weights_only=True)``: no code runs), its format
+    and checksum checked and migrated; the names it carries are not checked here (loaders that
+    build from them use :func:`load_checkpoint`; loaders that take only tensors may stop here)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {str(path)!r} does not exist.")
@@ -454,8 +447,25 @@ def load_checkpoint(
         ) from exc
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"Checkpoint {str(path)!r} does not hold a checkpoint dict.")
-    source = f"Checkpoint {str(path)!r}"
-    check_and_migrate(checkpoint, source=source)
+    check_and_migrate(checkpoint, source=f"Checkpoint {str(path)!r}")
+    return checkpoint
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    *,
+    trusted_classes: TrustedClasses = (),
+    algorithm_class: type | None = None,
+    check_hyperparameters: bool = True,
+) -> dict[str, Any]:
+    """Load a checkpoint file with ``weights_only=True``; a missing, truncated, corrupt (checksum)
+    or foreign file, a name outside the rules of :func:`check_names` (``trusted_classes`` opts in
+    to more) or, with ``algorithm_class``, another algorithm's checkpoint gives one
+    :class:`CheckpointError` naming it. ``check_hyperparameters=False`` is for loaders that
+    build nothing from the hyperparameters (they must call :func:`check_names` before they do)."""
+    checkpoint = read_plain_checkpoint(path, map_location)
+    source = f"Checkpoint {str(Path(path))!r}"
     if algorithm_class is not None:
         check_algorithm(checkpoint, algorithm_class, source)
     check_names(checkpoint, source, trusted_classes, hyperparameters=check_hyperparameters)
