@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from lightning_rl.env_runners.rllib_callbacks import RunnerEpisode
+from lightning_rl.env_runners.rllib_callbacks import EpisodeStatus, RunnerEpisode
 
 
-class MultiAgentRunnerEpisode:
+class MultiAgentRunnerEpisode(EpisodeStatus):
     """RLlib's ``MultiAgentEpisode`` surface over one env copy's episode (see the module doc)."""
 
     def __init__(self, id_: int = 0, env_index: int = 0, record: bool = False) -> None:
@@ -89,14 +89,6 @@ class MultiAgentRunnerEpisode:
         self.agent_episodes[agent_id].add_step(observation, action, reward, terminated, truncated)
 
     # -- RLlib's MultiAgentEpisode API ------------------------------------------------------------
-    @property
-    def id(self) -> int:
-        return self.id_
-
-    @property
-    def is_done(self) -> bool:
-        return self.is_terminated or self.is_truncated
-
     @property
     def agent_ids(self) -> set[Hashable]:
         return set(self.mapping)

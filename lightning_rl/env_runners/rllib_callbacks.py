@@ -226,7 +226,24 @@ class CallbackSet:
             fn(**kwargs)
 
 
-class RunnerEpisode:
+class EpisodeStatus:
+    """What RLlib's single- and multi-agent episodes both answer: ``id`` (RLlib's ``id_``) and
+    ``is_done``; a subclass sets ``id_``, ``is_terminated`` and ``is_truncated``."""
+
+    id_: int
+    is_terminated: bool
+    is_truncated: bool
+
+    @property
+    def id(self) -> int:
+        return self.id_
+
+    @property
+    def is_done(self) -> bool:
+        return self.is_terminated or self.is_truncated
+
+
+class RunnerEpisode(EpisodeStatus):
     """One env copy's running episode as RLlib's ``SingleAgentEpisode`` shows it to callbacks.
 
     Only runners with episode hooks build these; they keep the raw env observations, actions
@@ -242,14 +259,6 @@ class RunnerEpisode:
         self.rewards: list[float] = []
         self.is_terminated = False
         self.is_truncated = False
-
-    @property
-    def id(self) -> int:
-        return self.id_
-
-    @property
-    def is_done(self) -> bool:
-        return self.is_terminated or self.is_truncated
 
     def add_step(
         self, observation: Any, action: Any, reward: float, terminated: bool, truncated: bool
