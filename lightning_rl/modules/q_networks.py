@@ -10,6 +10,7 @@ epsilon while exploring; evaluation (``explore=False``) is greedy with the noise
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,6 @@ import gymnasium as gym
 import torch
 from gymnasium import spaces
 from torch import nn
-from torchrl.modules import NoisyLinear
 
 from lightning_rl.errors import SpaceError
 from lightning_rl.modules.distributions import CategoricalDistribution
@@ -44,6 +44,11 @@ def _layer(
     if noisy:
         # Noise follows train()/eval(): learners train with noise, evaluation acts without.
         # NoisyLinear keeps its own (mu, sigma) init; the head initialisers do not apply.
+        # Imported here, not at the top: torchrl.modules loads torchrl.data, tensordict and
+        # torch._dynamo (about 1.5 s and 120 MB), which every EnvRunner process of a plain
+        # DQN would otherwise pay for this one class (tests/test_runner_footprint.py).
+        from torchrl.modules import NoisyLinear
+
         return NoisyLinear(in_dim, out_dim, std_init=sigma0, use_exploration_type=False)
     return init_linear(nn.Linear(in_dim, out_dim), gain, orthogonal, init)
 
@@ -109,7 +114,9 @@ class QNetwork(nn.Module):
         self.value = q_head(width, hiddens, act, self.num_atoms, **head) if self.dueling else None
         if self.num_atoms > 1:
             self.register_buffer("support", torch.linspace(float(v_min), float(v_max), self.num_atoms))
-        self.noisy_layers = tuple(m for m in self.modules() if isinstance(m, NoisyLinear))
+        # torchrl.modules is in sys.modules whenever a noisy layer was built (q_head imports it).
+        noisy_linear = getattr(sys.modules.get("torchrl.modules"), "NoisyLinear", None)
+        self.noisy_layers = tuple(m for m in self.modules() if noisy_linear and isinstance(m, noisy_linear))
 
     def logits(self, obs: torch.Tensor) -> torch.Tensor:
         """Q-values ``[..., A]``; with C51, per-atom logits ``[..., A, atoms]``."""
