@@ -7,7 +7,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
-from torchrl.modules import ProbabilisticActor
+from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.objectives import ClipPPOLoss
 
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, masked_mean, ppo_loss
@@ -63,9 +63,10 @@ def torchrl_loss(module: PPOModule, config: PPOLossConfig, reduction: str = "mea
         distribution_kwargs=distribution.torch_distribution_kwargs(),
         return_log_prob=True,
     )
+    critic = ValueOperator(module.value_net, in_keys=[PPO_KEYS.observation], out_keys=[PPO_KEYS.old_value])
     return ClipPPOLoss(
         actor,
-        module.critic,
+        critic,
         clip_epsilon=config.clip_param,
         entropy_bonus=config.use_entropy,
         entropy_coeff=0.01,

@@ -6,8 +6,8 @@
 
 * the runners act with :class:`~lightning_rl.modules.rl_module.RLModuleInferencePolicy`
   (``forward_exploration``/``forward_inference``), loaded with the module's weights;
-* GAE (torchrl's) reads values from ``compute_values`` (RLlib's ``ValueFunctionAPI``) or from
-  ``Columns.VF_PREDS`` of ``forward_train``;
+* GAE (:mod:`lightning_rl.algorithms.ppo.gae`) reads values from ``compute_values`` (RLlib's
+  ``ValueFunctionAPI``) or from ``Columns.VF_PREDS`` of ``forward_train``;
 * the loss is PPO's (:mod:`lightning_rl.algorithms.ppo.loss`) over ``forward_train``'s
   ``ACTION_DIST_INPUTS`` and those values.
 
@@ -24,11 +24,10 @@ from typing import Any
 import gymnasium as gym
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torch import nn
-from torchrl.modules import ValueOperator
-from torchrl.objectives.value import GAE
 
 from lightning_rl.algorithms.policy_module import PolicyModule
+from lightning_rl.algorithms.ppo.gae import generalized_advantage_estimate
+from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss_for_batch
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.distributions import distribution_for
@@ -55,32 +54,19 @@ def _tensor_tree(value: Any) -> Any:
     return value
 
 
-class _ValuesOf(nn.Module):
-    """The module's values as a network GAE can call: the observation's leaves in (torchrl scans
-    inputs with ``torch.isnan``, which a whole TensorDict fails), ``[..., 1]`` out. GAE passes
-    ``[num_envs, T, ...]``; users' modules (like RLlib's) expect one batch dim, so the leading
-    dims are flattened on the way in and restored on the way out."""
-
-    def __init__(
-        self, owner: RLModulePPOModule, leaf_spaces: dict[str, gym.Space] | None, space: gym.Space
-    ) -> None:
-        super().__init__()
-        self._owner = [owner]  # not a submodule: its parameters are the owner's
-        self.leaf_spaces = leaf_spaces
-        self.space = space
-
-    def forward(self, *leaves: torch.Tensor) -> torch.Tensor:
-        if self.leaf_spaces:
-            first_space = next(iter(self.leaf_spaces.values()))
-            lead = leaves[0].shape[: leaves[0].dim() - len(first_space.shape)]
-            obs: Any = {
-                key: leaf.reshape(-1, *space.shape)
-                for (key, space), leaf in zip(self.leaf_spaces.items(), leaves, strict=True)
-            }
-        else:
-            lead = leaves[0].shape[: leaves[0].dim() - len(self.space.shape)]
-            obs = leaves[0].reshape(-1, *self.space.shape)
-        return self._owner[0].values({Columns.OBS: obs}).reshape(*lead, 1)
+def _flat_observations(
+    observation: Any, leaf_spaces: dict[str, gym.Space] | None, space: gym.Space
+) -> tuple[Any, torch.Size]:
+    """``[num_envs, T, ...]`` observations with one batch dim, as users' modules (like RLlib's)
+    expect them (a flat Dict observation as a dict of its leaves), and the leading dims to
+    restore the values' shape with."""
+    if leaf_spaces:
+        first_key, first_space = next(iter(leaf_spaces.items()))
+        first = observation[first_key]
+        lead = first.shape[: first.dim() - len(first_space.shape)]
+        return {key: observation[key].reshape(-1, *leaf.shape) for key, leaf in leaf_spaces.items()}, lead
+    lead = observation.shape[: observation.dim() - len(space.shape)]
+    return observation.reshape(-1, *space.shape), lead
 
 
 class RLModulePPOModule(PolicyModule):
@@ -120,7 +106,6 @@ class RLModulePPOModule(PolicyModule):
             p.requires_grad for p in self.rl_module.parameters()
         )
         self.has_compute_values = callable(getattr(self.rl_module, "compute_values", None))
-        obs = PPO_KEYS.observation
         if isinstance(observation_space, gym.spaces.Dict):
             leaves = dict(observation_space.spaces)
             if any(isinstance(s, gym.spaces.Dict | gym.spaces.Tuple) for s in leaves.values()):
@@ -129,14 +114,10 @@ class RLModulePPOModule(PolicyModule):
                 )
         else:
             leaves = None
-        in_keys = [(obs, key) for key in leaves] if leaves else [obs]
-        self.critic = ValueOperator(
-            _ValuesOf(self, leaves, observation_space), in_keys=in_keys, out_keys=[PPO_KEYS.old_value]
-        )
-        self.gae = GAE(gamma=gamma, lmbda=lambda_, value_network=self.critic, average_gae=False)
-        self.gae.set_keys(
-            advantage=PPO_KEYS.advantage, value_target=PPO_KEYS.value_target, value=PPO_KEYS.old_value
-        )
+        self.leaf_spaces = leaves
+        self.gamma, self.lambda_ = float(gamma), float(lambda_)
+        # Checkpoints from before GAE was a function held torchrl's GAE buffers (gae.*).
+        self.register_load_state_dict_pre_hook(drop_legacy_loss_state)
         self.register_buffer("entropy_coeff", torch.tensor(float(entropy_coeff)), persistent=False)
         self.register_buffer("kl_coeff", torch.tensor(float(kl_coeff)))
 
@@ -169,9 +150,33 @@ class RLModulePPOModule(PolicyModule):
                 )
         return values.reshape(-1, 1)
 
+    def values_of_observations(self, observation: Any) -> torch.Tensor:
+        """``[num_envs, T, 1]`` values of ``[num_envs, T, ...]`` observations."""
+        flat, lead = _flat_observations(observation, self.leaf_spaces, self.observation_space)
+        return self.values({Columns.OBS: flat}).reshape(*lead, 1)
+
     def process_rollout(self, batch: TensorDict) -> TensorDict:
         """GAE over the whole ``[num_envs, T]`` batch with the module's current values."""
-        return self.gae(batch) if self.trainable else batch
+        if not self.trainable:
+            return batch
+        keys = PPO_KEYS
+        with torch.no_grad():
+            value = self.values_of_observations(batch[keys.observation])
+            next_value = self.values_of_observations(batch["next", keys.observation])
+            advantage, value_target = generalized_advantage_estimate(
+                self.gamma,
+                self.lambda_,
+                value,
+                next_value,
+                batch["next", "reward"],
+                batch["next", "done"],
+                batch["next", "terminated"],
+            )
+        batch[keys.old_value] = value
+        batch["next", keys.old_value] = next_value
+        batch[keys.advantage] = advantage
+        batch[keys.value_target] = value_target
+        return batch
 
     def distribution(self, params: tuple[torch.Tensor, ...]) -> torch.distributions.Distribution:
         spec = self.distribution_spec

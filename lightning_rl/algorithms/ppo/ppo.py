@@ -22,13 +22,12 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import torch
 from tensordict import TensorDict
-from torchrl.modules import ValueOperator
-from torchrl.objectives.value.functional import td0_advantage_estimate, vec_generalized_advantage_estimate
 
 from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.algorithms.gradient_clipping import check_grad_clip, clip_gradients, resolve_clip
 from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff
 from lightning_rl.algorithms.policy_module import PolicyModule
+from lightning_rl.algorithms.ppo.gae import generalized_advantage_estimate
 from lightning_rl.algorithms.ppo.learner_distribution import learner_distribution
 from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss_for_batch
@@ -44,7 +43,7 @@ from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
 
 
 class PPOModule(PolicyModule):
-    """One policy's actor and critic, its GAE (torchrl's estimator) and its loss (:mod:`.loss`)."""
+    """One policy's actor and critic, its GAE (:mod:`.gae`) and its loss (:mod:`.loss`)."""
 
     def __init__(
         self,
@@ -63,12 +62,6 @@ class PPOModule(PolicyModule):
         shared = self.policy_net.encoder if model_config.vf_share_layers else None
         self.value_net = ValueNet(observation_space, model_config, shared_encoder=shared)
         self.loss_config = loss_config
-        # A Dict observation (observation + action_mask) goes to the critic leaf by leaf: torchrl's
-        # GAE scans its inputs with torch.isnan, which fails on a whole (all-float) TensorDict.
-        leaves = self.value_net.leaf_keys
-        obs = PPO_KEYS.observation
-        in_keys = [(obs, key) for key in leaves] if leaves else [obs]
-        self.critic = ValueOperator(self.value_net, in_keys=in_keys, out_keys=[PPO_KEYS.old_value])
         self.gamma, self.lambda_ = float(gamma), float(lambda_)
         # Set by PPO at every iteration from ``entropy_coeff_schedule``; not saved.
         self.register_buffer("entropy_coeff", torch.tensor(float(entropy_coeff)), persistent=False)
@@ -84,28 +77,22 @@ class PPOModule(PolicyModule):
     def process_rollout(self, batch: TensorDict) -> TensorDict:
         """GAE over the whole ``[num_envs, T]`` batch with the current critic.
 
-        torchrl's functional estimator on the critic's values of ``observation`` and
-        ``("next", "observation")`` (the true final observation where an episode was truncated):
-        the same computation as torchrl's ``GAE`` module, which took twice as long through its
-        TensorDict plumbing and imported pandas at its first call (seconds of start-up).
+        The critic's values of ``observation`` and ``("next", "observation")`` (the true final
+        observation where an episode was truncated) go through :mod:`.gae`'s reverse scan.
         """
         keys = PPO_KEYS
         with torch.no_grad():
             value = self.value_net(batch[keys.observation])
             next_value = self.value_net(batch["next", keys.observation])
-            reward, done = batch["next", "reward"], batch["next", "done"]
-            terminated = batch["next", "terminated"]
-            if self.gamma * self.lambda_ == 0.0:
-                # GAE with gamma * lambda = 0 is the one-step TD error (torchrl's vectorised
-                # estimator fails on a zero decay).
-                advantage = td0_advantage_estimate(self.gamma, value, next_value, reward, done, terminated)
-                value_target = advantage + value
-            else:
-                # float32 tensors, like the GAE module's buffers.
-                gamma, lambda_ = (torch.tensor(x, device=reward.device) for x in (self.gamma, self.lambda_))
-                advantage, value_target = vec_generalized_advantage_estimate(
-                    gamma, lambda_, value, next_value, reward, done, terminated, time_dim=-2
-                )
+            advantage, value_target = generalized_advantage_estimate(
+                self.gamma,
+                self.lambda_,
+                value,
+                next_value,
+                batch["next", "reward"],
+                batch["next", "done"],
+                batch["next", "terminated"],
+            )
         batch[keys.old_value] = value
         batch["next", keys.old_value] = next_value
         batch[keys.advantage] = advantage

@@ -18,9 +18,9 @@ from typing import Any
 import gymnasium as gym
 import torch
 from tensordict import TensorDict
-from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
 
 from lightning_rl.algorithms.policy_module import PolicyModule
+from lightning_rl.algorithms.ppo.gae import generalized_advantage_estimate
 from lightning_rl.algorithms.ppo.learner_distribution import learner_distribution
 from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss_for_batch
@@ -68,7 +68,7 @@ class RecurrentPPOModule(PolicyModule):
         next_value = self.model.values_from_states(
             batch["next", keys.observation], batch["next_recurrent_state"]
         )
-        advantage, value_target = vec_generalized_advantage_estimate(
+        advantage, value_target = generalized_advantage_estimate(
             self.gamma,
             self.lambda_,
             value,
@@ -76,7 +76,6 @@ class RecurrentPPOModule(PolicyModule):
             batch["next", "reward"],
             batch["next", "done"],
             batch["next", "terminated"],
-            time_dim=-2,
         )
         batch[keys.old_value] = value
         batch[keys.advantage] = advantage

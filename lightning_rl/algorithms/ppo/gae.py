@@ -1,0 +1,47 @@
+"""Generalized advantage estimation over a ``[num_envs, T, 1]`` batch, as a reverse scan.
+
+The same values as torchrl's ``vec_generalized_advantage_estimate`` (checked in
+``tests/test_ppo_gae.py`` to float32 precision), written out here because importing any part of
+``torchrl.objectives`` loads ``torchrl.data`` with it: on this project's reference machine that
+is about 1 s of every PPO start-up and 70 MB of the driver's memory, for one function
+(``benchmarks/learner_overhead.py`` reports the per-call time beside torchrl's).
+
+``done`` ends the recursion (an episode boundary, terminated or truncated); ``terminated``
+alone drops the bootstrap value: a truncated step still bootstraps from ``next_value``, the
+critic's value of the true final observation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def generalized_advantage_estimate(
+    gamma: float,
+    lambda_: float,
+    value: torch.Tensor,
+    next_value: torch.Tensor,
+    reward: torch.Tensor,
+    done: torch.Tensor,
+    terminated: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(advantage, value_target)``, each shaped like ``value``: time is dimension ``-2``.
+
+    ``delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)`` and
+    ``A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}``; ``value_target = A + V``.
+    """
+    if not value.shape == next_value.shape == reward.shape:
+        raise ValueError(
+            f"GAE needs value, next_value and reward of one shape, got {tuple(value.shape)}, "
+            f"{tuple(next_value.shape)} and {tuple(reward.shape)}."
+        )
+    not_terminated = 1.0 - terminated.to(value.dtype)
+    delta = reward.to(value.dtype) + gamma * not_terminated * next_value - value
+    decay = (gamma * lambda_) * (1.0 - done.to(value.dtype))
+    # One pass backwards through time; each step is one fused multiply-add over all envs.
+    deltas, decays = delta.unbind(-2), decay.unbind(-2)
+    advantages = [deltas[-1]]
+    for t in range(len(deltas) - 2, -1, -1):
+        advantages.append(torch.addcmul(deltas[t], decays[t], advantages[-1]))
+    advantage = torch.stack(advantages[::-1], dim=-2)
+    return advantage, advantage + value
