@@ -56,6 +56,25 @@ def nest_metrics(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def completed_iterations(checkpoint: dict[str, Any]) -> int:
+    """The training iterations a checkpoint holds the results of.
+
+    A checkpoint written at an iteration's end by ``ModelCheckpoint(save_on_train_epoch_end=True)``
+    (the shipped configs' callback) is saved before Lightning counts that epoch as completed:
+    its ``epoch`` is one lower than the iterations trained, while the fit loop's ``processed``
+    count already includes it, and Lightning resumes after it. Counting ``epoch`` alone made a
+    restored run report one iteration fewer, and its first ``train()`` ended at once without
+    training (the loop's limit was already reached).
+    """
+    epoch = checkpoint.get("epoch", 0)
+    try:
+        processed = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    except (KeyError, TypeError):
+        processed = 0
+    counts = [c for c in (epoch, processed) if isinstance(c, int) and not isinstance(c, bool) and c >= 0]
+    return max(counts, default=0)
+
+
 class TrainingRun:
     """An algorithm + its DataModule + a Trainer, driven one iteration at a time."""
 
@@ -188,7 +207,7 @@ class TrainingRun:
         if key in checkpoint:
             self.datamodule.load_state_dict(checkpoint[key])
         self._resume_from = str(path)
-        self._resume_iteration = int(checkpoint.get("epoch", 0))
+        self._resume_iteration = completed_iterations(checkpoint)
         self._driver_hook("on_checkpoint_loaded")  # its metrics go into the next train() result
 
     def restore_from_path(self, path: str | Path, *, component: str | None = None) -> None:

@@ -95,3 +95,21 @@ def test_plain_trainer_resumes_from_ckpt_path(tmp_path):
     trainer.fit(resumed, ckpt_path=path)
     assert trainer.current_epoch == 4
     assert resumed.num_env_steps_sampled_lifetime == 4 * 64
+
+
+def test_a_checkpoint_written_at_an_iterations_end_restores_its_count(tmp_path):
+    """ModelCheckpoint(save_on_train_epoch_end=True), as in the shipped configs, saves before
+    Lightning counts the epoch completed; the restored run must still continue after it."""
+    algo = PPO("CartPole-v1", train_batch_size=64, minibatch_size=64, num_epochs=1, seed=0)
+    saver = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpts", save_on_train_epoch_end=True)
+    pl.Trainer(
+        max_epochs=2, callbacks=[saver], logger=False, enable_progress_bar=False, limit_val_batches=0
+    ).fit(algo)
+    path = saver.last_model_path or saver.best_model_path
+    assert torch.load(path, weights_only=True)["epoch"] == 1, "Lightning's own count lags by one"
+    restored = TrainingRun.from_checkpoint(path, trainer_kwargs={"default_root_dir": str(tmp_path)})
+    assert restored.iteration == 2
+    result = restored.train()
+    assert result["training_iteration"] == 3
+    assert result["num_env_steps_sampled_lifetime"] == 3 * 64, "the third iteration sampled"
+    restored.stop()
