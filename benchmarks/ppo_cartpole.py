@@ -16,8 +16,8 @@ and the DataModule's own sampling clock; see ``_common.PhaseTimer``):
 - ``imports``: importing lightning, the algorithm and its dependencies (``python_start``: from
   process start to this script's first import, i.e. the interpreter and ``_common``'s torch);
 - ``build``: constructing the algorithm (networks, spaces from a probe env);
-- ``ray_start``: inside ``ray.init`` (0 without Ray runners); ``runner_start``: the rest of the
-  Trainer's setup (the runner actors are created, optimizers configured);
+- ``ray_start``: importing ``ray`` and inside ``ray.init`` (None without Ray runners);
+  ``runner_start``: the rest of the Trainer's setup (the runner actors are created, optimizers configured);
 - ``first_sample``: the first ``sample()`` (the runners' first round trip: their start-up
   finishes here); ``sampling``: every ``sample()`` including the first;
 - ``learning``: ``updates`` (the training steps: PPO runs every minibatch update of an
@@ -37,7 +37,6 @@ Ray processes), sampled every 10 iterations and at the end; ``pss_processes`` co
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,16 +61,20 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ppo" / "cartpole.yam
 
 
 class RayInitClock:
-    """Times ``ray.init`` if Ray is imported by the time fit starts (the algorithm imports it)."""
+    """Times Ray's start when the run has Ray runners: importing ``ray`` (the algorithm imports
+    it only when runners start) and ``ray.init``."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.wrapped = False
 
-    def install(self) -> None:
-        ray = sys.modules.get("ray")
-        if ray is None:
+    def install(self, num_env_runners: int) -> None:
+        if num_env_runners <= 0:
             return
+        start = time.perf_counter()
+        import ray
+
+        self.seconds += time.perf_counter() - start
         original = ray.init
 
         def timed_init(*args, **kwargs):
@@ -117,7 +120,7 @@ def main() -> None:
     build_seconds = time.perf_counter() - build_start
 
     ray_clock = RayInitClock()
-    ray_clock.install()
+    ray_clock.install(int(algo.hparams.num_env_runners))
     with tempfile.TemporaryDirectory(prefix="ppo_cartpole_") as folder:
         logger = False if args.bare else TimedCSVLogger(save_dir=folder, name="lightning_logs")
         checkpoint = None if args.bare else config_checkpoint(config, str(Path(folder) / "checkpoints"))
