@@ -36,6 +36,11 @@ alike:
 Prints per-update milliseconds and the ratios framework/plain (``update_over_plain_median``:
 the per-update medians; ``step_/cycle_over_plain_*``: per-iteration averages); the last line
 is one JSON object (saved like the other benchmarks).
+
+``gae``: PPO's GAE function (``algorithms/ppo/gae.py``) against torchrl's
+``vec_generalized_advantage_estimate`` on the config's ``[8, 32, 1]`` batch and on one long
+``[1, 2048, 1]`` episode stream (ms per call), and what importing ``torchrl.objectives`` costs
+a fresh process that already has torch, tensordict and Lightning (the reason PPO has its own).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,10 +61,48 @@ from _common import emit
 from torch import nn
 
 from lightning_rl.algorithms.ppo import PPO
+from lightning_rl.algorithms.ppo.gae import generalized_advantage_estimate
 from lightning_rl.data.on_policy import IterationBatch
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ppo" / "cartpole.yaml"
 LOG_PROB_KEYS = ("action_log_prob", "sample_log_prob")
+
+
+def gae_costs(repeats: int = 200) -> dict[str, Any]:
+    """Per-call ms of PPO's GAE and torchrl's estimator, and torchrl.objectives' import cost."""
+    probe = (
+        "import time, torch, tensordict, lightning.pytorch; start = time.perf_counter(); "
+        "import torchrl.objectives.value.functional; print(time.perf_counter() - start)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
+
+    result: dict[str, Any] = {
+        "torchrl_objectives_import_s": round(float(done.stdout.strip().splitlines()[-1]), 3)
+        if done.returncode == 0
+        else None
+    }
+    for envs, steps in ((8, 32), (1, 2048)):
+        g = torch.Generator().manual_seed(0)
+        value, next_value, reward = (torch.randn(envs, steps, 1, generator=g) for _ in range(3))
+        terminated = torch.rand(envs, steps, 1, generator=g) < 0.02
+        done_ = terminated | (torch.rand(envs, steps, 1, generator=g) < 0.02)
+        args = (value, next_value, reward, done_, terminated)
+        gamma, lambda_ = torch.tensor(0.98), torch.tensor(0.8)
+        calls = {
+            "ours_ms": lambda: generalized_advantage_estimate(0.98, 0.8, *args),  # noqa: B023
+            "torchrl_ms": lambda: vec_generalized_advantage_estimate(gamma, lambda_, *args, time_dim=-2),  # noqa: B023
+        }
+        shape = f"{envs}x{steps}"
+        result[shape] = {}
+        for name, call in calls.items():
+            for _ in range(5):
+                call()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                call()
+            result[shape][name] = round((time.perf_counter() - start) / repeats * 1e3, 4)
+    return result
 
 
 class PlainLoop:
@@ -294,6 +339,7 @@ def main() -> None:
         "cycle_over_plain_median": ratio(cycles, plain, statistics.median),
         "step_over_plain_mean": ratio(steps, plain, statistics.fmean),
         "cycle_over_plain_mean": ratio(cycles, plain, statistics.fmean),
+        "gae": gae_costs(),
     }
     print(
         "[learner_overhead] framework/plain per update (median):"

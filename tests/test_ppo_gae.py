@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchrl.objectives.value.functional import td0_advantage_estimate, vec_generalized_advantage_estimate
 
-from lightning_rl.algorithms.ppo.gae import generalized_advantage_estimate
+from lightning_rl.algorithms.ppo.gae import generalized_advantage_estimate, numpy_scan, torch_scan
 
 
 def rollout(num_envs: int, steps: int, seed: int) -> dict[str, torch.Tensor]:
@@ -65,3 +65,11 @@ def test_mismatched_shapes_are_one_clear_error() -> None:
     with pytest.raises(ValueError, match="one shape"):
         short = torch.zeros(2, 3, 1)
         generalized_advantage_estimate(0.9, 0.9, value, short, value, value.bool(), value.bool())
+
+
+def test_the_accelerator_scan_matches_the_host_scan() -> None:
+    """GAE on a GPU runs the torch scan (no copy to the host); it must equal the numpy one."""
+    g = torch.Generator().manual_seed(0)
+    delta = torch.randn(4, 64, 1, generator=g)
+    decay = 0.9 * (torch.rand(4, 64, 1, generator=g) > 0.05)
+    torch.testing.assert_close(torch_scan(delta, decay), numpy_scan(delta, decay))

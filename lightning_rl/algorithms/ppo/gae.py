@@ -13,6 +13,7 @@ critic's value of the true final observation.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -38,10 +39,30 @@ def generalized_advantage_estimate(
     not_terminated = 1.0 - terminated.to(value.dtype)
     delta = reward.to(value.dtype) + gamma * not_terminated * next_value - value
     decay = (gamma * lambda_) * (1.0 - done.to(value.dtype))
-    # One pass backwards through time; each step is one fused multiply-add over all envs.
+    scan = numpy_scan if delta.device.type == "cpu" else torch_scan
+    advantage = scan(delta, decay)
+    return advantage, advantage + value
+
+
+def numpy_scan(delta: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """``A_t = delta_t + decay_t * A_{t+1}`` backwards over dimension ``-2``, on CPU tensors.
+
+    A numpy step costs about a microsecond where a torch op costs several, which is what a
+    scan over a long rollout (one env, 2,048 steps) is made of.
+    """
+    deltas, decays = delta.detach().numpy(), decay.detach().numpy()
+    advantage = np.empty_like(deltas)
+    running = np.zeros_like(deltas[..., -1, :])
+    for t in range(deltas.shape[-2] - 1, -1, -1):
+        running = deltas[..., t, :] + decays[..., t, :] * running
+        advantage[..., t, :] = running
+    return torch.from_numpy(advantage)
+
+
+def torch_scan(delta: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """The same scan with torch ops, for tensors on an accelerator (no copy to the host)."""
     deltas, decays = delta.unbind(-2), decay.unbind(-2)
     advantages = [deltas[-1]]
     for t in range(len(deltas) - 2, -1, -1):
         advantages.append(torch.addcmul(deltas[t], decays[t], advantages[-1]))
-    advantage = torch.stack(advantages[::-1], dim=-2)
-    return advantage, advantage + value
+    return torch.stack(advantages[::-1], dim=-2)
