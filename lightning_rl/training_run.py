@@ -376,7 +376,9 @@ class TrainingRun:
         lifetime = self.datamodule.num_env_steps_sampled_lifetime
         env_runners["num_env_steps_sampled_lifetime"] = lifetime
         result["num_env_steps_sampled_lifetime"] = lifetime
-        result.setdefault("learners", {}).setdefault(DEFAULT_POLICY_ID, {})
+        learners = result.setdefault("learners", {})
+        for policy_id in self.algorithm.policies_to_train:  # RLlib: one entry per trained module
+            learners.setdefault(policy_id, {})
         if "evaluation" in result:
             result["evaluation"] = {"env_runners": dict(result["evaluation"]), **result["evaluation"]}
         result["training_iteration"] = self.iteration

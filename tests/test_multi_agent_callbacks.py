@@ -90,6 +90,7 @@ def test_episode_hooks_run_in_the_multi_agent_runner_with_rllibs_episode(tmp_pat
     # The callback's view of main's returns is the runner's own per-module return.
     assert env_runners["main_return"] == pytest.approx(env_runners["module_episode_returns_mean"]["main"])
     assert "main" in result["learners"] and "random" not in result["learners"]  # policies_to_train
+    assert "default_policy" not in result["learners"], "no entry for a module this run does not have"
 
 
 def test_a_seat_that_changes_policy_between_episodes_feeds_each_policy_its_own_steps(tmp_path):
