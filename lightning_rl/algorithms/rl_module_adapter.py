@@ -26,7 +26,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from lightning_rl.algorithms.policy_module import PolicyModule
-from lightning_rl.algorithms.ppo.gae import generalized_advantage_estimate
+from lightning_rl.algorithms.ppo.gae import add_advantages
 from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss_for_batch
 from lightning_rl.errors import ConfigError
@@ -163,20 +163,7 @@ class RLModulePPOModule(PolicyModule):
         with torch.no_grad():
             value = self.values_of_observations(batch[keys.observation])
             next_value = self.values_of_observations(batch["next", keys.observation])
-            advantage, value_target = generalized_advantage_estimate(
-                self.gamma,
-                self.lambda_,
-                value,
-                next_value,
-                batch["next", "reward"],
-                batch["next", "done"],
-                batch["next", "terminated"],
-            )
-        batch[keys.old_value] = value
-        batch["next", keys.old_value] = next_value
-        batch[keys.advantage] = advantage
-        batch[keys.value_target] = value_target
-        return batch
+        return add_advantages(batch, value, next_value, self.gamma, self.lambda_)
 
     def distribution(self, params: tuple[torch.Tensor, ...]) -> torch.distributions.Distribution:
         spec = self.distribution_spec

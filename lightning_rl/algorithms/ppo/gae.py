@@ -13,8 +13,15 @@ critic's value of the true final observation.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+from lightning_rl.algorithms.ppo.loss import PPO_KEYS
+
+if TYPE_CHECKING:
+    from tensordict import TensorDictBase
 
 
 def generalized_advantage_estimate(
@@ -42,6 +49,29 @@ def generalized_advantage_estimate(
     scan = numpy_scan if delta.device.type == "cpu" else torch_scan
     advantage = scan(delta, decay)
     return advantage, advantage + value
+
+
+def add_advantages(
+    batch: TensorDictBase, value: torch.Tensor, next_value: torch.Tensor, gamma: float, lambda_: float
+) -> TensorDictBase:
+    """GAE over a sampled ``[num_envs, T]`` batch from the critic's values of its observations
+    and next observations; writes the old values, ``advantage`` and ``value_target`` into it."""
+    keys = PPO_KEYS
+    with torch.no_grad():
+        advantage, value_target = generalized_advantage_estimate(
+            gamma,
+            lambda_,
+            value,
+            next_value,
+            batch["next", "reward"],
+            batch["next", "done"],
+            batch["next", "terminated"],
+        )
+    batch[keys.old_value] = value
+    batch["next", keys.old_value] = next_value
+    batch[keys.advantage] = advantage
+    batch[keys.value_target] = value_target
+    return batch
 
 
 def numpy_scan(delta: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.algorithms.gradient_clipping import check_grad_clip, clip_gradients, resolve_clip
 from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff
 from lightning_rl.algorithms.policy_module import PolicyModule
-from lightning_rl.algorithms.ppo.gae import generalized_advantage_estimate
+from lightning_rl.algorithms.ppo.gae import add_advantages
 from lightning_rl.algorithms.ppo.learner_distribution import learner_distribution
 from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss_for_batch
@@ -84,20 +84,7 @@ class PPOModule(PolicyModule):
         with torch.no_grad():
             value = self.value_net(batch[keys.observation])
             next_value = self.value_net(batch["next", keys.observation])
-            advantage, value_target = generalized_advantage_estimate(
-                self.gamma,
-                self.lambda_,
-                value,
-                next_value,
-                batch["next", "reward"],
-                batch["next", "done"],
-                batch["next", "terminated"],
-            )
-        batch[keys.old_value] = value
-        batch["next", keys.old_value] = next_value
-        batch[keys.advantage] = advantage
-        batch[keys.value_target] = value_target
-        return batch
+        return add_advantages(batch, value, next_value, self.gamma, self.lambda_)
 
     def distribution(self, params: tuple[torch.Tensor, ...]) -> torch.distributions.Distribution:
         """The torch distribution of the policy net's outputs (log-probs and entropy)."""

@@ -20,7 +20,7 @@ import torch
 from tensordict import TensorDict
 
 from lightning_rl.algorithms.policy_module import PolicyModule
-from lightning_rl.algorithms.ppo.gae import generalized_advantage_estimate
+from lightning_rl.algorithms.ppo.gae import add_advantages
 from lightning_rl.algorithms.ppo.learner_distribution import learner_distribution
 from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss_for_batch
@@ -68,19 +68,7 @@ class RecurrentPPOModule(PolicyModule):
         next_value = self.model.values_from_states(
             batch["next", keys.observation], batch["next_recurrent_state"]
         )
-        advantage, value_target = generalized_advantage_estimate(
-            self.gamma,
-            self.lambda_,
-            value,
-            next_value,
-            batch["next", "reward"],
-            batch["next", "done"],
-            batch["next", "terminated"],
-        )
-        batch[keys.old_value] = value
-        batch[keys.advantage] = advantage
-        batch[keys.value_target] = value_target
-        return batch
+        return add_advantages(batch, value, next_value, self.gamma, self.lambda_)
 
     # -- loss ----------------------------------------------------------------------------------
     def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
