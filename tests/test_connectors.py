@@ -8,7 +8,9 @@ import pytest
 import torch
 from gymnasium import spaces
 
+from lightning_rl import registry
 from lightning_rl._tree import to_torch
+from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.connectors import (
     ClipActions,
     EnvToModulePipeline,
@@ -20,7 +22,7 @@ from lightning_rl.connectors import (
     connector_spec,
     normalize_connector_specs,
 )
-from lightning_rl.errors import SpaceError
+from lightning_rl.errors import ConfigError, SpaceError
 
 
 def flatten(space: gym.Space, batch):
@@ -203,3 +205,36 @@ def test_extension_bases_name_the_hook_a_subclass_forgot_when_it_is_built():
         ForgotStep()
     with pytest.raises(TypeError, match="policy_weights"):
         ForgotWeights(None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("setting", "name", "message"),
+    [
+        (
+            "env_to_module_connector",
+            "NormalizeRewards",
+            "is a learner connector: pass it as learner_c",
+        ),
+        (
+            "learner_connector",
+            "MeanStdFilter",
+            "is an env-to-module connector: pass it as env_",
+        ),
+        ("module_to_env_connector", "FrameStack", "FrameStack is an env-to-module connector"),
+        ("env_to_module_connector", "ClipActions", "ClipActions is a module-to-env connector"),
+    ],
+)
+def test_a_connector_given_to_the_wrong_setting_is_one_clear_error(setting, name, message):
+    with pytest.raises(ConfigError, match=message):
+        PPO("CartPole-v1", num_env_runners=0, **{setting: [name]})
+
+
+def test_learner_connectors_resolve_by_registered_name():
+    """The shipped learner connectors are entry points, like the env-to-module ones."""
+    names = ["NormalizeRewards", "countbasedcuriosity"]
+    algo = PPO("CartPole-v1", num_env_runners=0, learner_connector=names)
+    assert [type(c).__name__ for c in algo.learner_connectors["default_policy"]] == [
+        "NormalizeRewards",
+        "CountBasedCuriosity",
+    ]
+    assert {"NormalizeRewards", "CountBasedCuriosity", "RND"} <= set(registry.connectors.names())

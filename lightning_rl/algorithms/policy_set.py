@@ -31,6 +31,7 @@ from lightning_rl.connectors.base import (
     EnvToModulePipeline,
     ModuleToEnvPipeline,
     build_connector,
+    check_seam,
     env_connector_factory_args,
     learner_connector_factory_args,
     normalize_connector_specs,
@@ -119,6 +120,7 @@ def connector_specs(
 def build_learner_connectors(specs: Sequence[dict], policy_spaces: tuple[spaces.Space, spaces.Space]) -> list:
     """One policy's learner connectors, set up for its module-side spaces."""
     connectors = [build_connector(spec) for spec in specs]
+    check_seam(connectors, "learner")
     for connector in connectors:
         if not hasattr(connector, "setup") or not callable(connector):
             raise ConfigError(f"{connector!r} is not a learner connector.")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import torch
@@ -26,9 +26,27 @@ from lightning_rl import registry
 from lightning_rl._imports import import_object, object_path, subclass_of
 from lightning_rl.errors import ConfigError, SpaceError
 
+SEAM_SETTINGS = {
+    "env_to_module": "env_to_module_connector",
+    "module_to_env": "module_to_env_connector",
+    "learner": "learner_connector",
+}
+_SEAM_NAMES = {
+    "env_to_module": "an env-to-module",
+    "module_to_env": "a module-to-env",
+    "learner": "a learner",
+}
+
 
 class Connector:
-    """Base class: remembers its constructor arguments so it can be rebuilt anywhere."""
+    """Base class: remembers its constructor arguments so it can be rebuilt anywhere.
+
+    ``seam`` says where a connector works (``"env_to_module"``, ``"module_to_env"`` or
+    ``"learner"``; None: the subclass did not say), so a connector given to the wrong setting is
+    one clear error naming the right one instead of a failure inside its ``setup``.
+    """
+
+    seam: ClassVar[str | None] = None
 
     def __new__(cls, *args: Any, **kwargs: Any):
         obj = super().__new__(cls)
@@ -81,6 +99,8 @@ class EnvToModule(Connector, abc.ABC):
     every env step.
     """
 
+    seam: ClassVar[str | None] = "env_to_module"
+
     def setup(self, observation_space: gym.Space) -> gym.Space:
         return observation_space
 
@@ -103,6 +123,8 @@ class EnvToModule(Connector, abc.ABC):
 
 class ModuleToEnv(Connector, abc.ABC):
     """Turns module actions into env actions (after sampling; the sampled action is stored)."""
+
+    seam: ClassVar[str | None] = "module_to_env"
 
     def setup(self, action_space: gym.Space) -> gym.Space:
         """Check the env's action space; return the space the module must emit."""
@@ -133,6 +155,18 @@ def connector_spec(connector: Connector) -> ConnectorSpec:
     if name is None:
         raise ConfigError(f"Connector class {cls!r} is not importable; define it at module level.")
     return {"name": name, "config": connector.get_config()}
+
+
+def check_seam(connectors: Sequence[Any], seam: str) -> None:
+    """One clear error for a connector given to the wrong setting (e.g. a learner connector
+    as ``env_to_module_connector``), naming the setting it belongs to."""
+    for connector in connectors:
+        own = getattr(connector, "seam", None)
+        if own in SEAM_SETTINGS and own != seam:
+            raise ConfigError(
+                f"{type(connector).__name__} is {_SEAM_NAMES[own]} connector: pass it as "
+                f"{SEAM_SETTINGS[own]}, not {SEAM_SETTINGS[seam]}."
+            )
 
 
 def build_connector(spec: ConnectorSpec) -> Connector:
@@ -243,6 +277,7 @@ class ConnectorPipeline:
         self, connectors: Sequence[Connector], input_space: gym.Space, action_space: gym.Space | None = None
     ) -> None:
         self.connectors = list(connectors)
+        check_seam(self.connectors, "env_to_module")
         self.input_space = input_space
         space = input_space
         for connector in self.connectors:
@@ -328,6 +363,7 @@ class ModuleToEnvPipeline(ConnectorPipeline):
 
     def __init__(self, connectors: Sequence[Connector], env_action_space: gym.Space) -> None:
         self.connectors = list(connectors)
+        check_seam(self.connectors, "module_to_env")
         self.input_space = env_action_space
         space = env_action_space
         for connector in reversed(self.connectors):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -29,6 +29,8 @@ from lightning_rl.errors import ConfigError, SpaceError
 
 class LearnerConnector(Connector, abc.ABC):
     """Base: ``setup`` receives the module-side spaces; ``__call__`` rewrites one policy's batch."""
+
+    seam: ClassVar[str | None] = "learner"
 
     def setup(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         """Check the spaces and build whatever the connector needs."""
