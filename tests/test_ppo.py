@@ -8,8 +8,10 @@ import torch
 
 from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff, k3_kl
 from lightning_rl.algorithms.ppo import PPO
+from lightning_rl.algorithms.ppo.loss import clipped_surrogate, log_clip_bounds
 from lightning_rl.callbacks import StopOnEnvSteps, StopOnReturn
 from lightning_rl.data import OnPolicyDataModule
+from lightning_rl.errors import ConfigError
 from tests.envs import TargetEnv
 
 CARTPOLE = dict(
@@ -78,7 +80,7 @@ def test_explicit_datamodule_overrides_the_algorithms_runner_settings(quiet_trai
     assert algo.experience is datamodule
 
 
-def test_shared_trunk_kl_loss_entropy_schedule_and_lr_schedule(quiet_trainer_kwargs):
+def test_shared_trunk_kl_loss_and_the_entropy_lr_and_clip_schedules(quiet_trainer_kwargs):
     algo = PPO(
         "CartPole-v1",
         train_batch_size=128,
@@ -89,6 +91,7 @@ def test_shared_trunk_kl_loss_entropy_schedule_and_lr_schedule(quiet_trainer_kwa
         kl_target=1e-12,  # any real update overshoots: the mean KL here ranges over 1e-4..8e-8
         entropy_coeff_schedule=[[0, 0.1], [256, 0.0]],
         lr_schedule=[[0, 1e-3], [256, 1e-4]],
+        clip_param_schedule=[[0, 0.3], [256, 0.1]],
         model_config={"vf_share_layers": True},
         seed=0,
     )
@@ -99,6 +102,20 @@ def test_shared_trunk_kl_loss_entropy_schedule_and_lr_schedule(quiet_trainer_kwa
     assert float(algo.module.kl_coeff) == pytest.approx(0.2 * 1.5**3), "each overshoot raises it 1.5x"
     assert float(algo.module.entropy_coeff) == pytest.approx(0.0)  # schedule ended at 256 steps
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert algo.module.loss_config.clip_param == pytest.approx(0.1)  # set at 256 env steps
+
+
+def test_a_clip_range_of_one_or_more_leaves_the_ratio_without_a_lower_bound():
+    advantage = torch.tensor([[1.0], [-1.0]])
+    log_ratio = torch.log(torch.tensor([0.01, 0.01]))
+    # RLlib clamps the ratio to [1 - eps, 1 + eps]: eps = 1.5 keeps a ratio of 0.01 as it is.
+    loss = clipped_surrogate(log_ratio, advantage, clip_param=1.5)
+    assert torch.allclose(loss, torch.tensor([[-0.01], [0.01]]))
+    # With eps = 0.2 the negative advantage's ratio is clipped up to 0.8: the pessimistic term.
+    assert torch.allclose(clipped_surrogate(log_ratio, advantage, 0.2), torch.tensor([[-0.01], [0.8]]))
+    assert log_clip_bounds(1.5)[0] == float("-inf")
+    with pytest.raises(ConfigError, match="clip_param_schedule values must be >= 0"):
+        PPO("CartPole-v1", clip_param_schedule=[[0, 0.2], [1000, -0.1]])
 
 
 def test_k3_kl_stays_exact_for_the_tiny_ratios_of_a_gentle_update():

@@ -108,7 +108,7 @@ def diagnostics_per_minibatch(items: list[PPODiagnostics]) -> dict[str, torch.Te
                 return values.var(1, correction=0)
             return mean((values - mean(values).unsqueeze(1)).pow(2))
 
-        low, high = math.log1p(-first.clip_param), math.log1p(first.clip_param)
+        low, high = log_clip_bounds(first.clip_param)
         eps = torch.finfo(target.dtype).eps
         stats = {
             "mean_kl_loss": mean(-log_ratio),
@@ -220,11 +220,18 @@ def standardize(advantage: torch.Tensor, mask: torch.Tensor | None = None) -> to
     return (advantage - mean) / (std + 1e-8)
 
 
+def log_clip_bounds(clip_param: float) -> tuple[float, float]:
+    """``log(1 - eps), log(1 + eps)``; from ``eps >= 1`` on the ratio has no lower bound (as in
+    RLlib's ratio-space clamp to ``1 - eps <= 0``), where ``log1p(-eps)`` is -inf or undefined."""
+    low = math.log1p(-clip_param) if clip_param < 1.0 else -math.inf
+    return low, math.log1p(clip_param)
+
+
 def clipped_surrogate(log_ratio: torch.Tensor, advantage: torch.Tensor, clip_param: float) -> torch.Tensor:
     """Per-step ``-min(r A, clip(r, 1 - eps, 1 + eps) A)`` (shape of ``advantage``) from
     ``log r = log pi - log pi_old``. The ratio is clipped in log space, as torchrl does."""
     log_ratio = log_ratio.unsqueeze(-1)
-    clipped_log_ratio = log_ratio.clamp(math.log1p(-clip_param), math.log1p(clip_param))
+    clipped_log_ratio = log_ratio.clamp(*log_clip_bounds(clip_param))
     unclipped_gain = log_ratio.exp() * advantage
     clipped_gain = clipped_log_ratio.exp() * advantage
     return -torch.minimum(unclipped_gain, clipped_gain)

@@ -17,6 +17,7 @@ collected as tensors and logged once per iteration under the same names as befor
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -111,6 +112,9 @@ class PPO(Algorithm):
     Args:
         lambda_: GAE lambda.
         clip_param: PPO clip range of the probability ratio.
+        clip_param_schedule: ``[[env_step, clip], ...]`` overriding ``clip_param``, set at the
+            start of every iteration (Stable-Baselines3's ``clip_range`` schedule: RL-Zoo
+            decays it with the learning rate, which steadies late training).
         vf_clip_param: clip the new value prediction to within this distance of the old one
             (PPO2-style value clipping); None disables.
         vf_loss_coeff: weight of the value loss.
@@ -142,6 +146,7 @@ class PPO(Algorithm):
         gamma: float = 0.99,
         lambda_: float = 0.95,
         clip_param: float = 0.2,
+        clip_param_schedule: list[list[float]] | None = None,
         vf_clip_param: float | None = None,
         vf_loss_coeff: float = 0.5,
         entropy_coeff: float = 0.0,
@@ -177,6 +182,13 @@ class PPO(Algorithm):
                 f"train_batch_size ({h.train_batch_size})."
             )
         check_grad_clip(h.grad_clip, h.grad_clip_by)
+        if h.clip_param_schedule:
+            bad = [value for _, value in PiecewiseSchedule(h.clip_param_schedule).points if not value >= 0.0]
+            if bad:
+                raise ConfigError(
+                    f"clip_param_schedule values must be >= 0 (a clip range), got {bad[0]!r} in "
+                    f"{h.clip_param_schedule!r}."
+                )
 
     def build_policy_module(self, policy_id: str, observation_space, action_space) -> PolicyModule:
         h = self.hparams
@@ -212,10 +224,11 @@ class PPO(Algorithm):
         )
 
     def loss_config(self) -> PPOLossConfig:
-        """The fixed settings of :func:`~lightning_rl.algorithms.ppo.loss.ppo_loss` from the hparams."""
+        """The settings of :func:`~lightning_rl.algorithms.ppo.loss.ppo_loss` from the hparams
+        (``clip_param`` as scheduled at env step 0)."""
         h = self.hparams
         return PPOLossConfig(
-            clip_param=float(h.clip_param),
+            clip_param=self._clip_param_at(0),
             vf_clip_param=None if h.vf_clip_param is None else float(h.vf_clip_param),
             vf_loss_coeff=float(h.vf_loss_coeff),
             use_entropy=bool(h.entropy_coeff) or bool(h.entropy_coeff_schedule),
@@ -224,11 +237,19 @@ class PPO(Algorithm):
         )
 
     # -- training ----------------------------------------------------------------------------
+    def _clip_param_at(self, env_step: int) -> float:
+        h = self.hparams
+        return float(schedule_or_constant(h.clip_param_schedule, h.clip_param)(env_step))
+
     def on_train_epoch_start(self) -> None:
-        coeff = self._entropy_schedule(self.num_env_steps_sampled_lifetime)
+        steps = self.num_env_steps_sampled_lifetime
+        coeff = self._entropy_schedule(steps)
+        clip_param = self._clip_param_at(steps)
         for module in self.policies.values():
             if isinstance(module, PPOModule | RecurrentPPOModule | RLModulePPOModule):
                 module.entropy_coeff.fill_(coeff)
+                if module.loss_config.clip_param != clip_param:
+                    module.loss_config = dataclasses.replace(module.loss_config, clip_param=clip_param)
         self._iteration_kl = {}
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
