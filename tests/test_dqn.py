@@ -195,7 +195,7 @@ def test_the_algorithm_updates_its_targets_by_tau_every_freq_env_steps(
     assert not all(torch.equal(a, b) for a, b in zip(initial, online, strict=True)), "one update happened"
 
 
-def test_epsilon_follows_the_schedule_and_reaches_the_runners(tmp_path):
+def test_epsilon_and_lr_follow_their_schedules_and_epsilon_reaches_the_runners(tmp_path):
     run = (
         DQNConfig()
         .environment("CartPole-v1")
@@ -204,6 +204,7 @@ def test_epsilon_follows_the_schedule_and_reaches_the_runners(tmp_path):
             train_batch_size=32,
             num_steps_sampled_before_learning_starts=0,
             epsilon=[[0, 1.0], [400, 0.2]],
+            lr_schedule=[[0, 1e-3], [400, 1e-4]],
             replay_buffer_config={"type": "ReplayBuffer"},
         )
         .trainer(default_root_dir=str(tmp_path))
@@ -215,6 +216,10 @@ def test_epsilon_follows_the_schedule_and_reaches_the_runners(tmp_path):
     assert runner_policy.epsilon == pytest.approx(1.0 - 0.8 * 100 / 400)
     assert run.algorithm.current_epsilon() == pytest.approx(1.0 - 0.8 * 200 / 400)
     assert run.algorithm.policy_extra("default_policy") == {"epsilon": pytest.approx(0.6)}
+    # Set when the second iteration started, at 100 env steps.
+    assert run.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 - 9e-4 * 100 / 400)
+    with pytest.raises(ConfigError, match=r"lr_schedule values must be >= 0, got -0\.001"):
+        DQN("CartPole-v1", lr_schedule=[[0, 1e-3], [1000, -1e-3]])
     run.stop()
 
 

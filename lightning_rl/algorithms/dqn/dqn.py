@@ -23,7 +23,7 @@ from lightning_rl.errors import ConfigError, SpaceError
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy_networks import PolicySpec
 from lightning_rl.modules.q_networks import EpsilonGreedyQPolicy, QNetwork
-from lightning_rl.schedules import PiecewiseSchedule
+from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
 
 TD_ERROR_LOSS_FNS = ("huber", "mse")
 # RLlib's default: from fully random to 5% random actions over the first 10k env steps.
@@ -112,6 +112,8 @@ class DQN(OffPolicyAlgorithm):
         epsilon: ``[[env_step, epsilon], ...]`` piecewise-linear exploration schedule (None:
             ``[[0, 1.0], [10000, 0.05]]``).
         td_error_loss_fn: ``"huber"`` or ``"mse"`` (C51 always uses cross-entropy).
+        lr_schedule: ``[[env_step, lr], ...]`` piecewise-linear learning rate, set at the start
+            of every iteration (None: ``lr`` throughout).
 
     See :class:`~lightning_rl.algorithms.off_policy.OffPolicyAlgorithm` for the replay settings.
     """
@@ -139,6 +141,7 @@ class DQN(OffPolicyAlgorithm):
         target_network_update_freq: int = 500,
         tau: float = 1.0,
         grad_clip: float | None = 40.0,
+        lr_schedule: list[list[float]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -171,6 +174,10 @@ class DQN(OffPolicyAlgorithm):
             )
         self.require_positive(sigma0=h.sigma0)
         PiecewiseSchedule(h.epsilon)
+        if h.lr_schedule:
+            bad = [lr for _, lr in PiecewiseSchedule(h.lr_schedule).points if not lr >= 0.0]
+            if bad:
+                raise ConfigError(f"lr_schedule values must be >= 0, got {bad[0]!r} in {h.lr_schedule!r}.")
 
     def build_policy_module(self, policy_id: str, observation_space, action_space) -> DQNModule:
         if not isinstance(action_space, spaces.Discrete):
@@ -206,7 +213,21 @@ class DQN(OffPolicyAlgorithm):
 
     # -- learning ----------------------------------------------------------------------------
     def build_policy_optimizer(self, policy_id: str) -> torch.optim.Optimizer:
-        return self.adam(self.policies[policy_id].q_net.parameters(), lr=self.hparams.lr)
+        return self.adam(self.policies[policy_id].q_net.parameters(), lr=self.current_lr())
+
+    def current_lr(self) -> float:
+        """``lr_schedule`` at the env steps sampled so far (``lr`` without a schedule)."""
+        h = self.hparams
+        return float(schedule_or_constant(h.lr_schedule, h.lr)(self.num_env_steps_sampled_lifetime))
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        if self.hparams.lr_schedule:
+            lr = self.current_lr()
+            optimizers = self.optimizers()
+            for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
