@@ -39,5 +39,14 @@ class PiecewiseSchedule:
         return points[-1][1]
 
 
+def check_non_negative_schedule(name: str, points: Sequence[Sequence[float]] | None, what: str = "") -> None:
+    """One ``ConfigError`` naming the setting and its first negative (or NaN) value; None passes."""
+    if not points:
+        return
+    bad = [value for _, value in PiecewiseSchedule(points).points if not value >= 0.0]
+    if bad:
+        raise ConfigError(f"{name} values must be >= 0{what}, got {bad[0]!r} in {points!r}.")
+
+
 def schedule_or_constant(schedule: Sequence[Sequence[float]] | None, constant: float) -> PiecewiseSchedule:
     return PiecewiseSchedule(schedule) if schedule else PiecewiseSchedule([[0, constant]])

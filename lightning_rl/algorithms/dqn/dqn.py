@@ -23,7 +23,7 @@ from lightning_rl.errors import ConfigError, SpaceError
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy_networks import PolicySpec
 from lightning_rl.modules.q_networks import EpsilonGreedyQPolicy, QNetwork
-from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
+from lightning_rl.schedules import PiecewiseSchedule, check_non_negative_schedule, schedule_or_constant
 
 TD_ERROR_LOSS_FNS = ("huber", "mse")
 # RLlib's default: from fully random to 5% random actions over the first 10k env steps.
@@ -174,10 +174,7 @@ class DQN(OffPolicyAlgorithm):
             )
         self.require_positive(sigma0=h.sigma0)
         PiecewiseSchedule(h.epsilon)
-        if h.lr_schedule:
-            bad = [lr for _, lr in PiecewiseSchedule(h.lr_schedule).points if not lr >= 0.0]
-            if bad:
-                raise ConfigError(f"lr_schedule values must be >= 0, got {bad[0]!r} in {h.lr_schedule!r}.")
+        check_non_negative_schedule("lr_schedule", h.lr_schedule)
 
     def build_policy_module(self, policy_id: str, observation_space, action_space) -> DQNModule:
         if not isinstance(action_space, spaces.Discrete):

@@ -40,7 +40,7 @@ from lightning_rl.modules.model_config import DefaultModelConfig, resolve_model_
 from lightning_rl.modules.policy_networks import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
 from lightning_rl.modules.recurrent import is_recurrent
 from lightning_rl.modules.rl_module import spec_for_policy
-from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
+from lightning_rl.schedules import PiecewiseSchedule, check_non_negative_schedule, schedule_or_constant
 
 
 class PPOModule(PolicyModule):
@@ -182,13 +182,7 @@ class PPO(Algorithm):
                 f"train_batch_size ({h.train_batch_size})."
             )
         check_grad_clip(h.grad_clip, h.grad_clip_by)
-        if h.clip_param_schedule:
-            bad = [value for _, value in PiecewiseSchedule(h.clip_param_schedule).points if not value >= 0.0]
-            if bad:
-                raise ConfigError(
-                    f"clip_param_schedule values must be >= 0 (a clip range), got {bad[0]!r} in "
-                    f"{h.clip_param_schedule!r}."
-                )
+        check_non_negative_schedule("clip_param_schedule", h.clip_param_schedule, " (a clip range)")
 
     def build_policy_module(self, policy_id: str, observation_space, action_space) -> PolicyModule:
         h = self.hparams
