@@ -277,21 +277,21 @@ class EnvRunner:
 
         obs_buf = map_structure(alloc, self._obs)
         next_buf = map_structure(alloc, self._obs)
-        reward_buf = torch.empty((n, steps, 1), dtype=torch.float32)
-        terminated_buf = torch.empty((n, steps, 1), dtype=torch.bool)
-        init_buf = torch.empty((n, steps, 1), dtype=torch.bool)
-        truncated_buf = torch.empty((n, steps, 1), dtype=torch.bool)
-        out_bufs: dict[str, torch.Tensor] = {}
+        # Per-step scalars go to numpy rows and the policy's outputs to a list, both turned into
+        # [n, steps, ...] tensors once at the end: a torch index-assignment per step and key
+        # costs several microseconds, which is most of a one-env step's bookkeeping.
+        reward_rows = np.empty((steps, n), dtype=np.float32)
+        terminated_rows = np.empty((steps, n), dtype=bool)
+        truncated_rows = np.empty((steps, n), dtype=bool)
+        init_rows = np.empty((steps, n), dtype=bool)
+        outs: list[dict[str, torch.Tensor]] = []
         obs = self._obs
         structured = isinstance(obs, dict | tuple)
         recorder = self.recorder
         with torch.no_grad():
             for t in range(steps):
                 out = self.policy(obs, explore, self.generator)
-                if t == 0:
-                    out_bufs = {k: alloc(v) for k, v in out.items()}
-                for key, value in out.items():
-                    out_bufs[key][:, t] = value
+                outs.append(out)
                 if structured:
                     _write(obs_buf, obs, t)
                 else:
@@ -301,12 +301,11 @@ class EnvRunner:
                 raw, reward, terminated, truncated, info = self._call_env("step", env_actions)
                 if recorder is not None:
                     recorder.record_step(env_actions, out, reward, terminated, truncated, raw, info)
-                reward_t = torch.from_numpy(np.asarray(reward, dtype=np.float32))
-                reward_buf[:, t, 0] = reward_t
-                init_buf[:, t, 0] = torch.from_numpy(self._is_init)
-                terminated_buf[:, t, 0] = torch.from_numpy(np.asarray(terminated))
-                truncated_buf[:, t, 0] = torch.from_numpy(np.asarray(truncated))
-                self.env_to_module.record_step(actions, reward_t)
+                reward_rows[t] = reward
+                init_rows[t] = self._is_init
+                terminated_rows[t] = terminated
+                truncated_rows[t] = truncated
+                self.env_to_module.record_step(actions, torch.from_numpy(reward_rows[t]))
                 done = np.logical_or(terminated, truncated)
                 if self._track_episodes:
                     self._step_episodes(env_actions, raw, reward, terminated, truncated, info)
@@ -361,13 +360,15 @@ class EnvRunner:
             self._finished_episodes = []
             stats.custom_metrics = self.metrics.pop()
         stats.seconds = time.perf_counter() - start
+        terminated_buf = _per_env(terminated_rows)
+        truncated_buf = _per_env(truncated_rows)
         data = {
             "observation": obs_buf,
-            "is_init": init_buf,
-            **out_bufs,
+            "is_init": _per_env(init_rows),
+            **{key: torch.stack([out[key] for out in outs], dim=1) for key in (outs[0] if outs else ())},
             "next": {
                 "observation": next_buf,
-                "reward": reward_buf,
+                "reward": _per_env(reward_rows),
                 "terminated": terminated_buf,
                 "truncated": truncated_buf,
                 "done": terminated_buf | truncated_buf,
@@ -535,6 +536,11 @@ def to_env_actions(
     if discrete_start:
         env_actions = env_actions + discrete_start
     return env_actions
+
+
+def _per_env(rows: np.ndarray) -> torch.Tensor:
+    """``[steps, n]`` per-step rows as the ``[n, steps, 1]`` tensor a fragment holds."""
+    return torch.from_numpy(np.ascontiguousarray(rows.T)).unsqueeze(-1)
 
 
 def _write(buffers: Any, values: Any, t: int) -> None:
