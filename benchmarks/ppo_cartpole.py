@@ -16,7 +16,10 @@ and the DataModule's own sampling clock; see ``_common.PhaseTimer``):
 - ``imports``: importing lightning, the algorithm and its dependencies (``python_start``: from
   process start to this script's first import, i.e. the interpreter and ``_common``'s torch);
 - ``build``: constructing the algorithm (networks, spaces from a probe env);
-- ``ray_start``: importing ``ray`` and inside ``ray.init`` (None without Ray runners);
+- ``ray_start``: importing ``ray`` and inside ``ray.init`` (None without Ray runners); as
+  ``lightning-rl fit`` does, the runners' local Ray starts in the background before the imports
+  (``lightning_rl.cli_ray_start``), so this is the part of its start that the imports and the
+  set-up did not cover;
   ``runner_start``: the rest of the Trainer's setup (the runner actors are created, optimizers configured);
 - ``first_sample``: the first ``sample()`` (the runners' first round trip: their start-up
   finishes here); ``sampling``: every ``sample()`` including the first;
@@ -37,11 +40,30 @@ Ray processes), sampled every 10 iterations and at the end; ``pss_processes`` co
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import (
+from lightning_rl.cli_ray_start import start_ray_early_for_fit
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ppo" / "cartpole.yaml"
+
+
+def fit_arguments(argv: list[str]) -> list[str]:
+    """This script's ``--config``/``--num-env-runners`` as the ``lightning-rl fit`` arguments."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--config", default=str(CONFIG))
+    parser.add_argument("--num-env-runners", type=int, default=None)
+    known, _ = parser.parse_known_args(argv)
+    runners = [] if known.num_env_runners is None else ["--model.num_env_runners", str(known.num_env_runners)]
+    return ["--config", known.config, *runners]
+
+
+# As `lightning-rl fit` does: the runners' local Ray starts in the background before Lightning imports.
+start_ray_early_for_fit(fit_arguments(sys.argv[1:]))
+
+from _common import (  # noqa: E402
     PhaseTimer,
     TimedCSVLogger,
     TimedModelCheckpoint,
@@ -54,15 +76,16 @@ import_start = seconds_since_start()
 import lightning.pytorch as pl  # noqa: E402
 import yaml  # noqa: E402
 
+from lightning_rl import ray_cluster  # noqa: E402
 from lightning_rl.algorithms.ppo import PPO  # noqa: E402
 
 IMPORT_SECONDS = seconds_since_start()
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ppo" / "cartpole.yaml"
 
 
 class RayInitClock:
-    """Times Ray's start when the run has Ray runners: importing ``ray`` (the algorithm imports
-    it only when runners start) and ``ray.init``."""
+    """Times the run's wait for Ray when it has Ray runners: importing ``ray`` (the algorithm
+    imports it only when runners start), ``ray.init``, and the wait for the early start (what of
+    it did not overlap with the imports and the set-up)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -85,6 +108,16 @@ class RayInitClock:
                 self.seconds += time.perf_counter() - start
 
         ray.init = timed_init
+        original_wait = ray_cluster.wait_for_early_ray_start
+
+        def timed_wait():
+            start = time.perf_counter()
+            try:
+                return original_wait()
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        ray_cluster.wait_for_early_ray_start = timed_wait
         self.wrapped = True
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 
 from lightning_rl import registry
 from lightning_rl._imports import import_object
+from lightning_rl.cli_ray_start import start_ray_early_for_fit
 from lightning_rl.errors import LightningRLError
 
 # Commands run by LightningCLI (the Trainer method of the same name) and their one-line help.
@@ -122,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if command == "fit":
+        start_ray_early_for_fit(argv[1:])  # Ray's processes boot while Lightning imports
     return import_object(LIGHTNING_CLI)(command, argv)
 
 

@@ -49,8 +49,8 @@ from lightning_rl import distributed
 from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.atomic_checkpoint_io import AtomicCheckpointIO
 from lightning_rl.env_runners.env_runner_group import EnvRunnerPlacement
-from lightning_rl.env_runners.ray_utils import ensure_ray, shutdown_ray_if_started_here
 from lightning_rl.errors import CheckpointError, ConfigError
+from lightning_rl.ray_cluster import ensure_ray, shutdown_ray_if_started_here
 from lightning_rl.training_run import nest_metrics
 
 if TYPE_CHECKING:

@@ -27,10 +27,10 @@ from lightning_rl.checkpoint_components import restore_modules
 from lightning_rl.constants import DEFAULT_POLICY_ID
 from lightning_rl.data.evaluation import validates_this_epoch
 from lightning_rl.env_runners.metrics_logger import MetricsLogger
-from lightning_rl.env_runners.ray_utils import shutdown_ray_if_started_here
 from lightning_rl.errors import CheckpointError, ConfigError
 from lightning_rl.policy import MissingRecipeError, Policy
 from lightning_rl.progress import RLProgressBar
+from lightning_rl.ray_cluster import shutdown_ray_if_started_here
 from lightning_rl.registry import get_algorithm_class
 from lightning_rl.trainer_defaults import add_resilience_defaults
 

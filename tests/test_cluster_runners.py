@@ -24,8 +24,8 @@ from lightning_rl.env_runners.env_runner_group import (
     numpy_results,
     torch_result,
 )
-from lightning_rl.env_runners.ray_utils import ensure_ray, missing_resources
 from lightning_rl.errors import ConfigError
+from lightning_rl.ray_cluster import ensure_ray, missing_resources
 
 
 class SlowOnceEnv(gym.Wrapper):

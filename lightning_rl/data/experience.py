@@ -44,9 +44,9 @@ from lightning_rl.env_runners.env_runner_group import (
     merge_fragments,
 )
 from lightning_rl.env_runners.evaluation_request import EvaluationRequest
-from lightning_rl.env_runners.ray_utils import defer_ray_sigterm_handler, ensure_ray
 from lightning_rl.env_runners.rllib_callbacks import CustomMetrics
 from lightning_rl.errors import ConfigError
+from lightning_rl.ray_cluster import defer_ray_sigterm_handler, ensure_ray
 
 
 def identity_collate(batch: Any) -> Any:

@@ -39,7 +39,6 @@ from torch.utils.data import DataLoader, IterableDataset
 from lightning_rl.connectors.base import EnvToModule
 from lightning_rl.data.experience import ExperienceDataModule, identity_collate
 from lightning_rl.data.source import OfflineExperienceSource, only_policy_id
-from lightning_rl.env_runners.ray_utils import ensure_ray
 from lightning_rl.errors import ConfigError
 from lightning_rl.offline.reader import inspect_files, is_path_input, read_files, resolve_input_files
 from lightning_rl.offline.rows import (
@@ -52,6 +51,7 @@ from lightning_rl.offline.rows import (
     replay_buffer_rows,
 )
 from lightning_rl.offline.schema import NEXT_OBSERVATION, OBSERVATION, EpisodeLayout, assemble_structure
+from lightning_rl.ray_cluster import ensure_ray
 
 READ_METHODS = ("auto", "pyarrow", "ray")
 

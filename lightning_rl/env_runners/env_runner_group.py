@@ -3,7 +3,7 @@
 Weights travel once per iteration (one ``ray.put``, every actor gets the reference with its
 ``sample`` call). Where the actors run is :class:`EnvRunnerPlacement`'s business (CPUs, GPUs,
 custom resources, a scheduling strategy or label selector, an optional placement group); where
-Ray comes from is :mod:`~lightning_rl.env_runners.ray_utils`'s (join the cluster that exists,
+Ray comes from is :mod:`~lightning_rl.ray_cluster`'s (join the cluster that exists,
 wait for its autoscaler).
 
 Sampling is a small work queue: an iteration needs one fragment per configured runner
@@ -48,8 +48,8 @@ import torch
 
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
 from lightning_rl.env_runners.evaluation_request import EvaluationRequest
-from lightning_rl.env_runners.ray_utils import ensure_ray, request_resources, withdraw_resource_requests
 from lightning_rl.errors import ConfigError, EnvError, LightningRLError
+from lightning_rl.ray_cluster import ensure_ray, request_resources, withdraw_resource_requests
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,10 @@ cluster that lacks it (a KubeRay head with 0 CPUs, workers still to come), the r
 requested from the autoscaler (``ray.autoscaler.sdk.request_resources``), the wait is logged with
 what is missing, and after ``timeout_s`` one error names the missing resources. A Ray started
 here has no autoscaler, so there a shortfall fails at once.
+
+The local Ray of case 3 may have been started already, in the background, by
+:func:`start_local_ray_early` (``lightning-rl fit`` does, before it imports Lightning):
+``ensure_ray`` then waits for that start and uses it if it is exactly the Ray it would start.
 """
 
 from __future__ import annotations
@@ -35,11 +39,19 @@ from lightning_rl.errors import ConfigError
 log = logging.getLogger(__name__)
 
 _started_here = False
+# A local Ray being started in the background (start_local_ray_early): (started, kwargs, outcome).
+_early_start: tuple[threading.Event, dict[str, Any], dict[str, BaseException | None]] | None = None
 # What this process asked the autoscaler for (bundles), so that it can withdraw the request.
 _requested: list[dict[str, float]] = []
 
 # How often the cluster's nodes are re-read while waiting for resources.
 _POLL_S = 1.0
+# What every ray.init of ours passes unless ray_init_kwargs say otherwise.
+_INIT_DEFAULTS: dict[str, Any] = {
+    "include_dashboard": False,
+    "logging_level": logging.WARNING,
+    "log_to_driver": True,
+}
 # ray.init settings that would make an address-less join start a second, local cluster.
 _LOCAL_ONLY_INIT_KWARGS = ("num_cpus", "num_gpus", "resources")
 
@@ -96,6 +108,104 @@ def total_demand(bundles: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return total
 
 
+def local_init_kwargs(
+    bundles: Sequence[Mapping[str, float]], init_kwargs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``ray.init`` kwargs of the local Ray that holds ``bundles`` exactly (case 3 above)."""
+    demand = total_demand(bundles)
+    cpus = max(1, math.ceil(demand.pop("CPU", 0.0) - 1e-9))
+    custom = {k: v for k, v in demand.items() if k not in ("GPU", "memory", "object_store_memory")}
+    kwargs = {**_INIT_DEFAULTS, **(init_kwargs or {})}
+    kwargs.setdefault("num_cpus", cpus)
+    if custom:
+        kwargs.setdefault("resources", custom)
+    # "local": a new instance even when a `ray start` cluster runs on this machine (a plain
+    # ray.init() would join it and then refuse num_cpus); joining is what address is for.
+    kwargs.setdefault("address", "local")
+    return kwargs
+
+
+def normalise_bundles(
+    num_cpus: float, bundles: Sequence[Mapping[str, float]] | None
+) -> list[dict[str, float]]:
+    """``bundles`` without zero entries; ``num_cpus`` as one-CPU bundles when there are none."""
+    if bundles is None:
+        whole = math.floor(num_cpus)
+        bundles = [{"CPU": 1.0}] * whole + ([{"CPU": num_cpus - whole}] if num_cpus > whole else [])
+    return [{k: float(v) for k, v in b.items() if float(v) > 0} for b in bundles]
+
+
+def start_local_ray_early(bundles: Sequence[Mapping[str, float]]) -> bool:
+    """Start the local Ray that ``ensure_ray(bundles=bundles)`` would start, in a background thread.
+
+    Ray's own processes (GCS, raylet, workers) take seconds to come up, mostly on another core;
+    started before the process imports Lightning and builds the run, they come up meanwhile.
+    ``ensure_ray`` waits for this start and uses that Ray only when it is exactly the one it
+    would start (same CPUs, resources and init settings, no address); otherwise it shuts it down
+    and starts or joins the right one, so a wrong early guess costs time, never a wrong cluster.
+    Returns whether a start began (not when Ray is initialised, an address is set, or one began).
+    """
+    global _early_start
+    if _early_start is not None or ray_address() is not None:
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs = local_init_kwargs(normalise_bundles(0.0, bundles))
+    outcome: dict[str, BaseException | None] = {"error": None}
+    started = threading.Event()
+
+    def start() -> None:
+        try:
+            import ray
+
+            if ray.is_initialized():
+                outcome["error"] = RuntimeError("Ray was initialised already")
+                return
+            # Ray warns that it sets no SIGTERM handler outside the main thread: ensure_ray
+            # handles SIGTERM in the main thread (defer_ray_sigterm_handler), so that is fine.
+            worker_log = logging.getLogger("ray._private.worker")
+            quiet = _DropMessage("SIGTERM handler is not set")
+            worker_log.addFilter(quiet)
+            try:
+                ray.init(**kwargs)
+            finally:
+                worker_log.removeFilter(quiet)
+        except BaseException as exc:  # reported (and started over) by ensure_ray
+            outcome["error"] = exc
+        finally:
+            started.set()
+        # Ray's processes get a parent-death signal when the *thread* that started them ends
+        # (Linux's PR_SET_PDEATHSIG), so this thread lives as long as the process does.
+        threading.Event().wait()
+
+    _early_start = (started, kwargs, outcome)
+    threading.Thread(target=start, name="lightning-rl-ray-start", daemon=True).start()
+    return True
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def wait_for_early_ray_start() -> dict[str, Any] | None:
+    """Wait for :func:`start_local_ray_early`'s start (``ensure_ray`` does): its ``ray.init``
+    kwargs if Ray is up from it, else None (no early start, or it failed: the error is logged)."""
+    global _early_start
+    if _early_start is None:
+        return None
+    started, kwargs, outcome = _early_start
+    started.wait()
+    _early_start = None
+    if outcome["error"] is not None:
+        log.debug("The early local Ray start failed (%s); starting it now", outcome["error"])
+        return None
+    return kwargs
+
+
 def ensure_ray(
     num_cpus: float = 0.0,
     *,
@@ -111,19 +221,22 @@ def ensure_ray(
     """
     global _started_here
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    early = wait_for_early_ray_start()
     import ray
 
-    if bundles is None:
-        whole = math.floor(num_cpus)
-        bundles = [{"CPU": 1.0}] * whole + ([{"CPU": num_cpus - whole}] if num_cpus > whole else [])
-    bundles = [{k: float(v) for k, v in b.items() if float(v) > 0} for b in bundles]
-    kwargs = dict(init_kwargs or {})
+    bundles = normalise_bundles(num_cpus, bundles)
+    local = local_init_kwargs(bundles, init_kwargs)
+    if early is not None:
+        if ray_address(address) is None and early == local:
+            _started_here = True  # exactly the local Ray this call starts: it is up already
+            defer_ray_sigterm_handler()
+            _check_local_resources(bundles)
+            return
+        ray.shutdown()  # started for other settings than this run's (the early guess was wrong)
     if not ray.is_initialized():
         target = ray_address(address)
-        kwargs.setdefault("include_dashboard", False)
-        kwargs.setdefault("logging_level", logging.WARNING)
-        kwargs.setdefault("log_to_driver", True)
         if target is not None:
+            kwargs = {**_INIT_DEFAULTS, **(init_kwargs or {})}
             clash = [k for k in _LOCAL_ONLY_INIT_KWARGS if k in kwargs]
             if clash:
                 raise ConfigError(
@@ -135,32 +248,32 @@ def ensure_ray(
             ray.init(address=target, **kwargs)
             defer_ray_sigterm_handler(before)
         else:
-            demand = total_demand(bundles)
-            cpus = max(1, math.ceil(demand.pop("CPU", 0.0) - 1e-9))
-            custom = {k: v for k, v in demand.items() if k not in ("GPU", "memory", "object_store_memory")}
-            kwargs.setdefault("num_cpus", cpus)
-            if custom:
-                kwargs.setdefault("resources", custom)
-            log.info("Starting a local Ray instance with %s CPUs%s", cpus, f" and {custom}" if custom else "")
-            # "local": a new instance even when a `ray start` cluster runs on this machine (a plain
-            # ray.init() would join it and then refuse num_cpus); joining is what address is for.
-            kwargs.setdefault("address", "local")
+            custom = local.get("resources")
+            log.info(
+                "Starting a local Ray instance with %s CPUs%s",
+                local["num_cpus"],
+                f" and {custom}" if custom else "",
+            )
             before = signal.getsignal(signal.SIGTERM)
-            ray.init(**kwargs)
+            ray.init(**local)
             defer_ray_sigterm_handler(before)
             _started_here = True
-            missing = missing_resources(bundles)
-            if missing:
-                raise ConfigError(
-                    f"The local Ray started here cannot hold the EnvRunners: missing {missing}. Lower the "
-                    "runners' resources (num_gpus_per_env_runner ...), or join a cluster that has them "
-                    "(address= or RAY_ADDRESS)."
-                )
+            _check_local_resources(bundles)
             return
     elif address and ray_address(address) != address:
         log.debug("Ray is already initialised; the address setting %r is not used", address)
     defer_ray_sigterm_handler()
     wait_for_resources(bundles, timeout_s)
+
+
+def _check_local_resources(bundles: Sequence[Mapping[str, float]]) -> None:
+    missing = missing_resources(bundles)
+    if missing:
+        raise ConfigError(
+            f"The local Ray started here cannot hold the EnvRunners: missing {missing}. Lower the "
+            "runners' resources (num_gpus_per_env_runner ...), or join a cluster that has them "
+            "(address= or RAY_ADDRESS)."
+        )
 
 
 def _alive_nodes() -> list[dict[str, float]]:
