@@ -40,7 +40,6 @@ Ray processes), sampled every 10 iterations and at the end; ``pss_processes`` co
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,18 +49,28 @@ from lightning_rl.cli_ray_start import start_ray_early_for_fit
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ppo" / "cartpole.yaml"
 
 
-def fit_arguments(argv: list[str]) -> list[str]:
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-env-runners", type=int, default=None, help="default: the config's")
+    parser.add_argument("--max-env-steps", type=int, default=200_000)
+    parser.add_argument("--eval-target", type=float, default=475.0)
+    parser.add_argument("--rolling-target", type=float, default=450.0)
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--bare", action="store_true", help="no logger, no checkpoints")
+    return parser
+
+
+def fit_arguments(args: argparse.Namespace) -> list[str]:
     """This script's ``--config``/``--num-env-runners`` as the ``lightning-rl fit`` arguments."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--config", default=str(CONFIG))
-    parser.add_argument("--num-env-runners", type=int, default=None)
-    known, _ = parser.parse_known_args(argv)
-    runners = [] if known.num_env_runners is None else ["--model.num_env_runners", str(known.num_env_runners)]
-    return ["--config", known.config, *runners]
+    runners = [] if args.num_env_runners is None else ["--model.num_env_runners", str(args.num_env_runners)]
+    return ["--config", str(args.config), *runners]
 
 
 # As `lightning-rl fit` does: the runners' local Ray starts in the background before Lightning imports.
-start_ray_early_for_fit(fit_arguments(sys.argv[1:]))
+start_ray_early_for_fit(fit_arguments(build_parser().parse_known_args()[0]))
 
 from _common import (  # noqa: E402
     PhaseTimer,
@@ -98,27 +107,19 @@ class RayInitClock:
         import ray
 
         self.seconds += time.perf_counter() - start
-        original = ray.init
-
-        def timed_init(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - start
-
-        ray.init = timed_init
-        original_wait = ray_cluster.wait_for_early_ray_start
-
-        def timed_wait():
-            start = time.perf_counter()
-            try:
-                return original_wait()
-            finally:
-                self.seconds += time.perf_counter() - start
-
-        ray_cluster.wait_for_early_ray_start = timed_wait
+        ray.init = self._timed(ray.init)
+        ray_cluster.wait_for_early_ray_start = self._timed(ray_cluster.wait_for_early_ray_start)
         self.wrapped = True
+
+    def _timed(self, function):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return timed
 
 
 def config_checkpoint(config: dict, dirpath: str) -> TimedModelCheckpoint | None:
@@ -130,17 +131,7 @@ def config_checkpoint(config: dict, dirpath: str) -> TimedModelCheckpoint | None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-env-runners", type=int, default=None, help="default: the config's")
-    parser.add_argument("--max-env-steps", type=int, default=200_000)
-    parser.add_argument("--eval-target", type=float, default=475.0)
-    parser.add_argument("--rolling-target", type=float, default=450.0)
-    parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument("--bare", action="store_true", help="no logger, no checkpoints")
-    args = parser.parse_args()
+    args = build_parser().parse_args()
 
     config = yaml.safe_load(args.config.read_text())
     model_args = dict(config["model"]["init_args"])

@@ -226,14 +226,10 @@ def ensure_ray(
 
     bundles = normalise_bundles(num_cpus, bundles)
     local = local_init_kwargs(bundles, init_kwargs)
-    if early is not None:
-        if ray_address(address) is None and early == local:
-            _started_here = True  # exactly the local Ray this call starts: it is up already
-            defer_ray_sigterm_handler()
-            _check_local_resources(bundles)
-            return
+    if early is not None and (ray_address(address) is not None or early != local):
         ray.shutdown()  # started for other settings than this run's (the early guess was wrong)
-    if not ray.is_initialized():
+        early = None
+    if early is not None or not ray.is_initialized():
         target = ray_address(address)
         if target is not None:
             kwargs = {**_INIT_DEFAULTS, **(init_kwargs or {})}
@@ -248,15 +244,16 @@ def ensure_ray(
             ray.init(address=target, **kwargs)
             defer_ray_sigterm_handler(before)
         else:
-            custom = local.get("resources")
-            log.info(
-                "Starting a local Ray instance with %s CPUs%s",
-                local["num_cpus"],
-                f" and {custom}" if custom else "",
-            )
-            before = signal.getsignal(signal.SIGTERM)
-            ray.init(**local)
-            defer_ray_sigterm_handler(before)
+            if early is None:  # else exactly this local Ray is up already, started early
+                custom = local.get("resources")
+                log.info(
+                    "Starting a local Ray instance with %s CPUs%s",
+                    local["num_cpus"],
+                    f" and {custom}" if custom else "",
+                )
+                before = signal.getsignal(signal.SIGTERM)
+                ray.init(**local)
+                defer_ray_sigterm_handler(before)
             _started_here = True
             _check_local_resources(bundles)
             return
