@@ -96,6 +96,19 @@ def test_evaluate_runs_an_exact_quota_of_fresh_episodes():
     assert all(length in (3, 5) for length in stats.lengths)
 
 
+def test_evaluation_stops_stepping_a_copy_once_its_episodes_are_counted():
+    runner = EnvRunner(make_spec(CountingEnv, {"lengths": [3, 5]}, num_envs=2))
+    stats = runner.evaluate(2).stats
+    assert sorted(stats.lengths) == [3, 5] and stats.num_env_steps == 8
+    # Copy 0's one episode ended after 3 steps: it was reset and then left alone while copy 1
+    # played its 5, instead of playing 2 steps of an episode that would not count.
+    first = runner.env.envs[0].unwrapped
+    assert (first.episode, first.t) == (1, 0)
+    # Training samples step every copy again, from fresh episodes.
+    data = runner.sample(4).data
+    assert data["observation"][:, :, 1].tolist() == [[0, 1, 2, 0], [0, 1, 2, 3]]
+
+
 def test_runner_seeds_make_sampling_reproducible():
     a = EnvRunner(make_spec("CartPole-v1", num_envs=2, seed=3)).sample(20).data
     b = EnvRunner(make_spec("CartPole-v1", num_envs=2, seed=3)).sample(20).data

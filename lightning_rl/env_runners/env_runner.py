@@ -457,50 +457,66 @@ class EnvRunner:
         start = time.perf_counter()
         self._reset_all(evaluation=True)
         budget = EvaluationBudget(request, self.num_envs)
-        # Dropped episodes do not count towards the quota; an env whose copies keep failing
-        # would otherwise keep evaluation going forever.
-        max_dropped = max(10, 2 * request.num)
         stats = EpisodeStats()
         update = self.spec.update_connectors
+        # A copy whose episodes are all counted would only play episodes that do not count
+        # while the others finish theirs: the vector env stops stepping it instead.
+        paused = getattr(self.env, "paused", None)
         obs = self._obs
-        with torch.no_grad():
-            while budget.keep_going():
-                out = self.policy(obs, explore, self.generator)
-                raw, reward, terminated, truncated, _info = self._call_env(
-                    "step", self._env_actions(out["action"])
-                )
-                reward = np.asarray(reward, dtype=np.float64)
-                self.env_to_module.record_step(out["action"], torch.from_numpy(reward.astype(np.float32)))
-                self._episode_return += reward
-                self._episode_length += 1
-                budget.step()
-                done = np.logical_or(terminated, truncated)
-                if done.any():
-                    done_ids = np.flatnonzero(done)
-                    stats.num_episodes_dropped += int(self.env.aborted.sum())
-                    if stats.num_episodes_dropped > max_dropped:
-                        raise EnvError(
-                            f"evaluate() of env {self.spec.env_creator.name!r} on env runner "
-                            f"{self.worker_index} could not finish {request.num} {request.unit}: "
-                            f"{stats.num_episodes_dropped} episodes were dropped because env copies "
-                            f"failed. Last failure: {self.env.last_failure}"
-                        )
-                    for i in done_ids:
-                        if not self.env.aborted[i] and budget.counts(int(i)):
-                            stats.returns.append(float(self._episode_return[i]))
-                            stats.lengths.append(int(self._episode_length[i]))
-                    self._episode_return[done_ids] = 0.0
-                    self._episode_length[done_ids] = 0
-                    self.env_to_module.episode_start(torch.from_numpy(done_ids))
-                    start_policy_episodes(self.policy, torch.from_numpy(done_ids))
-                obs = self.env_to_module(to_torch(raw), update=update)
-        # The next training-style sample() must not continue these evaluation episodes.
-        self._obs = None
+        try:
+            with torch.no_grad():
+                while budget.keep_going():
+                    out = self.policy(obs, explore, self.generator)
+                    raw, reward, terminated, truncated, _info = self._call_env(
+                        "step", self._env_actions(out["action"])
+                    )
+                    reward = np.asarray(reward, dtype=np.float64)
+                    self.env_to_module.record_step(out["action"], torch.from_numpy(reward.astype(np.float32)))
+                    self._episode_return += reward
+                    self._episode_length += 1
+                    budget.step()
+                    done = np.logical_or(terminated, truncated)
+                    if done.any():
+                        done_ids = np.flatnonzero(done)
+                        self._count_evaluation_episodes(done_ids, budget, stats, request)
+                        if paused is not None:
+                            paused[done_ids] |= budget.finished(done_ids)
+                    obs = self.env_to_module(to_torch(raw), update=update)
+        finally:
+            # The next training-style sample() must not continue these evaluation episodes
+            # (it resets every copy, and no copy stays paused).
+            self._obs = None
+            if paused is not None:
+                paused[:] = False
         stats.num_env_steps = budget.num_env_steps
         stats.num_episodes_cut = budget.num_episodes_cut
         stats.num_env_restarts, _ = self.env.pop_counters()
         stats.seconds = time.perf_counter() - start
         return RunnerResult(None, stats, self._pop_deltas(), self.weights_version, self.worker_index)
+
+    def _count_evaluation_episodes(
+        self, done_ids: np.ndarray, budget: EvaluationBudget, stats: EpisodeStats, request: EvaluationRequest
+    ) -> None:
+        """Record the evaluation episodes that ended in ``done_ids`` (those the budget counts)
+        and start the copies' next ones; too many dropped episodes end the evaluation."""
+        stats.num_episodes_dropped += int(self.env.aborted.sum())
+        # Dropped episodes do not count towards the quota; an env whose copies keep failing
+        # would otherwise keep evaluation going forever.
+        if stats.num_episodes_dropped > max(10, 2 * request.num):
+            raise EnvError(
+                f"evaluate() of env {self.spec.env_creator.name!r} on env runner "
+                f"{self.worker_index} could not finish {request.num} {request.unit}: "
+                f"{stats.num_episodes_dropped} episodes were dropped because env copies "
+                f"failed. Last failure: {self.env.last_failure}"
+            )
+        for i in done_ids:
+            if not self.env.aborted[i] and budget.counts(int(i)):
+                stats.returns.append(float(self._episode_return[i]))
+                stats.lengths.append(int(self._episode_length[i]))
+        self._episode_return[done_ids] = 0.0
+        self._episode_length[done_ids] = 0
+        self.env_to_module.episode_start(torch.from_numpy(done_ids))
+        start_policy_episodes(self.policy, torch.from_numpy(done_ids))
 
     def flush_output(self) -> str | None:
         """Publish everything recorded so far as a complete file (running episodes as chunks);

@@ -76,6 +76,11 @@ class EvaluationBudget:
         self.quota[env_index] -= 1
         return True
 
+    def finished(self, env_ids: np.ndarray) -> np.ndarray:
+        """Per copy in ``env_ids``: whether it has no episode left to count (never, for
+        ``"timesteps"``: every copy steps until the runner's total is reached)."""
+        return self.quota[env_ids] <= 0
+
     def keep_going(self) -> bool:
         """False once the quota is met, or the time is up (then the running episodes are cut)."""
         if self.request.unit == "timesteps" and self.num_env_steps >= self.request.num:

@@ -254,6 +254,9 @@ class ResilientVectorEnv(SyncVectorEnv):
         self.where = where
         self.deadline: CallDeadline | None = None
         self.aborted = np.zeros(self.num_envs, dtype=bool)  # copies whose episode the last step aborted
+        # Copies that step() leaves alone until the next reset() (evaluation: copies whose
+        # counted episodes are done): observation unchanged, reward 0, not done.
+        self.paused = np.zeros(self.num_envs, dtype=bool)
         self.last_failure: str | None = None  # what the latest failed or dropped copy did
         self.num_restarts = 0  # counters since the last pop_counters()
         self.num_aborted = 0
@@ -371,6 +374,7 @@ class ResilientVectorEnv(SyncVectorEnv):
         self._truncations[:] = False
         self._autoreset_envs[:] = False
         self.aborted[:] = False
+        self.paused[:] = False
         self._observations = concatenate(self.single_observation_space, self._env_obs, self._observations)
         return (self._copy_obs(), infos)
 
@@ -380,7 +384,13 @@ class ResilientVectorEnv(SyncVectorEnv):
         if self.aborted.any():
             self.aborted[:] = False
         infos: dict[str, Any] = {}
+        paused = self.paused if self.paused.any() else None
         for i, action in enumerate(actions):
+            if paused is not None and paused[i]:
+                self._rewards[i] = 0.0
+                self._terminations[i] = False
+                self._truncations[i] = False
+                continue
             try:
                 self._mark_call()
                 obs, reward, terminated, truncated, info = self.envs[i].step(action)
