@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,56 @@ def test_print_config_shows_the_merged_yaml(tmp_path):
     proc = run_cli(["fit", "--config", CARTPOLE, "--model.lr", "0.0005", "--print_config"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "lr: 0.0005" in proc.stdout and "env: CartPole-v1" in proc.stdout
+
+
+def test_a_run_imports_only_the_algorithm_its_config_names(tmp_path):
+    # Importing every registered algorithm cost the main job ~0.7 s and ~70 MB (torchrl's data,
+    # envs and modules come with DQN, SAC and DreamerV3); a dotted class path needs only its own.
+    code = (
+        "import sys\n"
+        "from lightning_rl.lightning_cli import run_lightning_command\n"
+        "try:\n"
+        f"    run_lightning_command('fit', ['fit', '--config', {CARTPOLE!r}, '--print_config'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = [m for m in ('lightning_rl.algorithms.dqn', 'lightning_rl.algorithms.dreamerv3', 'torchrl')"
+        " if m in sys.modules]\n"
+        "print('LOADED', loaded)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "class_path: lightning_rl.algorithms.ppo.PPO" in proc.stdout
+    assert "LOADED []" in proc.stdout
+
+
+def test_a_bare_class_name_in_a_config_still_resolves(tmp_path):
+    config = tmp_path / "bare.yaml"
+    config.write_text("model:\n  class_path: DQN\n  init_args:\n    env: CartPole-v1\n")
+    proc = run_cli(["fit", "--config", str(config), "--print_config"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model = proc.stdout[proc.stdout.index("\nmodel:") :]
+    assert re.search(r"class_path: lightning_rl\.[\w.]*DQN\n", model), model[:300]
+
+
+@pytest.mark.parametrize(
+    ("args", "needs_all"),
+    [
+        (["--config", CARTPOLE], False),
+        (["--model", "lightning_rl.algorithms.ppo.ppo.PPO", "--model.lr", "0.1"], False),
+        (["--model.class_path", "PPO"], True),
+        (["--model", '{"class_path": "PPO", "init_args": {"lr": 0.1}}'], True),
+        (["--model", '{"class_path": "lightning_rl.algorithms.ppo.PPO"}'], False),
+        (["--config", CARTPOLE, "--help"], True),
+        (["--model.help", "PPO"], True),
+        (["--trainer.max_epochs", "1"], True),  # no model named: LightningCLI's error lists them all
+    ],
+)
+def test_every_algorithm_is_imported_only_when_a_bare_name_or_help_needs_it(args, needs_all):
+    from lightning_rl.lightning_cli import _needs_every_algorithm
+
+    assert _needs_every_algorithm(args) is needs_all
 
 
 def test_registry_names_are_case_insensitive_and_unknown_names_suggest(tmp_path):
