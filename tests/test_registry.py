@@ -144,6 +144,25 @@ def test_a_plugin_that_fails_to_import_names_its_distribution(distributions):
     assert registry.get_algorithm_class("ppo") is PPO
 
 
+def test_the_cli_names_a_broken_plugin_only_when_a_run_asks_for_it(distributions, capsys, tmp_path):
+    from lightning_rl.lightning_cli import run_lightning_command
+
+    distributions(
+        "broken-dist",
+        {"lightning_rl.algorithms": {"Broken": "broken_mod:Algo"}},
+        {"broken_mod": "import does_not_exist_anywhere\n"},
+    )
+    assert run_lightning_command("fit", ["fit", "--model", "broken"]) == 2
+    assert "'Broken' from distribution 'broken-dist 1.2.3' failed to import" in capsys.readouterr().err
+    # A bare class name makes the CLI import every algorithm: the broken one is passed over.
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("model:\n  class_path: PPO\n  init_args:\n    env: CartPole-v1\n")
+    with pytest.raises(SystemExit) as printed:
+        run_lightning_command("fit", ["fit", "--config", str(bare), "--print_config"])
+    assert printed.value.code == 0
+    assert "env: CartPole-v1" in capsys.readouterr().out
+
+
 def test_an_entry_that_is_not_an_algorithm_is_rejected(distributions):
     distributions(
         "wrong-dist",
