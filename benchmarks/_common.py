@@ -20,6 +20,7 @@ always names its run. ``LIGHTNING_RL_BENCHMARK_RESULTS`` moves that folder (empt
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -76,7 +77,19 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "system": f"{platform.system()} {platform.release()}",
+        "slow_import_extras": slow_import_extras(),
     }
+
+
+# Installed, these make every `import lightning` slower: torchmetrics imports them whenever they
+# are there (scipy.signal ~0.9 s, matplotlib ~0.45 s here). The dev extras bring them, the
+# documented benchmark venv (`pip install -e ".[bench]"`) does not.
+SLOW_IMPORT_EXTRAS = ("scipy", "matplotlib")
+
+
+def slow_import_extras() -> list[str]:
+    """The :data:`SLOW_IMPORT_EXTRAS` installed in this environment (start-up figures depend on it)."""
+    return [name for name in SLOW_IMPORT_EXTRAS if importlib.util.find_spec(name) is not None]
 
 
 def git_commit() -> str | None:

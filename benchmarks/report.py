@@ -374,7 +374,10 @@ def describe_machine(records: list[dict[str, Any]]) -> str:
         text = f"{machine['cpu_model']}, {machine['usable_cores']} cores"
         if machine.get("gpu"):
             text += f", {machine['gpu']}"
-        texts.append(f"{text}, torch {machine['torch']}")
+        text += f", torch {machine['torch']}"
+        if machine.get("slow_import_extras"):
+            text += f" (with {', '.join(machine['slow_import_extras'])}: slower imports)"
+        texts.append(text)
     loads = [r[k] for r in records for k in ("load_1m_start", "load_1m_end") if r.get(k) is not None]
     cores = max((r["machine"]["usable_cores"] for r in records if r.get("machine")), default=None)
     text = "; ".join(texts)
