@@ -379,3 +379,42 @@ def test_a_gymnasium_env_in_the_multi_agent_runner_is_refused():
     spec.env_creator.creator = lambda ctx: gym.make("CartPole-v1")
     with pytest.raises(EnvError, match="not a lightning_rl MultiAgentEnv"):
         MultiAgentEnvRunner(spec)
+
+
+class FixedLengthGame(MultiAgentCartPole):
+    """Two CartPole agents whose episodes last ``lengths[copy]`` steps in env copy ``copy``;
+    counts the steps each copy was asked to take."""
+
+    def __init__(self, config=None):
+        super().__init__({"num_agents": 2})
+        self.length = config["lengths"][config.vector_index]
+        self.steps_taken = self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action_dict):
+        obs, rewards, _, _, infos = super().step(action_dict)
+        self.t += 1
+        self.steps_taken += 1
+        over = self.t >= self.length
+        return (
+            obs,
+            rewards,
+            {**{a: over for a in obs}, "__all__": over},
+            {**{a: False for a in obs}, "__all__": False},
+            infos,
+        )
+
+
+def test_evaluation_stops_stepping_a_copy_once_its_episodes_are_counted():
+    algo = PPO(FixedLengthGame, {"lengths": [3, 5]}, policies={"p"}, policy_mapping_fn=lambda a, e, **k: "p")
+    runner = runner_for(algo, num_envs=2)
+    stats = runner.evaluate(2, state=algo.policy_state()).stats
+    assert sorted(stats.lengths) == [3, 5] and stats.num_env_steps == 8
+    # Copy 0's one episode ended after 3 steps: it was left alone while copy 1 played its 5.
+    assert [env.steps_taken for env in runner.envs] == [3, 5]
+    # Training steps every copy again, from fresh episodes.
+    runner.sample(4, state=algo.policy_state())
+    assert [env.steps_taken for env in runner.envs] == [7, 9] and [env.t for env in runner.envs] == [1, 4]

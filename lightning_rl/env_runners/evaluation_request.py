@@ -76,9 +76,9 @@ class EvaluationBudget:
         self.quota[env_index] -= 1
         return True
 
-    def finished(self, env_ids: np.ndarray) -> np.ndarray:
-        """Per copy in ``env_ids``: whether it has no episode left to count (never, for
-        ``"timesteps"``: every copy steps until the runner's total is reached)."""
+    def finished(self, env_ids: np.ndarray | int) -> np.ndarray | np.bool_:
+        """Per copy in ``env_ids`` (or for the one copy given): whether it has no episode left
+        to count (never, for ``"timesteps"``: every copy steps until the runner's total is reached)."""
         return self.quota[env_ids] <= 0
 
     def keep_going(self) -> bool:

@@ -348,13 +348,23 @@ class MultiAgentEnvRunner:
                     self.trajectories.act(index, agent_id, policy_id, obs, out["action"][row], extras)
         return actions
 
-    def _step_all(self, actions: list[dict], update: bool, record: bool, stats: EpisodeStats) -> list[int]:
-        """Step every env copy; close transitions; returns the env copies whose episode ended."""
+    def _step_all(
+        self,
+        actions: list[dict],
+        update: bool,
+        record: bool,
+        stats: EpisodeStats,
+        skip: set[int] | frozenset[int] = frozenset(),
+    ) -> list[int]:
+        """Step every env copy but those in ``skip``; close transitions; returns the env copies
+        whose episode ended."""
         finals: list[tuple[int, Hashable, Any, bool, bool]] = []  # (env, agent, raw, terminated, truncated)
         next_items: list[tuple[int, Hashable, Any]] = []
         ended: list[tuple[int, bool]] = []
         aborted: list[int] = []
         for index, action_dict in enumerate(actions):
+            if index in skip:
+                continue
             try:
                 obs, rewards, terminateds, truncateds, _ = self._call_env(index, "step", action_dict)
                 self._check_finite(
@@ -521,26 +531,35 @@ class MultiAgentEnvRunner:
         # Dropped episodes do not count towards the quota: bound them, or copies that keep
         # failing would keep evaluation going forever.
         max_dropped, dropped_before = max(10, 2 * request.num), self._num_dropped
-        with torch.no_grad():
-            while budget.keep_going():
-                if self._num_dropped - dropped_before > max_dropped:
-                    raise EnvError(
-                        f"evaluate() on env runner {self.worker_index} could not finish {request.num} "
-                        f"{request.unit}: {self._num_dropped - dropped_before} episodes were dropped "
-                        f"because env copies failed. Last failure: {self._last_failure}"
-                    )
-                actions = self._act(explore, record=False)
-                finished = EpisodeStats()
-                ended = self._step_all(actions, update, record=False, stats=finished)
-                budget.step()
-                for k, index in enumerate(ended):
-                    if budget.counts(index):
-                        stats.returns.append(finished.returns[k])
-                        stats.lengths.append(finished.lengths[k])
-                        stats.agent_returns.append(finished.agent_returns[k])
-                        stats.policy_returns.append(finished.policy_returns[k])
-                    self._reset(index, update, record=False)
-        self._acting = None  # training must not continue evaluation episodes
+        # A copy whose episodes are all counted would only play episodes that do not count
+        # while the others finish theirs: it is left alone (not reset, not stepped) instead.
+        paused: set[int] = set()
+        try:
+            with torch.no_grad():
+                while budget.keep_going():
+                    if self._num_dropped - dropped_before > max_dropped:
+                        raise EnvError(
+                            f"evaluate() on env runner {self.worker_index} could not finish {request.num} "
+                            f"{request.unit}: {self._num_dropped - dropped_before} episodes were dropped "
+                            f"because env copies failed. Last failure: {self._last_failure}"
+                        )
+                    actions = self._act(explore, record=False)
+                    finished = EpisodeStats()
+                    ended = self._step_all(actions, update, record=False, stats=finished, skip=paused)
+                    budget.step()
+                    for k, index in enumerate(ended):
+                        if budget.counts(index):
+                            stats.returns.append(finished.returns[k])
+                            stats.lengths.append(finished.lengths[k])
+                            stats.agent_returns.append(finished.agent_returns[k])
+                            stats.policy_returns.append(finished.policy_returns[k])
+                        if budget.finished(index):
+                            paused.add(index)
+                        else:
+                            self._reset(index, update, record=False)
+        finally:
+            # Training must not continue evaluation episodes, not even after a failed evaluation.
+            self._acting = None
         stats.num_env_steps = budget.num_env_steps
         stats.num_episodes_cut = budget.num_episodes_cut
         stats.seconds = time.perf_counter() - start
