@@ -84,7 +84,8 @@ def _needs_every_algorithm(argv: Sequence[str]) -> bool:
     if any(arg in ("-h", "--help") or arg.startswith("--model.help") for arg in argv):
         return True
     paths = _model_class_paths(argv)
-    return not paths or any("." not in path for path in paths)
+    # A path to another config file (``model: ppo.yaml``) may name a bare class inside it.
+    return not paths or any("." not in path or path.endswith(_YAML_SUFFIXES) for path in paths)
 
 
 def _resolve_model_argument(argv: list[str]) -> list[str]:

@@ -95,6 +95,14 @@ def test_a_bare_class_name_in_a_config_still_resolves(tmp_path):
     assert re.search(r"class_path: lightning_rl\.[\w.]*DQN\n", model), model[:300]
 
 
+def test_a_model_given_as_another_config_file_imports_every_algorithm(tmp_path):
+    from lightning_rl.lightning_cli import _needs_every_algorithm
+
+    config = tmp_path / "run.yaml"
+    config.write_text("model: ppo_model.yaml\n")
+    assert _needs_every_algorithm(["--config", str(config)]) is True
+
+
 @pytest.mark.parametrize(
     ("args", "needs_all"),
     [
