@@ -461,7 +461,7 @@ class EnvRunner:
         update = self.spec.update_connectors
         # A copy whose episodes are all counted would only play episodes that do not count
         # while the others finish theirs: the vector env stops stepping it instead.
-        paused = getattr(self.env, "paused", None)
+        paused = self.env.paused  # make_vector_env always builds a ResilientVectorEnv
         obs = self._obs
         try:
             with torch.no_grad():
@@ -479,15 +479,13 @@ class EnvRunner:
                     if done.any():
                         done_ids = np.flatnonzero(done)
                         self._count_evaluation_episodes(done_ids, budget, stats, request)
-                        if paused is not None:
-                            paused[done_ids] |= budget.finished(done_ids)
+                        paused[done_ids] |= budget.finished(done_ids)
                     obs = self.env_to_module(to_torch(raw), update=update)
         finally:
             # The next training-style sample() must not continue these evaluation episodes
             # (it resets every copy, and no copy stays paused).
             self._obs = None
-            if paused is not None:
-                paused[:] = False
+            paused[:] = False
         stats.num_env_steps = budget.num_env_steps
         stats.num_episodes_cut = budget.num_episodes_cut
         stats.num_env_restarts, _ = self.env.pop_counters()
