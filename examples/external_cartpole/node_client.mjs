@@ -10,7 +10,8 @@
 //
 // It plays episodes until --episodes/--seconds are used up or the server shuts down
 // (`server_closing`, or the connection closes), then prints one JSON line:
-// {"client": seed, "episodes": n, "steps": s, "mean_return": r, "last_returns": [...]}.
+// {"client": seed, "episodes": n, "steps": s, "mean_return": r, "first_returns": [...], "last_returns": [...]}
+// (up to 10 each, never the same episode twice: with fewer than 20, each holds half of them).
 
 import fs from "node:fs";
 import net from "node:net";
@@ -263,9 +264,16 @@ async function main() {
     conn.close();
   }
   const mean = returns.length ? returns.reduce((a, b) => a + b, 0) / returns.length : null;
-  console.log(
-    JSON.stringify({ client: args.seed, episodes: returns.length, steps, mean_return: mean, last_returns: returns.slice(-10) })
-  );
+  const k = Math.min(10, Math.floor(returns.length / 2));
+  const report = {
+    client: args.seed,
+    episodes: returns.length,
+    steps,
+    mean_return: mean,
+    first_returns: returns.slice(0, k),
+    last_returns: k ? returns.slice(-k) : [],
+  };
+  console.log(JSON.stringify(report));
 }
 
 main().catch((err) => {
