@@ -219,3 +219,31 @@ def lazy_exports(
         return names
 
     return __getattr__, __dir__
+
+
+class ModuleOnFirstUse:
+    """Stands for a third-party module that is imported when one of its names is first used.
+
+    For a base dependency that many modules name but few runs call: ``pa = ModuleOnFirstUse("pyarrow")``
+    costs nothing at import, and ``pa.table(...)`` imports pyarrow then. Unlike
+    ``importlib.util.LazyLoader`` it leaves ``sys.modules`` alone (other libraries that look
+    for ``"pyarrow" in sys.modules`` see the truth) and works for submodules (``pyarrow.parquet``)
+    without importing their package first. Annotations need the real module: import it under
+    ``TYPE_CHECKING``.
+    """
+
+    __slots__ = ("_module", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attr: str) -> Any:
+        module = self._module
+        if module is None:
+            module = self._module = importlib.import_module(self._name)
+        return getattr(module, attr)
+
+    def __repr__(self) -> str:
+        state = "imported" if self._module is not None else "not imported yet"
+        return f"<module {self._name!r} on first use, {state}>"

@@ -31,7 +31,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import pyarrow as pa
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torch.utils.data import DataLoader, IterableDataset
@@ -40,6 +39,7 @@ from lightning_rl.connectors.base import EnvToModule
 from lightning_rl.data.experience import ExperienceDataModule, identity_collate
 from lightning_rl.data.source import OfflineExperienceSource, only_policy_id
 from lightning_rl.errors import ConfigError
+from lightning_rl.offline.arrow import pa
 from lightning_rl.offline.reader import inspect_files, is_path_input, read_files, resolve_input_files
 from lightning_rl.offline.rows import (
     BOOTSTRAP_DISCOUNT,

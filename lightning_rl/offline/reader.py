@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from lightning_rl.offline.arrow import pa, pq
 from lightning_rl.offline.schema import EpisodeLayout, OfflineDataError, check_schema
 from lightning_rl.offline.writer import PARQUET_SUFFIX
 

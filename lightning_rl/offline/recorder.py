@@ -19,8 +19,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import pyarrow as pa
 
+from lightning_rl.offline.arrow import pa
 from lightning_rl.offline.config import OutputConfig
 from lightning_rl.offline.schema import (
     ACTION_LOG_PROB,

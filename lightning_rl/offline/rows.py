@@ -17,11 +17,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import pyarrow as pa
 import torch
 from tensordict import TensorDict, TensorDictBase
 
 from lightning_rl.offline.actions import env_to_module_actions
+from lightning_rl.offline.arrow import pa
 from lightning_rl.offline.returns import segment_returns, segment_starts
 from lightning_rl.offline.schema import (
     ACTION,

@@ -31,10 +31,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import pyarrow as pa
 from gymnasium import spaces
 
 from lightning_rl.errors import ConfigError, SpaceError
+from lightning_rl.offline.arrow import pa
 from lightning_rl.serialization import NotPlainDataError, space_from_data, space_to_data
 
 FORMAT_NAME = "lightning_rl.episodes"

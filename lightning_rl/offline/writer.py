@@ -18,9 +18,7 @@ import os
 import uuid
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from lightning_rl.offline.arrow import pa, pq
 from lightning_rl.offline.config import OutputConfig
 
 TEMP_SUFFIX = ".tmp"
