@@ -239,6 +239,8 @@ class ModuleOnFirstUse:
         self._module: ModuleType | None = None
 
     def __getattr__(self, attr: str) -> Any:
+        if attr in self.__slots__:  # unset only in a copy made without __init__: no recursion
+            raise AttributeError(attr)
         module = self._module
         if module is None:
             module = self._module = importlib.import_module(self._name)

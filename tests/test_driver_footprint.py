@@ -42,3 +42,19 @@ def test_a_recording_run_imports_pyarrow_when_it_writes(tmp_path: Path):
     out = fit_in_a_fresh_process(str(tmp_path / "episodes"))
     assert "PYARROW True" in out
     assert list((tmp_path / "episodes").rglob("*.parquet")), "no Parquet file was written"
+
+
+def test_a_module_on_first_use_imports_at_its_first_name_only():
+    code = (
+        "import sys\n"
+        "from lightning_rl._imports import ModuleOnFirstUse\n"
+        "minidom = ModuleOnFirstUse('xml.dom.minidom')\n"
+        "print('BEFORE', 'xml.dom.minidom' in sys.modules)\n"
+        "print('PARSED', minidom.parseString('<a/>').documentElement.tagName)\n"
+        "print('AFTER', 'xml.dom.minidom' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["BEFORE", "False", "PARSED", "a", "AFTER", "True"], done.stdout
