@@ -26,20 +26,21 @@ print("PYARROW", "pyarrow" in sys.modules)
 """
 
 
-def fit_in_a_fresh_process(output: str) -> str:
+def run_fresh(code: str, *args: str) -> str:
+    """stdout of ``code`` run in a new interpreter (which must exit 0)."""
     done = subprocess.run(
-        [sys.executable, "-c", FIT_SCRIPT, output], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
 def test_a_run_without_offline_data_does_not_import_pyarrow():
-    assert "PYARROW False" in fit_in_a_fresh_process("")
+    assert "PYARROW False" in run_fresh(FIT_SCRIPT, "")
 
 
 def test_a_recording_run_imports_pyarrow_when_it_writes(tmp_path: Path):
-    out = fit_in_a_fresh_process(str(tmp_path / "episodes"))
+    out = run_fresh(FIT_SCRIPT, str(tmp_path / "episodes"))
     assert "PYARROW True" in out
     assert list((tmp_path / "episodes").rglob("*.parquet")), "no Parquet file was written"
 
@@ -53,8 +54,5 @@ def test_a_module_on_first_use_imports_at_its_first_name_only():
         "print('PARSED', minidom.parseString('<a/>').documentElement.tagName)\n"
         "print('AFTER', 'xml.dom.minidom' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["BEFORE", "False", "PARSED", "a", "AFTER", "True"], done.stdout
+    out = run_fresh(code)
+    assert out.split() == ["BEFORE", "False", "PARSED", "a", "AFTER", "True"], out
