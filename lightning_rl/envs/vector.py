@@ -385,33 +385,40 @@ class ResilientVectorEnv(SyncVectorEnv):
             self.aborted[:] = False
         infos: dict[str, Any] = {}
         paused = self.paused if self.paused.any() else None
+        # Locals, and the deadline mark inlined: this loop runs once per env copy and step, and
+        # attribute lookups and a method call each were a tenth of a CartPole step.
+        envs, env_obs, rewards = self.envs, self._env_obs, self._rewards
+        terminations, truncations = self._terminations, self._truncations
+        deadline = self.deadline
         for i, action in enumerate(actions):
             if paused is not None and paused[i]:
-                self._rewards[i] = 0.0
-                self._terminations[i] = False
-                self._truncations[i] = False
+                rewards[i] = 0.0
+                terminations[i] = False
+                truncations[i] = False
                 continue
             try:
-                self._mark_call()
-                obs, reward, terminated, truncated, info = self.envs[i].step(action)
+                if deadline is not None:
+                    deadline.call_started = time.monotonic()
+                obs, reward, terminated, truncated, info = envs[i].step(action)
             except (Exception, EnvCallTimeout) as exc:
                 if isinstance(exc, EnvError):
                     raise
                 self._failed(i, "step", exc)
                 infos = self._abort(infos, i, previous[i], reset=True)
                 continue
-            self._env_obs[i] = obs
-            self._rewards[i] = reward
-            self._terminations[i] = terminated
-            self._truncations[i] = truncated
+            env_obs[i] = obs
+            rewards[i] = reward
+            terminations[i] = terminated
+            truncations[i] = truncated
             if terminated or truncated:
                 if self._check_obs and not all_finite(obs):
                     self._non_finite(i, "observation")
                     infos = self._abort(infos, i, previous[i], reset=True)
                     continue
                 infos = self._add_info(infos, {"final_obs": obs, "final_info": info}, i)
-                self._env_obs[i], info = self._reset_copy(i)
-            infos = self._add_info(infos, info, i)
+                env_obs[i], info = self._reset_copy(i)
+            if info or type(info) is not dict:  # an empty dict (most steps) adds nothing
+                infos = self._add_info(infos, info, i)
         self._observations = concatenate(self.single_observation_space, self._env_obs, self._observations)
         # Fast path: two reductions per step; rows are looked at only when one fails.
         if not bool((np.abs(self._rewards) <= FLOAT32_MAX).all()) or (
