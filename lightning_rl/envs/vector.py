@@ -385,8 +385,8 @@ class ResilientVectorEnv(SyncVectorEnv):
             self.aborted[:] = False
         infos: dict[str, Any] = {}
         paused = self.paused if self.paused.any() else None
-        # Locals, and the deadline mark inlined: this loop runs once per env copy and step, and
-        # attribute lookups and a method call each were a tenth of a CartPole step.
+        # Locals and the deadline mark inlined (not _mark_call): this loop runs once per env copy
+        # and step, and with attribute lookups and a method call there it took ~5% longer.
         envs, env_obs, rewards = self.envs, self._env_obs, self._rewards
         terminations, truncations = self._terminations, self._truncations
         deadline = self.deadline
