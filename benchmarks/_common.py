@@ -157,11 +157,14 @@ class TimeToTarget(pl.Callback):
         self.reached_rolling: tuple[float, int] | None = None
         self.startup_seconds: float | None = None
         self.last_eval_return: float | None = None
+        self.learner_device: str | None = None
         self.eval_seconds = 0.0
         self._eval_start = 0.0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.startup_seconds = seconds_since_start()
+        # Where the learner ran (the Trainer's accelerator is "auto"): a GPU run says cuda:0.
+        self.learner_device = str(pl_module.device)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self._eval_start = time.perf_counter()
@@ -210,6 +213,7 @@ class TimeToTarget(pl.Callback):
             "startup_seconds": round(self.startup_seconds, 3) if self.startup_seconds is not None else None,
             "final_eval_return": self.last_eval_return,
             "evaluation_seconds": round(self.eval_seconds, 3),
+            "learner_device": self.learner_device,
         }
 
 
@@ -390,6 +394,7 @@ def train_to_target(
     check_val_every_n_epoch: int,
     max_epochs: int = 1_000_000,
     precision: str = "32-true",
+    accelerator: str = "auto",
     callbacks: list[pl.Callback] | None = None,
     logger: Any = False,
     log_every_n_steps: int = 50,
@@ -399,7 +404,8 @@ def train_to_target(
     ``args`` carries ``eval_target``, ``rolling_target``, ``max_env_steps`` and ``seed``. The
     result has :meth:`TimeToTarget.results` plus iterations, env steps, the seconds the learner
     waited for samples and the rest of ``fit`` (learning), peak RSS and total seconds; callers
-    add what is particular to their algorithm. ``precision`` is Lightning's flag; ``callbacks``
+    add what is particular to their algorithm. ``precision`` and ``accelerator`` are Lightning's
+    flags (a config's ``trainer`` section sets them); ``callbacks``
     run besides the tracker (e.g. a wall-time cap); ``logger`` and ``log_every_n_steps`` are
     Lightning's (the default logs nothing; a checkpoint callback in ``callbacks`` then needs a
     ``dirpath``).
@@ -409,6 +415,7 @@ def train_to_target(
         max_epochs=max_epochs,
         check_val_every_n_epoch=check_val_every_n_epoch,
         precision=precision,
+        accelerator=accelerator,
         callbacks=[tracker, *(callbacks or [])],
         logger=logger,
         log_every_n_steps=log_every_n_steps,

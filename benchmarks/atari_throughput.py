@@ -67,7 +67,12 @@ class ThroughputWindow(pl.Callback):
         self.seconds = seconds
         self.warmup_iterations = warmup_iterations
         self.start: dict[str, Any] | None = None
-        self.result: dict[str, float] | None = None
+        self.result: dict[str, Any] | None = None
+        self.learner_device: str | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, algo: Any) -> None:
+        # Where the learner ran (the Trainer's accelerator is "auto"): a GPU run says cuda:0.
+        self.learner_device = str(algo.device)
 
     def _snapshot(self, trainer: pl.Trainer, algo: Any) -> dict[str, Any]:
         runners = runner_processes()
@@ -159,6 +164,7 @@ def main() -> None:
         algo=args.algo,
         env=args.env,
         num_env_runners=args.num_env_runners,
+        learner_device=window.learner_device,
         num_envs_per_env_runner=init_args["num_envs_per_env_runner"],
         train_batch_size=init_args["train_batch_size"],
         peak_rss_mb=round(peak_rss_mb(), 1),
