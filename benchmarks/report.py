@@ -281,6 +281,51 @@ def _pair(task: dict[str, Any]) -> Callable[[str], str]:
     return pair
 
 
+def _gpu_checks(results: list[dict[str, Any]]) -> str:
+    """The newest result of each check over the runs given (a partial rerun updates its checks)."""
+    checks: dict[str, dict[str, Any]] = {}
+    for r in results:
+        checks.update(r["checks"])
+    ok = {name: c["result"] for name, c in checks.items() if c.get("ok")}
+    parts = []
+    if "ddp_gpu" in ok:
+        text = f"DDP (NCCL, one rank) PPO 64x64: {ok['ddp_gpu']['learner_updates_per_s']:.0f} minibatch updates/s"
+        if "ddp_cpu" in ok:
+            text += f" (on the CPU, gloo: {ok['ddp_cpu']['learner_updates_per_s']:.0f})"
+        parts.append(text)
+    if "ray_train_gpu" in ok:
+        r = ok["ray_train_gpu"]
+        devices = "/".join(learner["device"] for learner in r["learners"])
+        parts.append(
+            f"Ray Train learner with a GPU on {devices}: {r['iterations']} iterations,"
+            f" {len(r['checkpoints'])} checkpoints"
+        )
+    if "dreamerv3_gpu" in ok:
+        r = ok["dreamerv3_gpu"]
+        parts.append(
+            f"DreamerV3 XS CartPole {r['grad_updates_per_s']:.1f} updates/s, evaluation"
+            f" {r['final_eval_return']:.0f} after {_steps(r['env_steps'])} env steps"
+        )
+    atari = [ok[k] for k in ("atari_ppo", "atari_appo") if k in ok]
+    if atari:
+        parts.append(
+            "Pong with 4 runners: "
+            + ", ".join(f"{r['algo'].upper()} {r['env_steps_per_s']:,.0f} env steps/s" for r in atari)
+        )
+    ppo = [ok[k] for k in ("ppo_cartpole_in_process", "ppo_cartpole_2_runners") if k in ok]
+    if ppo:
+        parts.append(
+            "README config to evaluation 475 / rolling 450 (0 and 2 runners, learner on "
+            + "/".join(r["learner_device"] for r in ppo)
+            + "): "
+            + ", ".join(f"{_fmt(r['seconds_to_target'])} / {_fmt(r['seconds_to_rolling'])} s" for r in ppo)
+        )
+    failed = sorted(name for name, c in checks.items() if not c.get("ok"))
+    if failed:
+        parts.append("failed: " + ", ".join(failed))
+    return "; ".join(parts)
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "not reached"
@@ -334,6 +379,15 @@ ROWS: tuple[Row, ...] = (
     Row("`external_env_load.py --clients 64`", _cmd("external_env_load.py", "--clients 64"), _external),
     Row("`off_policy_update_cost.py`", _cmd("off_policy_update_cost.py"), _update_cost),
     Row("`scaling.py --runners 1 2 4 8`", _cmd("scaling.py", "--runners 1 2 4 8 --iterations 3"), _scaling),
+    Row(
+        "`gpu_checks.py` (on a lent GPU machine, as CONTRIBUTING.md says; CI has no GPU)",
+        _cmd(
+            "gpu_checks.py",
+            "--log /root/out/gpu_checks.log",
+            "--only ddp_cpu ddp_gpu ppo_cartpole_in_process ppo_cartpole_2_runners --log /root/out/gpu_checks.log",
+        ),
+        _gpu_checks,
+    ),
 )
 
 
