@@ -154,6 +154,7 @@ def main() -> None:
             algo,
             args,
             check_val_every_n_epoch=config["trainer"].get("check_val_every_n_epoch", 5),
+            accelerator=config["trainer"].get("accelerator", "auto"),
             callbacks=[phases, *([checkpoint] if checkpoint else [])],
             logger=logger,
             log_every_n_steps=1,
