@@ -289,7 +289,8 @@ def _gpu_checks(results: list[dict[str, Any]]) -> str:
     ok = {name: c["result"] for name, c in checks.items() if c.get("ok")}
     parts = []
     if "ddp_gpu" in ok:
-        text = f"DDP (NCCL, one rank) PPO 64x64: {ok['ddp_gpu']['learner_updates_per_s']:.0f} minibatch updates/s"
+        rate = ok["ddp_gpu"]["learner_updates_per_s"]
+        text = f"DDP (NCCL, one rank) PPO 64x64: {rate:.0f} minibatch updates/s"
         if "ddp_cpu" in ok:
             text += f" (on the CPU, gloo: {ok['ddp_cpu']['learner_updates_per_s']:.0f})"
         parts.append(text)
@@ -384,7 +385,8 @@ ROWS: tuple[Row, ...] = (
         _cmd(
             "gpu_checks.py",
             "--log /root/out/gpu_checks.log",
-            "--only ddp_cpu ddp_gpu ppo_cartpole_in_process ppo_cartpole_2_runners --log /root/out/gpu_checks.log",
+            "--only ddp_cpu ddp_gpu ppo_cartpole_in_process ppo_cartpole_2_runners"
+            " --log /root/out/gpu_checks.log",
         ),
         _gpu_checks,
     ),
