@@ -23,7 +23,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDict
 
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.algorithms.ppo.gae import add_advantages
@@ -37,36 +37,13 @@ from lightning_rl.modules.rl_module import (
     Columns,
     RandomRLModule,
     RLModule,
-    RLModuleInferencePolicy,
     RLModuleSpec,
-    check_rl_module_action_space,
+    UserRLModule,
     distribution_params,
-    module_class_reference,
-    module_model_config,
-    resolve_module_class,
+    flat_observations,
+    observation_leaf_spaces,
+    tensor_tree,
 )
-
-
-def _tensor_tree(value: Any) -> Any:
-    """A TensorDict (a Dict observation) as plain nested dicts, which users' modules expect."""
-    if isinstance(value, TensorDictBase):
-        return {k: _tensor_tree(v) for k, v in value.items()}
-    return value
-
-
-def _flat_observations(
-    observation: Any, leaf_spaces: dict[str, gym.Space] | None, space: gym.Space
-) -> tuple[Any, torch.Size]:
-    """``[num_envs, T, ...]`` observations with one batch dim, as users' modules (like RLlib's)
-    expect them (a flat Dict observation as a dict of its leaves), and the leading dims to
-    restore the values' shape with."""
-    if leaf_spaces:
-        first_key, first_space = next(iter(leaf_spaces.items()))
-        first = observation[first_key]
-        lead = first.shape[: first.dim() - len(first_space.shape)]
-        return {key: observation[key].reshape(-1, *leaf.shape) for key, leaf in leaf_spaces.items()}, lead
-    lead = observation.shape[: observation.dim() - len(space.shape)]
-    return observation.reshape(-1, *space.shape), lead
 
 
 class RLModulePPOModule(PolicyModule):
@@ -86,35 +63,19 @@ class RLModulePPOModule(PolicyModule):
         kl_coeff: float,
     ) -> None:
         super().__init__(observation_space, action_space, model_config)
-        check_rl_module_action_space(action_space)
-        self.module_class = resolve_module_class(spec.module_class)
-        self.module_config = module_model_config(spec, model_config)
-        self.module_spaces = (
-            spec.observation_space or observation_space,
-            spec.action_space or action_space,
-        )
-        self.rl_module: RLModule = RLModuleSpec(
-            module_class=self.module_class,
-            observation_space=self.module_spaces[0],
-            action_space=self.module_spaces[1],
-            model_config=self.module_config,
-            load_state_path=spec.load_state_path,
-        ).build()
+        built = UserRLModule.build(spec, observation_space, action_space, model_config)
+        self.user_module = built
+        self.module_class = built.module_class
+        self.module_config = built.model_config
+        self.module_spaces = (built.observation_space, built.action_space)
+        self.rl_module: RLModule = built.module
         self.distribution_spec = distribution_for(self.module_spaces[1])
         self.loss_config = loss_config
         self.trainable = not isinstance(self.rl_module, RandomRLModule) and any(
             p.requires_grad for p in self.rl_module.parameters()
         )
         self.has_compute_values = callable(getattr(self.rl_module, "compute_values", None))
-        if isinstance(observation_space, gym.spaces.Dict):
-            leaves = dict(observation_space.spaces)
-            if any(isinstance(s, gym.spaces.Dict | gym.spaces.Tuple) for s in leaves.values()):
-                raise ConfigError(
-                    f"RLModules with PPO take a flat Dict observation here, got {observation_space}."
-                )
-        else:
-            leaves = None
-        self.leaf_spaces = leaves
+        self.leaf_spaces = observation_leaf_spaces(observation_space, "PPO")
         self.gamma, self.lambda_ = float(gamma), float(lambda_)
         # Checkpoints from before GAE was a function held torchrl's GAE buffers (gae.*).
         self.register_load_state_dict_pre_hook(drop_legacy_loss_state)
@@ -123,15 +84,7 @@ class RLModulePPOModule(PolicyModule):
 
     # -- what the runners run ------------------------------------------------------------------
     def policy_spec(self) -> PolicySpec:
-        return PolicySpec(
-            RLModuleInferencePolicy,
-            {
-                "module_class": module_class_reference(self.module_class),
-                "observation_space": self.module_spaces[0],
-                "action_space": self.module_spaces[1],
-                "model_config": self.module_config,
-            },
-        )
+        return self.user_module.policy_spec()
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         return self.rl_module.state_dict()
@@ -152,7 +105,7 @@ class RLModulePPOModule(PolicyModule):
 
     def values_of_observations(self, observation: Any) -> torch.Tensor:
         """``[num_envs, T, 1]`` values of ``[num_envs, T, ...]`` observations."""
-        flat, lead = _flat_observations(observation, self.leaf_spaces, self.observation_space)
+        flat, lead = flat_observations(observation, self.leaf_spaces, self.observation_space)
         return self.values({Columns.OBS: flat}).reshape(*lead, 1)
 
     def process_rollout(self, batch: TensorDict) -> TensorDict:
@@ -174,7 +127,7 @@ class RLModulePPOModule(PolicyModule):
     def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
         keys = PPO_KEYS
         module_batch = {
-            Columns.OBS: _tensor_tree(batch[keys.observation]),
+            Columns.OBS: tensor_tree(batch[keys.observation]),
             Columns.ACTIONS: batch[keys.action],
             Columns.ACTION_LOGP: batch[keys.old_log_prob],
         }

@@ -11,8 +11,11 @@ class, given to ``config.rl_module(rl_module_spec=...)``; the code ports from RL
 
 This module holds the user-facing base classes and the runner side: the EnvRunners run
 :class:`RLModuleInferencePolicy`, an :class:`InferencePolicy` that builds the module from its
-spec and turns its forward outputs into actions. The learner side (the module as PPO's policy
-and value networks) is ``lightning_rl.algorithms.rl_module_adapter``.
+spec and turns its forward outputs into actions. The learner side is each algorithm's: the module
+as PPO's policy and value networks (``lightning_rl.algorithms.rl_module_adapter``), as IMPALA's
+and APPO's (``lightning_rl.algorithms.impala.rl_module``), as BC's policy
+(``lightning_rl.algorithms.marwil.rl_module``); the helpers below turn their batches into a
+module's input.
 
 A class named by a string (a checkpoint, a YAML config) resolves through the checked import
 rules (:mod:`lightning_rl._imports`): without an allow-list only lightning-rl's own RLModule
@@ -33,6 +36,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from tensordict import TensorDictBase
 from torch import nn
 
 from lightning_rl._imports import import_object, object_path
@@ -41,7 +45,7 @@ from lightning_rl.errors import ConfigError, SpaceError
 from lightning_rl.modules.distributions import ActionDistribution, DiagGaussianDistribution, distribution_for
 from lightning_rl.modules.initializers import canonical_initializer_settings
 from lightning_rl.modules.model_config import DefaultModelConfig
-from lightning_rl.modules.policy_networks import MASK_KEY, InferencePolicy
+from lightning_rl.modules.policy_networks import MASK_KEY, InferencePolicy, PolicySpec
 from lightning_rl.serialization import from_plain, to_plain
 
 #: The most negative float32 (RLlib's ``FLOAT_MIN``): added to logits it removes an action.
@@ -599,9 +603,94 @@ def check_rl_module_specs(
         )
     if not supported and any(spec.module_class is not None for spec in specs.values()):
         raise ConfigError(
-            f"rl_module_spec with a module_class: {algorithm} does not run RLModules yet; PPO does. "
+            f"rl_module_spec with a module_class: {algorithm} does not run RLModules yet; PPO, IMPALA, "
+            "APPO and BC do. "
             "Use model_config (custom_model) for a custom encoder."
         )
+
+
+@dataclass
+class UserRLModule:
+    """A user's RLModule built for one policy from its spec, and the runner policy that acts
+    with it: what every learner adapter (PPO, IMPALA/APPO, BC) starts from."""
+
+    module: RLModule
+    module_class: type[RLModule]
+    model_config: dict[str, Any]
+    observation_space: gym.Space
+    action_space: gym.Space
+
+    @classmethod
+    def build(
+        cls,
+        spec: RLModuleSpec,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        model_config: DefaultModelConfig,
+    ) -> UserRLModule:
+        """The spec's module (its own spaces where it names them, else the policy's)."""
+        check_rl_module_action_space(action_space)
+        module_class = resolve_module_class(spec.module_class)
+        config = module_model_config(spec, model_config)
+        module_observation_space = spec.observation_space or observation_space
+        module_action_space = spec.action_space or action_space
+        module = RLModuleSpec(
+            module_class=module_class,
+            observation_space=module_observation_space,
+            action_space=module_action_space,
+            model_config=config,
+            load_state_path=spec.load_state_path,
+        ).build()
+        return cls(module, module_class, config, module_observation_space, module_action_space)
+
+    def policy_spec(self) -> PolicySpec:
+        """The runners' :class:`RLModuleInferencePolicy` for this module (plain data for Ray)."""
+        return PolicySpec(
+            RLModuleInferencePolicy,
+            {
+                "module_class": module_class_reference(self.module_class),
+                "observation_space": self.observation_space,
+                "action_space": self.action_space,
+                "model_config": self.model_config,
+            },
+        )
+
+
+# -- a learner's batches as a module's input ------------------------------------------------------
+def observation_leaf_spaces(observation_space: gym.Space, algorithm: str) -> dict[str, gym.Space] | None:
+    """The leaves of a flat Dict observation (a module reads ``batch[Columns.OBS][key]``), None
+    for any other space. A nested Dict or Tuple observation raises: no learner here flattens it
+    for an RLModule."""
+    if not isinstance(observation_space, spaces.Dict):
+        return None
+    leaves = dict(observation_space.spaces)
+    if any(isinstance(s, spaces.Dict | spaces.Tuple) for s in leaves.values()):
+        raise ConfigError(
+            f"RLModules with {algorithm} take a flat Dict observation here, got {observation_space}."
+        )
+    return leaves
+
+
+def tensor_tree(value: Any) -> Any:
+    """A TensorDict (a Dict observation) as plain nested dicts, which users' modules expect."""
+    if isinstance(value, TensorDictBase):
+        return {k: tensor_tree(v) for k, v in value.items()}
+    return value
+
+
+def flat_observations(
+    observation: Any, leaf_spaces: dict[str, gym.Space] | None, space: gym.Space
+) -> tuple[Any, torch.Size]:
+    """``[*lead, ...]`` observations (``[num_envs, T]``, ``[rows, T]``) with one batch dim, as
+    users' modules (like RLlib's) expect them (a flat Dict observation as a dict of its leaves),
+    and the leading dims to restore the outputs' shape with."""
+    if leaf_spaces:
+        first_key, first_space = next(iter(leaf_spaces.items()))
+        first = observation[first_key]
+        lead = first.shape[: first.dim() - len(first_space.shape)]
+        return {key: observation[key].reshape(-1, *leaf.shape) for key, leaf in leaf_spaces.items()}, lead
+    lead = observation.shape[: observation.dim() - len(space.shape)]
+    return observation.reshape(-1, *space.shape), lead
 
 
 # -- running a module in the EnvRunners -----------------------------------------------------------
