@@ -116,7 +116,7 @@ class Algorithm(
         model_config: :class:`~lightning_rl.modules.DefaultModelConfig` keys.
         rl_module_spec: RLlib's custom-model surface: an ``RLModuleSpec`` (every policy) or a
             ``MultiRLModuleSpec`` (per policy id) naming an ``RLModule`` class, run by algorithms
-            with ``supports_rl_modules`` (PPO); see :mod:`lightning_rl.modules.rl_module`.
+            with ``supports_rl_modules`` (PPO, IMPALA, APPO, BC); see :mod:`lightning_rl.modules.rl_module`.
         policies: multi-agent envs only: policy ids (set/list), or ``{policy_id: None | "random" |
             {"observation_space": ..., "action_space": ...}}``; default one shared policy.
         policy_mapping_fn: ``fn(agent_id, episode, **kwargs) -> policy_id`` (called once per agent

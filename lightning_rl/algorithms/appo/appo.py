@@ -30,6 +30,7 @@ from tensordict import TensorDict
 from lightning_rl.algorithms.appo.loss import APPO_KEYS, APPOLossConfig, appo_loss
 from lightning_rl.algorithms.impala.impala import IMPALA, ImpalaModule
 from lightning_rl.algorithms.impala.recurrent import RecurrentNetworks
+from lightning_rl.algorithms.impala.rl_module import RLModuleNetworks
 from lightning_rl.algorithms.kl_penalty import adapt_kl_coeff
 from lightning_rl.errors import ConfigError
 from lightning_rl.modules.model_config import DefaultModelConfig
@@ -105,6 +106,12 @@ class RecurrentAPPOModule(RecurrentNetworks, APPOModule):
     replayed from the same stored states."""
 
 
+class RLModuleAPPOModule(RLModuleNetworks, APPOModule):
+    """APPO's loss on a user's RLModule; its target policy is a copy of the module."""
+
+    algorithm_name = "APPO"
+
+
 class APPO(IMPALA):
     """Asynchronous PPO (RLlib's APPO): IMPALA's runners and V-trace with PPO's clipping.
 
@@ -126,6 +133,7 @@ class APPO(IMPALA):
 
     module_class = APPOModule
     recurrent_module_class = RecurrentAPPOModule
+    rl_module_class = RLModuleAPPOModule
 
     def __init__(
         self,

@@ -10,7 +10,8 @@ passes is corrected against the policy that learns from it. The loss itself is w
 :mod:`.loss`. With a memory model in
 ``model_config`` (``use_lstm``/``use_gru``/``use_attention``) the module is
 :class:`RecurrentImpalaModule`, which replays each fragment from the runner's stored states
-(:mod:`.recurrent`).
+(:mod:`.recurrent`); with a user's RLModule (``rl_module_spec``) it is
+:class:`RLModuleImpalaModule` (:mod:`.rl_module`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lightning_rl.algorithms.base import Algorithm
 from lightning_rl.algorithms.gradient_clipping import check_grad_clip, clip_gradients, resolve_clip
 from lightning_rl.algorithms.impala.loss import IMPALA_KEYS, ImpalaLossConfig, impala_loss, vtrace_targets
 from lightning_rl.algorithms.impala.recurrent import RecurrentNetworks
+from lightning_rl.algorithms.impala.rl_module import RLModuleNetworks
 from lightning_rl.algorithms.impala.vtrace import bootstrap_next_values
 from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.data.async_data import AsyncDataModule
@@ -35,6 +37,7 @@ from lightning_rl.modules.distributions import ActionDistribution
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy_networks import PolicyNet, PolicySpec, StochasticPolicy, ValueNet
 from lightning_rl.modules.recurrent import is_recurrent
+from lightning_rl.modules.rl_module import spec_for_policy
 from lightning_rl.schedules import PiecewiseSchedule, schedule_or_constant
 
 
@@ -166,6 +169,10 @@ class RecurrentImpalaModule(RecurrentNetworks, ImpalaModule):
     """IMPALA's V-trace actor-critic on a memory model (``use_lstm``/``use_gru``/``use_attention``)."""
 
 
+class RLModuleImpalaModule(RLModuleNetworks, ImpalaModule):
+    """IMPALA's V-trace actor-critic on a user's RLModule (``rl_module_spec``, see ``rl_module.py``)."""
+
+
 class IMPALA(Algorithm):
     """IMPALA (Espeholt et al. 2018) with RLlib's names; learns from asynchronous runners.
 
@@ -195,7 +202,9 @@ class IMPALA(Algorithm):
     datamodule_class: ClassVar[type[ExperienceDataModule]] = AsyncDataModule
     module_class: ClassVar[type[ImpalaModule]] = ImpalaModule
     recurrent_module_class: ClassVar[type[ImpalaModule]] = RecurrentImpalaModule
+    rl_module_class: ClassVar[type[ImpalaModule]] = RLModuleImpalaModule
     supports_memory_models: ClassVar[bool] = True
+    supports_rl_modules: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -282,6 +291,13 @@ class IMPALA(Algorithm):
         }
 
     def build_policy_module(self, policy_id: str, observation_space, action_space) -> ImpalaModule:
+        # A policy added later (a self-play snapshot) is built like the policy it copies.
+        source = self.policy_set.added.get(policy_id, {}).get("from_policy", policy_id)
+        spec = spec_for_policy(self.rl_module_specs, source)
+        if spec is not None and spec.module_class is not None:  # a user's RLModule (RLlib's surface)
+            return self.rl_module_class(
+                observation_space, action_space, self.model_config, spec=spec, **self.module_kwargs()
+            )
         module_class = self.recurrent_module_class if is_recurrent(self.model_config) else self.module_class
         return module_class(observation_space, action_space, self.model_config, **self.module_kwargs())
 
