@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CARTPOLE = str(REPO / "configs" / "ppo" / "cartpole.yaml")
@@ -257,7 +258,8 @@ def test_a_cli_checkpoint_loads_through_every_entry_point(cli_fit):
     saved = load_checkpoint(path)
     assert "_class_path" in saved["hyper_parameters"], "LightningCLI's bookkeeping keys are in the file"
     algo = PPO.load_from_checkpoint(path)
-    assert algo.hparams.lr == 0.001 and "_class_path" not in algo.hparams
+    config_lr = yaml.safe_load(Path(CARTPOLE).read_text())["model"]["init_args"]["lr"]
+    assert algo.hparams.lr == config_lr and "_class_path" not in algo.hparams
     assert all(torch.equal(saved["state_dict"][k], v) for k, v in algo.state_dict().items())
     with TrainingRun.from_checkpoint(path, evaluation_duration=2) as run:
         assert run.evaluate()["num_episodes"] == 2
