@@ -194,6 +194,12 @@ def test_observation_filter_statistics_flow_back_as_connector_deltas(runner_of):
     algo, runner = runner_of(env_to_module_connector=["MeanStdFilter"])
     with running_clients(runner.address, [1, 2], length=5):
         result = runner.sample(30, True, algo.policy_state())
+    # An episode that ended after the sample still feeds the filter (on the server's thread):
+    # wait until the closed clients' last messages are read, so none lands after set_state.
+    deadline = time.monotonic() + 30
+    while runner.server_stats()["clients"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert runner.server_stats()["clients"] == 0
     (delta,) = result.connector_deltas["default_policy"]
     assert delta["count"] >= result.stats.num_env_steps / 2, "the clients' observations fed the filter"
     algo.merge_connector_deltas([result.connector_deltas])
