@@ -7,6 +7,10 @@ through the same ``record_episodes`` path users call.
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +47,27 @@ def train_cartpole_expert(seed: int = 0, target: float = 475.0) -> tuple[PPO, fl
 
 
 def cartpole_expert_data(tmp_path_factory) -> dict[str, Any]:
-    """``{"path", "expert", "expert_return", "num_steps"}``: 20k exploring steps of a 475+ PPO,
-    recorded once per test session (test modules wrap this in a fixture)."""
-    if "cartpole" not in _CACHE:
-        expert, expert_return = train_cartpole_expert()
-        path = tmp_path_factory.mktemp("cartpole_expert")
-        record_episodes(expert, path, 20_000, seed=123)
-        _CACHE["cartpole"] = {
-            "path": str(path),
-            "expert": expert,
-            "expert_return": expert_return,
-            "num_steps": 20_000,
-        }
+    """``{"path", "expert_return", "num_steps"}``: 20k exploring steps of a 475+ PPO, recorded
+    once per test run (test modules wrap this in a fixture).
+
+    The pytest-xdist workers share it: the first to ask trains and records into the run's
+    common temporary folder under a file lock, the others wait on the lock and read the same
+    files (BC, MARWIL and CQL tests often land on different workers; the expert costs ~20 s).
+    """
+    if "cartpole" in _CACHE:
+        return _CACHE["cartpole"]
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder above each worker's own
+    root = shared / "cartpole_expert"
+    root.mkdir(exist_ok=True)
+    summary = root / "summary.json"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not summary.exists():
+            shutil.rmtree(root / "data", ignore_errors=True)  # what a failed attempt left
+            expert, expert_return = train_cartpole_expert()
+            record_episodes(expert, root / "data", 20_000, seed=123)
+            summary.write_text(json.dumps({"expert_return": expert_return, "num_steps": 20_000}))
+    _CACHE["cartpole"] = {"path": str(root / "data"), **json.loads(summary.read_text())}
     return _CACHE["cartpole"]
