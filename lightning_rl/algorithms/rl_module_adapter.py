@@ -29,7 +29,6 @@ from lightning_rl.algorithms.policy_module import PolicyModule
 from lightning_rl.algorithms.ppo.gae import add_advantages
 from lightning_rl.algorithms.ppo.legacy_state import drop_legacy_loss_state
 from lightning_rl.algorithms.ppo.loss import PPO_KEYS, PPOLossConfig, ppo_loss_for_batch
-from lightning_rl.errors import ConfigError
 from lightning_rl.modules.distributions import distribution_for
 from lightning_rl.modules.model_config import DefaultModelConfig
 from lightning_rl.modules.policy_networks import PolicySpec
@@ -39,10 +38,13 @@ from lightning_rl.modules.rl_module import (
     RLModule,
     RLModuleSpec,
     UserRLModule,
+    action_dist_inputs,
     distribution_params,
     flat_observations,
+    module_values,
     observation_leaf_spaces,
     tensor_tree,
+    train_outputs_and_values,
 )
 
 
@@ -74,7 +76,6 @@ class RLModulePPOModule(PolicyModule):
         self.trainable = not isinstance(self.rl_module, RandomRLModule) and any(
             p.requires_grad for p in self.rl_module.parameters()
         )
-        self.has_compute_values = callable(getattr(self.rl_module, "compute_values", None))
         self.leaf_spaces = observation_leaf_spaces(observation_space, "PPO")
         self.gamma, self.lambda_ = float(gamma), float(lambda_)
         # Checkpoints from before GAE was a function held torchrl's GAE buffers (gae.*).
@@ -92,16 +93,7 @@ class RLModulePPOModule(PolicyModule):
     # -- learning ------------------------------------------------------------------------------
     def values(self, batch: dict[str, Any]) -> torch.Tensor:
         """``[B, 1]`` values of ``batch`` (``compute_values``, else ``forward_train``'s VF_PREDS)."""
-        if self.has_compute_values:
-            values = self.rl_module.compute_values(batch)
-        else:
-            values = self.rl_module.forward_train(batch).get(Columns.VF_PREDS)
-            if values is None:
-                raise ConfigError(
-                    f"PPO needs values from {type(self.rl_module).__name__}: implement compute_values "
-                    f"(ValueFunctionAPI) or return {Columns.VF_PREDS!r} from _forward_train."
-                )
-        return values.reshape(-1, 1)
+        return module_values(self.rl_module, batch, "PPO").reshape(-1, 1)
 
     def values_of_observations(self, observation: Any) -> torch.Tensor:
         """``[num_envs, T, 1]`` values of ``[num_envs, T, ...]`` observations."""
@@ -131,19 +123,10 @@ class RLModulePPOModule(PolicyModule):
             Columns.ACTIONS: batch[keys.action],
             Columns.ACTION_LOGP: batch[keys.old_log_prob],
         }
-        # RLlib's order: values first (its GAE connector's pass over the same batch), then forward_train.
-        values = self.values(module_batch) if self.has_compute_values else None
-        out = self.rl_module.forward_train(module_batch)
-        if Columns.VF_PREDS in out:
-            values = out[Columns.VF_PREDS].reshape(-1, 1)
-        if values is None:
-            values = self.values(module_batch)
-        if Columns.ACTION_DIST_INPUTS not in out:
-            raise ConfigError(
-                f"{type(self.rl_module).__name__}._forward_train must return {Columns.ACTION_DIST_INPUTS!r} "
-                f"for PPO; it returned keys {sorted(out)}."
-            )
-        dist = self.distribution(distribution_params(self.distribution_spec, out[Columns.ACTION_DIST_INPUTS]))
+        out, values = train_outputs_and_values(self.rl_module, module_batch, "PPO")
+        values = values.reshape(-1, 1)
+        dist_inputs = action_dist_inputs(self.rl_module, out, "PPO")
+        dist = self.distribution(distribution_params(self.distribution_spec, dist_inputs))
         terms = ppo_loss_for_batch(
             batch,
             dist,

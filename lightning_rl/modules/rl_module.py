@@ -693,6 +693,50 @@ def flat_observations(
     return observation.reshape(-1, *space.shape), lead
 
 
+def module_values(
+    rl_module: RLModule, batch: dict[str, Any], algorithm: str, out: dict[str, Any] | None = None
+) -> torch.Tensor:
+    """Values of ``batch`` as RLlib's learners take them: ``out``'s ``VF_PREDS`` (a
+    ``forward_train`` output at hand), else ``compute_values`` (``ValueFunctionAPI``), else the
+    ``VF_PREDS`` of a ``forward_train`` run here (only when no output was given). A module with
+    neither is one error naming ``algorithm`` and both ways to give values."""
+    if out is not None and Columns.VF_PREDS in out:
+        return out[Columns.VF_PREDS]
+    if callable(getattr(rl_module, "compute_values", None)):
+        return rl_module.compute_values(batch)
+    values = rl_module.forward_train(batch).get(Columns.VF_PREDS) if out is None else None
+    if values is None:
+        raise ConfigError(
+            f"{algorithm} needs values from {type(rl_module).__name__}: implement compute_values "
+            f"(ValueFunctionAPI) or return {Columns.VF_PREDS!r} from _forward_train."
+        )
+    return values
+
+
+def train_outputs_and_values(
+    rl_module: RLModule, batch: dict[str, Any], algorithm: str
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """``forward_train``'s outputs and the values of ``batch``, in RLlib's order: values first
+    (its GAE connector's pass; a module may read or pop inputs there, as RLlib's action-masking
+    example does), then ``forward_train``, whose ``VF_PREDS`` win where it returns them."""
+    has_compute_values = callable(getattr(rl_module, "compute_values", None))
+    values = rl_module.compute_values(batch) if has_compute_values else None
+    out = rl_module.forward_train(batch)
+    if Columns.VF_PREDS in out or values is None:
+        values = module_values(rl_module, batch, algorithm, out)
+    return out, values
+
+
+def action_dist_inputs(rl_module: RLModule, out: dict[str, Any], algorithm: str) -> torch.Tensor:
+    """``out[ACTION_DIST_INPUTS]``, or one error naming ``algorithm`` and the keys it got."""
+    if Columns.ACTION_DIST_INPUTS not in out:
+        raise ConfigError(
+            f"{type(rl_module).__name__}._forward_train must return {Columns.ACTION_DIST_INPUTS!r} "
+            f"for {algorithm}; it returned keys {sorted(out)}."
+        )
+    return out[Columns.ACTION_DIST_INPUTS]
+
+
 # -- running a module in the EnvRunners -----------------------------------------------------------
 def batch_view(obs: Any) -> Any:
     """A fresh (shallow) dict tree over the observation tensors: RLlib's modules pop keys out of

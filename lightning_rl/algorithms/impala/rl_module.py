@@ -41,11 +41,16 @@ from lightning_rl.modules.rl_module import (
     RLModule,
     RLModuleSpec,
     UserRLModule,
+    action_dist_inputs,
     distribution_params,
     flat_observations,
+    module_values,
     observation_leaf_spaces,
     tensor_tree,
+    train_outputs_and_values,
 )
+
+ALGORITHMS = "IMPALA/APPO"  # named in the errors about a module's outputs
 
 
 class ModulePolicyHead(nn.Module):
@@ -64,33 +69,15 @@ class ModulePolicyHead(nn.Module):
         self.distribution = distribution
         self.observation_space = observation_space
         self.leaf_spaces = leaf_spaces
-        self.has_compute_values = callable(getattr(rl_module, "compute_values", None))
 
     def _module_batch(self, obs: Any) -> tuple[dict[str, Any], torch.Size]:
         flat, lead = flat_observations(obs, self.leaf_spaces, self.observation_space)
         return {Columns.OBS: tensor_tree(flat)}, lead
 
     def _params(self, out: dict[str, Any], lead: torch.Size) -> tuple[torch.Tensor, ...]:
-        if Columns.ACTION_DIST_INPUTS not in out:
-            raise ConfigError(
-                f"{type(self.rl_module).__name__}._forward_train must return {Columns.ACTION_DIST_INPUTS!r} "
-                f"for IMPALA/APPO; it returned keys {sorted(out)}."
-            )
-        params = distribution_params(self.distribution, out[Columns.ACTION_DIST_INPUTS])
+        dist_inputs = action_dist_inputs(self.rl_module, out, ALGORITHMS)
+        params = distribution_params(self.distribution, dist_inputs)
         return tuple(p.reshape(*lead, *p.shape[1:]) for p in params)
-
-    def _values(self, batch: dict[str, Any], out: dict[str, Any] | None) -> torch.Tensor:
-        if out is not None and Columns.VF_PREDS in out:
-            return out[Columns.VF_PREDS]
-        if self.has_compute_values:
-            return self.rl_module.compute_values(batch)
-        values = self.rl_module.forward_train(batch).get(Columns.VF_PREDS) if out is None else None
-        if values is None:
-            raise ConfigError(
-                f"IMPALA/APPO need values from {type(self.rl_module).__name__}: implement compute_values "
-                f"(ValueFunctionAPI) or return {Columns.VF_PREDS!r} from _forward_train."
-            )
-        return values
 
     def forward(self, obs: Any) -> tuple[torch.Tensor, ...]:
         """Distribution parameters of ``obs`` (``[*lead, ...]`` -> ``[*lead, ...]``)."""
@@ -98,20 +85,16 @@ class ModulePolicyHead(nn.Module):
         return self._params(self.rl_module.forward_train(batch), lead)
 
     def params_and_values(self, obs: Any) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """Distribution parameters and values ``[*lead, 1]`` in RLlib's order: values first (a
-        module may read or pop inputs there, as RLlib's action-masking example does), then
-        ``forward_train``, whose ``VF_PREDS`` win where it returns them."""
+        """Distribution parameters and values ``[*lead, 1]`` (RLlib's order, see
+        :func:`~lightning_rl.modules.rl_module.train_outputs_and_values`)."""
         batch, lead = self._module_batch(obs)
-        values = self.rl_module.compute_values(batch) if self.has_compute_values else None
-        out = self.rl_module.forward_train(batch)
-        if Columns.VF_PREDS in out or values is None:
-            values = self._values(batch, out)
+        out, values = train_outputs_and_values(self.rl_module, batch, ALGORITHMS)
         return self._params(out, lead), values.reshape(*lead, 1)
 
     def values(self, obs: Any) -> torch.Tensor:
         """Values ``[*lead, 1]`` of ``obs`` (``compute_values``, else ``forward_train``'s VF_PREDS)."""
         batch, lead = self._module_batch(obs)
-        return self._values(batch, None).reshape(*lead, 1)
+        return module_values(self.rl_module, batch, ALGORITHMS).reshape(*lead, 1)
 
 
 class RLModuleNetworks:

@@ -32,13 +32,10 @@ from lightning_rl.modules.policy_networks import PolicySpec
 from lightning_rl.modules.rl_module import (
     Columns,
     RLModule,
-    RLModuleInferencePolicy,
     RLModuleSpec,
-    check_rl_module_action_space,
+    UserRLModule,
+    action_dist_inputs,
     distribution_params,
-    module_class_reference,
-    module_model_config,
-    resolve_module_class,
 )
 
 
@@ -60,29 +57,16 @@ class RLModuleBCModule(PolicyModule):
                 f"MARWIL with beta={loss_config.beta} weights by advantages, which needs a value function; "
                 "an rl_module_spec runs with BC (beta=0, vf_coeff=0) only."
             )
-        check_rl_module_action_space(action_space)
-        self.module_class = resolve_module_class(spec.module_class)
-        self.module_config = module_model_config(spec, model_config)
-        self.rl_module: RLModule = RLModuleSpec(
-            module_class=self.module_class,
-            observation_space=spec.observation_space or observation_space,
-            action_space=spec.action_space or action_space,
-            model_config=self.module_config,
-            load_state_path=spec.load_state_path,
-        ).build()
-        self.distribution_spec = distribution_for(action_space)
+        built = UserRLModule.build(spec, observation_space, action_space, model_config)
+        self.user_module = built
+        self.module_class = built.module_class
+        self.module_config = built.model_config
+        self.rl_module: RLModule = built.module
+        self.distribution_spec = distribution_for(built.action_space)
         self.loss_config = loss_config
 
     def policy_spec(self) -> PolicySpec:
-        return PolicySpec(
-            RLModuleInferencePolicy,
-            {
-                "module_class": module_class_reference(self.module_class),
-                "observation_space": self.rl_module.observation_space or self.observation_space,
-                "action_space": self.action_space,
-                "model_config": self.module_config,
-            },
-        )
+        return self.user_module.policy_spec()
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         return self.rl_module.state_dict()
@@ -90,12 +74,8 @@ class RLModuleBCModule(PolicyModule):
     def compute_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict[str, Any]]:
         keys = MARWIL_KEYS
         out = self.rl_module.forward_train({Columns.OBS: batch[keys.observation]})
-        if Columns.ACTION_DIST_INPUTS not in out:
-            raise ConfigError(
-                f"{type(self.rl_module).__name__}._forward_train must return {Columns.ACTION_DIST_INPUTS!r} "
-                f"for BC; it returned keys {sorted(out)}."
-            )
-        params = distribution_params(self.distribution_spec, out[Columns.ACTION_DIST_INPUTS])
+        dist_inputs = action_dist_inputs(self.rl_module, out, "BC")
+        params = distribution_params(self.distribution_spec, dist_inputs)
         log_prob = self.distribution_spec.log_prob(params, batch[keys.action])
         log_std = params[1].log() if isinstance(self.distribution_spec, DiagGaussianDistribution) else None
         stats = behaviour_cloning_loss(log_likelihood(log_prob, log_std, self.loss_config))
