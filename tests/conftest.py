@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +18,6 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
 
 RAY_TEST_CPUS = 4
-SLOW_TESTS = Path(__file__).with_name("slow_tests.txt")
 
 # Property tests draw the same examples on every run (a suite that fails only on some runs
 # helps nobody); HYPOTHESIS_PROFILE=explore draws fresh ones when hunting for new cases.
@@ -53,10 +51,3 @@ def restore_torch_threads():
 def quiet_trainer_kwargs(tmp_path):
     """Trainer kwargs for tests: no progress bar, logs under tmp_path."""
     return quiet_trainer_kwargs_for(tmp_path)
-
-
-def pytest_collection_modifyitems(config, items):
-    """The tests listed in slow_tests.txt first, slowest first; the rest in collection order."""
-    names = [line.strip() for line in SLOW_TESTS.read_text().splitlines()]
-    rank = {name: i for i, name in enumerate(n for n in names if n and not n.startswith("#"))}
-    items.sort(key=lambda item: rank.get(item.nodeid, len(rank)))
