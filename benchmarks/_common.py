@@ -369,22 +369,30 @@ class TimedCSVLogger(CSVLogger):
         self.seconds += time.perf_counter() - start
 
 
-class TimedModelCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint counting the seconds of its saving hooks."""
+def timed_checkpoint(base: type[ModelCheckpoint], **init_args: Any) -> ModelCheckpoint:
+    """A ``base`` (Lightning's ModelCheckpoint or a subclass, e.g. lightning-rl's
+    IterationCheckpoint) built with ``init_args`` whose ``seconds`` count its saving hooks."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.seconds = 0.0
+    class Timed(base):  # type: ignore[misc, valid-type]
+        seconds = 0.0
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        start = time.perf_counter()
-        super().on_train_epoch_end(trainer, pl_module)
-        self.seconds += time.perf_counter() - start
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+            start = time.perf_counter()
+            super().on_train_epoch_end(trainer, pl_module)
+            self.seconds += time.perf_counter() - start
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        start = time.perf_counter()
-        super().on_validation_end(trainer, pl_module)
-        self.seconds += time.perf_counter() - start
+        def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+            start = time.perf_counter()
+            super().on_validation_end(trainer, pl_module)
+            self.seconds += time.perf_counter() - start
+
+        def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+            start = time.perf_counter()
+            super().on_train_end(trainer, pl_module)
+            self.seconds += time.perf_counter() - start
+
+    Timed.__name__ = Timed.__qualname__ = f"Timed{base.__name__}"
+    return Timed(**init_args)
 
 
 def train_to_target(

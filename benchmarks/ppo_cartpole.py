@@ -6,8 +6,8 @@ Trains ``configs/ppo/cartpole.yaml`` (R defaults to the config's) until both cri
 or a step cap: the deterministic evaluation mean over 20 episodes reaches 475, and the mean
 of the last 100 training episodes reaches 450. It runs like the README's main job
 (``lightning-rl fit --config configs/ppo/cartpole.yaml``): the CLI's CSV logger logging every
-step and the config's ModelCheckpoint saving every iteration (``--bare``: neither); only the
-config's stop callbacks are replaced by the two criteria.
+step and the config's checkpoint callback (IterationCheckpoint: every 10 iterations and at the
+last one; ``--bare``: neither); only the config's stop callbacks are replaced by the two criteria.
 
 The last line is one JSON object. Besides the criteria, ``phases`` breaks the process's wall
 time down (seconds, measured from this script with Lightning hooks, timers around the calls
@@ -30,7 +30,7 @@ and the DataModule's own sampling clock; see ``_common.PhaseTimer``):
   plus ``between_updates`` (the other per-iteration hooks, among them the learner metrics'
   ``self.log`` at the end of the step);
 - ``evaluation``: the validation loop (evaluation episodes); ``logging``: the CSV logger's own
-  calls; ``checkpointing``: ModelCheckpoint's saving hooks; ``shutdown``: end of training to
+  calls; ``checkpointing``: the checkpoint callback's saving hooks; ``shutdown``: end of training to
   the end of ``fit`` (runners stopped); ``other``: the remainder (process exit excluded).
 
 ``process_tree_pss_mb`` is the peak summed PSS of this process and all its descendants (the
@@ -75,18 +75,20 @@ start_ray_early_for_fit(fit_arguments(build_parser().parse_known_args()[0]))
 from _common import (  # noqa: E402
     PhaseTimer,
     TimedCSVLogger,
-    TimedModelCheckpoint,
     emit,
     seconds_since_start,
+    timed_checkpoint,
     train_to_target,
 )
 
 import_start = seconds_since_start()
 import lightning.pytorch as pl  # noqa: E402
 import yaml  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
 from lightning_rl import ray_cluster  # noqa: E402
 from lightning_rl.algorithms.ppo import PPO  # noqa: E402
+from lightning_rl.callbacks import IterationCheckpoint  # noqa: E402
 
 IMPORT_SECONDS = seconds_since_start()
 
@@ -122,11 +124,19 @@ class RayInitClock:
         return timed
 
 
-def config_checkpoint(config: dict, dirpath: str) -> TimedModelCheckpoint | None:
-    """The config's ModelCheckpoint (same init args), timed; None if the config has none."""
+# The checkpoint callbacks a config may name (by its class_path), run timed.
+CHECKPOINT_CLASSES: dict[str, type[ModelCheckpoint]] = {
+    "lightning.pytorch.callbacks.ModelCheckpoint": ModelCheckpoint,
+    "lightning_rl.callbacks.IterationCheckpoint": IterationCheckpoint,
+}
+
+
+def config_checkpoint(config: dict, dirpath: str) -> ModelCheckpoint | None:
+    """The config's checkpoint callback (same class and init args), timed; None if it has none."""
     for callback in config["trainer"].get("callbacks") or []:
-        if callback["class_path"].endswith("ModelCheckpoint"):
-            return TimedModelCheckpoint(dirpath=dirpath, **callback.get("init_args", {}))
+        base = CHECKPOINT_CLASSES.get(callback["class_path"])
+        if base is not None:
+            return timed_checkpoint(base, dirpath=dirpath, **callback.get("init_args", {}))
     return None
 
 

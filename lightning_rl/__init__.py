@@ -93,6 +93,7 @@ _EXPORTS = {
     # callbacks
     "StopOnEnvSteps": "lightning_rl.callbacks",
     "StopOnReturn": "lightning_rl.callbacks",
+    "IterationCheckpoint": "lightning_rl.callbacks",
     "RLProgressBar": "lightning_rl.progress",
     "RecordEvaluationVideos": "lightning_rl.video",
     # inference, export, plots

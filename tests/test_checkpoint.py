@@ -10,6 +10,7 @@ import torch
 
 from lightning_rl import checkpoint_format as ckpt
 from lightning_rl.algorithms.ppo import PPO, PPOConfig
+from lightning_rl.callbacks import IterationCheckpoint, StopOnEnvSteps
 from lightning_rl.errors import CheckpointError
 from lightning_rl.training_run import TrainingRun
 
@@ -95,6 +96,52 @@ def test_plain_trainer_resumes_from_ckpt_path(tmp_path):
     trainer.fit(resumed, ckpt_path=path)
     assert trainer.current_epoch == 4
     assert resumed.num_env_steps_sampled_lifetime == 4 * 64
+
+
+def saved_epochs(directory: Path) -> list[int]:
+    return sorted(torch.load(path, weights_only=True)["epoch"] for path in directory.glob("*.ckpt"))
+
+
+@pytest.mark.parametrize(
+    ("max_epochs", "stop_at_env_steps", "expected"),
+    [(23, None, [9, 19, 22]), (100, 5 * 64, [4]), (20, None, [9, 19])],
+    ids=["max_epochs", "stop_callback", "last_is_periodic"],
+)
+def test_iteration_checkpoint_saves_every_n_iterations_and_the_last(
+    tmp_path, max_epochs, stop_at_env_steps, expected
+):
+    """Every 10th iteration and the one the run stops after, each once, named like Lightning
+    names an epoch-end save; the last one resumes as the next iteration."""
+    algo = PPO("CartPole-v1", train_batch_size=64, minibatch_size=64, num_epochs=1, seed=0)
+    saver = IterationCheckpoint(dirpath=tmp_path / "ckpts", save_top_k=-1)
+    stops = [StopOnEnvSteps(stop_at_env_steps)] if stop_at_env_steps else []
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        callbacks=[*stops, saver],
+        logger=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(algo)
+    assert saved_epochs(tmp_path / "ckpts") == expected
+    # Lightning names an epoch-end save after its epoch index; "step" counts env steps here.
+    assert saver.best_model_path.endswith(f"epoch={expected[-1]}-step={(expected[-1] + 1) * 64}.ckpt")
+    restored = TrainingRun.from_checkpoint(
+        saver.best_model_path, trainer_kwargs={"default_root_dir": str(tmp_path)}
+    )
+    assert restored.iteration == expected[-1] + 1
+    result = restored.train()
+    assert result["num_env_steps_sampled_lifetime"] == (expected[-1] + 2) * 64
+    restored.stop()
+
+
+def test_iteration_checkpoint_keeps_only_the_newest_by_default(tmp_path):
+    algo = PPO("CartPole-v1", train_batch_size=64, minibatch_size=64, num_epochs=1, seed=0)
+    saver = IterationCheckpoint(dirpath=tmp_path / "ckpts", every_n_epochs=2)
+    pl.Trainer(
+        max_epochs=5, callbacks=[saver], logger=False, enable_progress_bar=False, limit_val_batches=0
+    ).fit(algo)
+    assert saved_epochs(tmp_path / "ckpts") == [4]
 
 
 def test_a_checkpoint_written_at_an_iterations_end_restores_its_count(tmp_path):
