@@ -385,7 +385,9 @@ class MultiAgentEnvRunner:
                     self.trajectories.reward(index, agent_id, reward)
                     episode.reward(agent_id, reward)
             done_all = bool(terminateds.get(ALL, False) or truncateds.get(ALL, False))
-            for agent_id in set(terminateds) | set(truncateds):
+            # In the env's order (a set's order changes with the process's string hash seed, and
+            # with it the batch's order: runs with the same seeds learned differently).
+            for agent_id in dict.fromkeys([*terminateds, *truncateds]):
                 if agent_id == ALL:
                     continue
                 term, trunc = bool(terminateds.get(agent_id, False)), bool(truncateds.get(agent_id, False))
