@@ -79,3 +79,54 @@ def test_wandb_offline_run_records_the_metrics(tmp_path, monkeypatch):
     assert summary["num_env_steps_sampled_lifetime"] == 256
     records = list(tmp_path.glob(f"wandb/offline-run-*/run-{run_id}.wandb"))
     assert records and records[0].stat().st_size > 0, "wandb wrote no offline run to sync later"
+
+
+# Metrics whose values depend on the wall clock, not on the run's seed.
+TIMED = {"time_total_s", "env_runners/env_steps_per_s", "env_runners/sample_env_steps_per_s"}
+
+
+def logged_rows(tmp_path, name, monkeypatch=None):
+    """A seeded 6-iteration PPO run's CSV rows (timed metrics left out) and callback metrics."""
+    pl.seed_everything(4)  # the network's initial weights come from torch's global generator
+    logger = pl.loggers.CSVLogger(tmp_path, name=name)
+    algo = PPO(
+        "CartPole-v1", train_batch_size=64, minibatch_size=32, num_epochs=2, evaluation_duration=2, seed=4
+    )
+    trainer = pl.Trainer(
+        max_epochs=6,
+        logger=logger,
+        log_every_n_steps=1,
+        check_val_every_n_epoch=2,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(algo)
+    with open(f"{logger.log_dir}/metrics.csv") as handle:
+        rows = [{k: v for k, v in row.items() if k not in TIMED} for row in csv.DictReader(handle)]
+    callback = {k: float(v) for k, v in trainer.callback_metrics.items() if k not in TIMED}
+    return rows, callback, set(trainer.progress_bar_metrics)
+
+
+def test_the_per_iteration_logging_shortcut_logs_what_self_log_logs(tmp_path, monkeypatch):
+    """``log_iteration_metric`` adds to Lightning's registered metrics directly after their first
+    ``self.log``; the loggers, callbacks and the progress bar must see the same as with
+    ``self.log`` every time (forced here by making the shortcut find no registered metric)."""
+    from lightning_rl.algorithms import iteration_logging
+
+    found = []
+    registered_metric = iteration_logging._registered_metric
+
+    def recording(*args):
+        found.append(registered_metric(*args))
+        return found[-1]
+
+    monkeypatch.setattr(iteration_logging, "_registered_metric", recording)
+    fast = logged_rows(tmp_path, "fast")
+    assert sum(metric is not None for metric in found) > 100, "the shortcut ran"
+    monkeypatch.undo()
+    monkeypatch.setattr(iteration_logging, "_registered_metric", lambda *args: None)
+    plain = logged_rows(tmp_path, "plain")
+    assert fast[0] == plain[0]
+    assert len(fast[0]) >= 6 and any(row.get("evaluation/episode_return_mean") for row in fast[0])
+    assert fast[1] == plain[1] and KEYS - {"env_runners/env_steps_per_s"} <= set(fast[1])
+    assert fast[2] == plain[2]

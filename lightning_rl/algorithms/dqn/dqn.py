@@ -228,4 +228,4 @@ class DQN(OffPolicyAlgorithm):
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        self.log("learners/epsilon", self.current_epsilon(), on_step=False, on_epoch=True, batch_size=1)
+        self.log_iteration_metric("learners/epsilon", self.current_epsilon())

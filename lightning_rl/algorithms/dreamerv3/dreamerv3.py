@@ -376,13 +376,7 @@ class DreamerV3(Algorithm):
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        self.log(
-            "num_grad_updates_lifetime",
-            float(self.num_grad_updates_lifetime),
-            on_step=False,
-            on_epoch=True,
-            batch_size=1,
-        )
+        self.log_iteration_metric("num_grad_updates_lifetime", float(self.num_grad_updates_lifetime))
 
 
 def _positive_int(value: Any) -> bool:
