@@ -162,11 +162,16 @@ class IterationCheckpoint(ModelCheckpoint):
     @staticmethod
     def _is_last_iteration(trainer: pl.Trainer) -> bool:
         max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1
-        return (
+        last = (
             trainer.should_stop
             or 0 <= max_epochs <= trainer.current_epoch + 1
             or 0 <= trainer.max_steps <= trainer.global_step
         )
+        if trainer.world_size > 1:
+            # One decision for all DDP ranks (a stop callback may have stopped one rank only): a
+            # save is a collective, and a rank saving alone would wait for the others forever.
+            last = trainer.strategy.reduce_boolean_decision(bool(last), all=False)
+        return bool(last)
 
     def _save_now(self, trainer: pl.Trainer) -> None:
         if self._should_skip_saving_checkpoint(trainer):
