@@ -385,19 +385,9 @@ class Algorithm(
         for name, value in axis.items():
             self.log_iteration_metric(name, float(value))
 
-    def log_iteration_metric(
-        self,
-        name: str,
-        value: float | torch.Tensor,
-        *,
-        prog_bar: bool = False,
-        reduce_fx: Literal["mean", "max"] = "mean",
-        sync_dist: bool = False,
-    ) -> None:
-        """``self.log(name, value, on_step=False, on_epoch=True, batch_size=1, ...)`` for a metric
-        logged once per iteration: after its first call in a hook, ~10x cheaper than ``self.log``
-        with the same result (:mod:`~lightning_rl.algorithms.iteration_logging`)."""
-        log_iteration_metric(self, name, value, prog_bar=prog_bar, reduce_fx=reduce_fx, sync_dist=sync_dist)
+    # self.log(name, value, on_step=False, on_epoch=True, batch_size=1, ...) for a metric logged
+    # once per iteration: after its first call in a hook, ~8x cheaper with the same result.
+    log_iteration_metric = log_iteration_metric
 
     def log_sampling_metrics(self) -> None:
         self.log_env_step_axis()
