@@ -1,11 +1,11 @@
-"""``self.log`` for the metrics an algorithm logs once per iteration, at a tenth of its cost.
+"""``self.log`` for the metrics an algorithm logs once per iteration, at an eighth of its cost.
 
 An iteration logs ~30 scalars (the sampling metrics, the learner's iteration means, the env-step
 axis), each with the same arguments every time: ``on_step=False, on_epoch=True,
 batch_size=1``. Lightning's ``LightningModule.log`` re-validates every call: it inspects
 ``training_step``'s signature, builds and compares the metric's metadata, and moves the stored
 metric to the value's device through ``apply_to_collection``, which walks the metadata
-dataclasses. That is ~260 us a call on this project's 2-core CI machine, 7.4 ms of a 52 ms PPO
+dataclasses. That is ~265 us a call on this project's 2-core CI machine, 7.7 ms of a 53 ms PPO
 CartPole iteration (14% of the run; ``benchmarks/ppo_cartpole.py``, ``between_updates`` and
 ``updates``).
 
@@ -13,7 +13,7 @@ CartPole iteration (14% of the run; ``benchmarks/ppo_cartpole.py``, ``between_up
 ``self.log``, so Lightning registers it and checks its arguments. A later call finds the metric
 Lightning registered under the same key with the same settings and does what ``self.log`` then
 does: at a hook's first log of a new epoch it resets the hook's metrics, and it adds the value
-(``_ResultCollection.update_metrics``), ~25 us. Callbacks, the progress bar and the loggers see
+(``_ResultCollection.update_metrics``), ~32 us. Callbacks, the progress bar and the loggers see
 exactly what ``self.log`` gives them (``tests/test_logging.py`` compares both). Every condition
 the shortcut relies on is checked each call; when one does not hold (no Trainer, evaluation
 with its dataloader index, other settings, a Lightning whose internals differ) the call goes
