@@ -66,9 +66,12 @@ def test_ppo_learns_cartpole_while_the_env_crashes_in_0_2_percent_of_steps(ray_s
 
 
 @pytest.mark.learning
-def test_ppo_learns_cartpole_while_the_env_hangs_in_1_percent_of_resets(ray_session, tmp_path):
+def test_ppo_learns_cartpole_while_the_env_hangs_in_3_percent_of_resets(ray_session, tmp_path):
+    # The run must see hangs: with 1% of resets, one machine's run reached the target after 160
+    # episodes with none (the CPU's float rounding changes the run). With 3%: 2 runners replaced
+    # by 113 episodes (6,400 env steps) there; 2% replaced 4 by 212, 5% 5 by 127.
     pl.seed_everything(0, verbose=False)
-    algo = PPO(CrashingEnv, {"p_stall_reset": 0.01}, sample_timeout_s=3.0, **PPO_CARTPOLE)
+    algo = PPO(CrashingEnv, {"p_stall_reset": 0.03}, sample_timeout_s=3.0, **PPO_CARTPOLE)
     stop, trainer = train(algo, tmp_path)
     assert stop.reached_at is not None, trainer.callback_metrics
     assert trainer.callback_metrics["env_runners/num_env_runner_restarts"] > 0, (
