@@ -66,12 +66,9 @@ class RLModulePPOModule(PolicyModule):
     ) -> None:
         super().__init__(observation_space, action_space, model_config)
         built = UserRLModule.build(spec, observation_space, action_space, model_config)
-        self.user_module = built
-        self.module_class = built.module_class
-        self.module_config = built.model_config
-        self.module_spaces = (built.observation_space, built.action_space)
+        self.user_module = built  # the module's class, config and spaces, as the spec resolved them
         self.rl_module: RLModule = built.module
-        self.distribution_spec = distribution_for(self.module_spaces[1])
+        self.distribution_spec = distribution_for(built.action_space)
         self.loss_config = loss_config
         self.trainable = not isinstance(self.rl_module, RandomRLModule) and any(
             p.requires_grad for p in self.rl_module.parameters()

@@ -58,9 +58,7 @@ class RLModuleBCModule(PolicyModule):
                 "an rl_module_spec runs with BC (beta=0, vf_coeff=0) only."
             )
         built = UserRLModule.build(spec, observation_space, action_space, model_config)
-        self.user_module = built
-        self.module_class = built.module_class
-        self.module_config = built.model_config
+        self.user_module = built  # the module's class, config and spaces, as the spec resolved them
         self.rl_module: RLModule = built.module
         self.distribution_spec = distribution_for(built.action_space)
         self.loss_config = loss_config
