@@ -98,6 +98,30 @@ def test_mean_std_deltas_from_runners_merge_to_the_global_statistics():
     assert runners[0].pop_delta() is None
 
 
+def test_mean_std_filter_keeps_observations_not_yet_reported_when_a_state_arrives():
+    space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    driver, runner = MeanStdFilter(clip=None), MeanStdFilter(clip=None)
+    driver.setup(space)
+    runner.setup(space)
+    reported = torch.randn(40, 2) * 3 + 2
+    driver(reported)
+    global_state = driver.get_state()
+    unreported = torch.randn(30, 2) - 5
+    runner(unreported)
+    runner.set_state(global_state)
+    # The new statistics cover both the global state and this runner's unreported observations...
+    everything = torch.cat([reported, unreported]).double()
+    assert runner.get_state()["count"] == 70
+    assert torch.allclose(runner.get_state()["mean"], everything.mean(0))
+    # ...and those observations are still reported once, so the driver's merge counts them.
+    delta = runner.pop_delta()
+    assert delta["count"] == 30 and torch.allclose(delta["mean"], unreported.double().mean(0))
+    merged = MeanStdFilter.merge_deltas(global_state, [delta])
+    assert merged["count"] == 70
+    assert torch.allclose(merged["m2"] / 70, everything.var(0, unbiased=False))
+    assert runner.pop_delta() is None
+
+
 def test_mean_std_filter_rejects_non_box_spaces():
     with pytest.raises(SpaceError, match="FlattenObservations"):
         MeanStdFilter().setup(spaces.Discrete(3))

@@ -226,8 +226,13 @@ class MeanStdFilter(EnvToModule):
                 f"MeanStdFilter state has shape {tuple(state['mean'].shape)}, but the observations have "
                 f"shape {self._shape}."
             )
-        self._stats = RunningMeanStd.from_dict(state)
-        self._delta = RunningMeanStd(self._shape)
+        # What this copy saw since its last pop_delta is in neither the new global state nor the
+        # driver's merge yet: keep it, both in the statistics used from now on and in the delta
+        # still to report, so a state arriving between a runner's updates and its report
+        # (RLlib's filter sync) loses no observation.
+        stats = RunningMeanStd.from_dict(state)
+        stats.merge(self._delta.count, self._delta.mean, self._delta.m2)
+        self._stats = stats
 
     def pop_delta(self) -> dict[str, Any] | None:
         delta = self._delta.to_dict()
