@@ -34,7 +34,9 @@ class Row:
     label: str
     commands: tuple[str, ...]
     figure: Callable[[list[dict[str, Any]]], str]
-    # The figure gets the commands' results oldest first instead of in command order.
+    # The figure gets the commands' results oldest first instead of in command order, each
+    # result's "tasks" replacing an older one's; a record all of whose tasks a newer record
+    # replaced is left out of the row (its machine and date no longer describe the figure).
     by_date: bool = False
 
 
@@ -460,13 +462,28 @@ def describe_dates(records: list[dict[str, Any]]) -> str:
     return text
 
 
+def _still_shown(oldest_first: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of a ``by_date`` row with at least one task that no newer record measured."""
+    seen: set[str] = set()
+    kept = []
+    for record in reversed(oldest_first):
+        tasks = set(record["result"].get("tasks", {}))
+        if tasks - seen:
+            kept.append(record)
+        seen |= tasks
+    return kept[::-1]
+
+
 def render_table(records: list[dict[str, Any]]) -> str:
     lines = ["| Benchmark | Figure | Machine | Date (UTC) |", "|---|---|---|---|"]
     for row in ROWS:
         chosen = newest(records, row.commands)
         if not chosen:
             continue
-        ordered = sorted(chosen, key=lambda r: r.get("date", "")) if row.by_date else chosen
+        if row.by_date:
+            chosen = ordered = _still_shown(sorted(chosen, key=lambda r: r.get("date", "")))
+        else:
+            ordered = chosen
         results = [r["result"] for r in ordered]
         label = row.label
         seeds = [r["command"].rsplit(" ", 1)[-1] for r in chosen if " --seed " in r["command"]]

@@ -77,6 +77,18 @@ def test_every_figure_comes_from_the_newest_record_of_its_command(report, tmp_pa
         report.load_records(tmp_path)
 
 
+def test_a_by_date_row_names_only_the_records_its_figure_still_shows(report):
+    def record(date: str, cpu: str, tasks: list[str]) -> dict:
+        return {"date": date, "machine": {"cpu_model": cpu}, "result": {"tasks": {key: {} for key in tasks}}}
+
+    old = record("2030-01-01T00:00:00Z", "Old CPU", ["ppo", "ppo_in_process"])
+    partly_replaced = record("2030-01-02T00:00:00Z", "Mid CPU", ["ppo", "dqn"])
+    newest = record("2030-01-03T00:00:00Z", "New CPU", ["ppo", "ppo_in_process", "sac"])
+    assert report._still_shown([old, partly_replaced, newest]) == [partly_replaced, newest]
+    assert report._still_shown([old, newest]) == [newest]
+    assert report._still_shown([newest]) == [newest]
+
+
 def test_emit_saves_the_result_with_command_date_and_machine(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     common = load("_common")
