@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import OrderedDict
 
 import gymnasium as gym
 import numpy as np
@@ -19,11 +20,14 @@ from lightning_rl.algorithms.ppo import PPO, PPOConfig
 from lightning_rl.data.experience import results_to_tensordict
 from lightning_rl.env_runners import EnvRunner, EnvRunnerGroup, FaultToleranceConfig
 from lightning_rl.env_runners.env_runner_group import (
+    INLINE_STATE_BYTES,
     EnvRunnerPlacement,
     merge_fragments,
     numpy_results,
+    state_argument,
     torch_result,
 )
+from lightning_rl.env_runners.wire import WireArray, tensors_from_wire, tensors_to_wire, wire_nbytes
 from lightning_rl.errors import ConfigError
 from lightning_rl.ray_cluster import ensure_ray, missing_resources
 
@@ -155,6 +159,66 @@ def test_results_cross_ray_as_numpy_and_arrive_as_writable_tensors(ray_session):
         assert merge_fragments([local]) is local, "a private tensor of one runner is not copied"
     finally:
         group.stop()
+
+
+def test_the_learners_state_crosses_ray_as_arrays_and_arrives_as_the_same_tensors(ray_session):
+    import ray
+
+    weights = OrderedDict(w=torch.randn(3, 4), steps=torch.tensor(7), mask=torch.tensor([True, False]))
+    weights._metadata = OrderedDict({"": {"version": 1}})
+    state = {
+        "version": 3,
+        "policies": {"p": {"weights": weights, "extra": {"half": torch.ones(2, dtype=torch.bfloat16)}}},
+        "connectors": {"p": [{"count": 2.0, "mean": np.zeros(4), "m2": np.ones(4)}]},
+    }
+    wire = tensors_to_wire(state)
+    assert isinstance(wire["policies"]["p"]["weights"]["w"], WireArray)
+    assert wire_nbytes(wire) == 3 * 4 * 4 + 8 + 2
+    arrived = tensors_from_wire(ray.get(ray.put(wire)))
+    sent, got = state["policies"]["p"], arrived["policies"]["p"]
+    assert type(got["weights"]) is OrderedDict and got["weights"]._metadata == weights._metadata
+    for key, tensor in sent["weights"].items():
+        assert got["weights"][key].dtype == tensor.dtype and torch.equal(got["weights"][key], tensor)
+    got["weights"]["w"].add_(1.0)  # memory the runner owns, not the object store's pages
+    # bfloat16 (no numpy twin) keeps torch's own pickling; numpy arrays stay numpy arrays.
+    assert got["extra"]["half"].dtype == torch.bfloat16
+    assert isinstance(arrived["connectors"]["p"][0]["mean"], np.ndarray) and arrived["version"] == 3
+
+    # A small state goes inside each call, as a copy (an asynchronous sampler sends it after the
+    # learner's next steps); a large one into the object store once, serialised at once.
+    inline = state_argument(state)
+    assert isinstance(inline, dict)
+    state["policies"]["p"]["weights"]["w"].add_(1.0)
+    assert torch.equal(tensors_from_wire(inline)["policies"]["p"]["weights"]["w"] + 1.0, weights["w"])
+    large = {"policies": {"p": {"weights": {"w": torch.zeros(INLINE_STATE_BYTES // 4 + 1)}}}}
+    assert isinstance(state_argument(large), ray.ObjectRef)
+
+    def runner_weights(view):
+        return {k: v.clone() for k, v in view.policy.net.state_dict().items()}
+
+    for hiddens in ([8], [160, 160]):  # ~0.5 KB inside the calls, ~110 KB through the object store
+        algo = PPO("CartPole-v1", seed=0, model_config={"fcnet_hiddens": hiddens})
+        group = EnvRunnerGroup(
+            algo.env_runner_spec(num_envs=1), num_env_runners=1, placement=EnvRunnerPlacement(num_cpus=0.5)
+        )
+        try:
+            policy_state = algo.policy_state()
+            for tensor in policy_state["policies"][algo.policy_ids[0]]["weights"].values():
+                tensor.uniform_(-1.0, 1.0)
+            policy_state["version"] = 99
+            for how in ("set_state", "sample"):
+                if how == "set_state":
+                    group.set_state(policy_state)
+                else:
+                    group.sample(4, policy_state)
+                (loaded,) = group.foreach_env_runner(runner_weights)
+                for key, tensor in policy_state["policies"][algo.policy_ids[0]]["weights"].items():
+                    assert torch.equal(loaded[key], tensor), (hiddens, key)
+                policy_state["version"] += 1
+                for tensor in policy_state["policies"][algo.policy_ids[0]]["weights"].values():
+                    tensor.mul_(0.5)
+        finally:
+            group.stop()
 
 
 def test_a_slow_runner_is_left_alone_its_fragment_sampled_elsewhere_and_its_late_result_dropped(ray_session):

@@ -3,8 +3,10 @@
 Every healthy runner always has up to ``max_requests_in_flight_per_env_runner`` ``sample``
 calls queued, so it starts its next fragment the moment it finished one, with whatever weights
 it has. The learner takes whichever fragments are ready (``ray.wait``) and hands new weights to
-:meth:`AsyncSampler.broadcast` (one ``ray.put``); each runner receives them with its next call,
-and only when its version is behind (the weights are not re-sent with every call).
+:meth:`AsyncSampler.broadcast` (inside the calls when small, else one ``ray.put``:
+:func:`~lightning_rl.env_runners.env_runner_group.state_argument`); each runner receives them
+with its next call, and only when its version is behind (the weights are not re-sent with
+every call).
 
 Fault tolerance stays the group's: a call that raises, or that is the head of its runner's
 queue for longer than the hung timeout (``env_runner_hung_timeout_s``, 3 x ``sample_timeout_s``
@@ -27,7 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_rl.env_runners.env_runner import RunnerResult
-from lightning_rl.env_runners.env_runner_group import EnvRunnerFailure, EnvRunnerGroup, torch_result
+from lightning_rl.env_runners.env_runner_group import (
+    EnvRunnerFailure,
+    EnvRunnerGroup,
+    state_argument,
+    torch_result,
+)
 from lightning_rl.errors import ConfigError
 
 # How long one ray.wait blocks before the sampler checks for stalled calls and replacements.
@@ -84,9 +91,7 @@ class AsyncSampler:
         self._version = int(state.get("version", 0))
         self.num_broadcasts += 1
         if not self.group.is_local:
-            import ray
-
-            self._state_ref = ray.put(state)
+            self._state_ref = state_argument(state)
         self._fill()
 
     # -- results -----------------------------------------------------------------------------
