@@ -482,6 +482,8 @@ def render_table(records: list[dict[str, Any]]) -> str:
             continue
         if row.by_date:
             chosen = ordered = _still_shown(sorted(chosen, key=lambda r: r.get("date", "")))
+            if not chosen:
+                continue
         else:
             ordered = chosen
         results = [r["result"] for r in ordered]

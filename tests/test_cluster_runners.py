@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict, namedtuple
 
 import gymnasium as gym
 import numpy as np
@@ -27,7 +27,7 @@ from lightning_rl.env_runners.env_runner_group import (
     state_argument,
     torch_result,
 )
-from lightning_rl.env_runners.wire import WireArray, tensors_from_wire, tensors_to_wire, wire_nbytes
+from lightning_rl.env_runners.wire import WireArray, tensors_from_wire, tensors_to_wire
 from lightning_rl.errors import ConfigError
 from lightning_rl.ray_cluster import ensure_ray, missing_resources
 
@@ -166,32 +166,49 @@ def test_the_learners_state_crosses_ray_as_arrays_and_arrives_as_the_same_tensor
 
     weights = OrderedDict(w=torch.randn(3, 4), steps=torch.tensor(7), mask=torch.tensor([True, False]))
     weights._metadata = OrderedDict({"": {"version": 1}})
+    Pair = namedtuple("Pair", "first second")
+    extra = {
+        "half": torch.ones(2, dtype=torch.bfloat16),
+        "parameter": torch.nn.Parameter(torch.ones(2)),
+        "counts": defaultdict(list, seen=[torch.arange(3)]),
+        "pair": Pair(torch.zeros(2), 5),
+    }
     state = {
         "version": 3,
-        "policies": {"p": {"weights": weights, "extra": {"half": torch.ones(2, dtype=torch.bfloat16)}}},
+        "policies": {"p": {"weights": weights, "extra": extra}},
         "connectors": {"p": [{"count": 2.0, "mean": np.zeros(4), "m2": np.ones(4)}]},
     }
     wire = tensors_to_wire(state)
     assert isinstance(wire["policies"]["p"]["weights"]["w"], WireArray)
-    assert wire_nbytes(wire) == 3 * 4 * 4 + 8 + 2
     arrived = tensors_from_wire(ray.get(ray.put(wire)))
     sent, got = state["policies"]["p"], arrived["policies"]["p"]
     assert type(got["weights"]) is OrderedDict and got["weights"]._metadata == weights._metadata
     for key, tensor in sent["weights"].items():
-        assert got["weights"][key].dtype == tensor.dtype and torch.equal(got["weights"][key], tensor)
-    got["weights"]["w"].add_(1.0)  # memory the runner owns, not the object store's pages
-    # bfloat16 (no numpy twin) keeps torch's own pickling; numpy arrays stay numpy arrays.
+        assert type(got["weights"][key]) is torch.Tensor and got["weights"][key].dtype == tensor.dtype
+        assert torch.equal(got["weights"][key], tensor)
+    assert got["weights"]["w"].numpy().flags.writeable, "memory the runner owns, not the object store's pages"
+    # What numpy cannot hold exactly keeps Ray's own pickling; containers keep their types.
     assert got["extra"]["half"].dtype == torch.bfloat16
+    assert type(got["extra"]["parameter"]) is torch.nn.Parameter and got["extra"]["parameter"].requires_grad
+    assert got["extra"]["counts"].default_factory is list and torch.equal(
+        got["extra"]["counts"]["seen"][0], torch.arange(3)
+    )
+    assert type(got["extra"]["pair"]) is Pair and torch.equal(got["extra"]["pair"].first, torch.zeros(2))
     assert isinstance(arrived["connectors"]["p"][0]["mean"], np.ndarray) and arrived["version"] == 3
 
-    # A small state goes inside each call, as a copy (an asynchronous sampler sends it after the
-    # learner's next steps); a large one into the object store once, serialised at once.
+    # A small state goes inside each call, as a copy, tensors not converted included (an
+    # asynchronous sampler sends it after the learner's next steps); a large one, bfloat16 or
+    # not, into the object store once, serialised at once.
     inline = state_argument(state)
     assert isinstance(inline, dict)
-    state["policies"]["p"]["weights"]["w"].add_(1.0)
-    assert torch.equal(tensors_from_wire(inline)["policies"]["p"]["weights"]["w"] + 1.0, weights["w"])
-    large = {"policies": {"p": {"weights": {"w": torch.zeros(INLINE_STATE_BYTES // 4 + 1)}}}}
-    assert isinstance(state_argument(large), ray.ObjectRef)
+    weights["w"].add_(1.0)
+    extra["half"].add_(1.0)
+    decoded = tensors_from_wire(inline)["policies"]["p"]
+    assert torch.equal(decoded["weights"]["w"] + 1.0, weights["w"])
+    assert torch.equal(decoded["extra"]["half"] + 1.0, extra["half"])
+    for dtype in (torch.float32, torch.bfloat16):
+        large = {"policies": {"p": {"weights": {"w": torch.zeros(INLINE_STATE_BYTES // 2, dtype=dtype)}}}}
+        assert isinstance(state_argument(large), ray.ObjectRef), dtype
 
     def runner_weights(view):
         return {k: v.clone() for k, v in view.policy.net.state_dict().items()}
@@ -206,11 +223,13 @@ def test_the_learners_state_crosses_ray_as_arrays_and_arrives_as_the_same_tensor
             for tensor in policy_state["policies"][algo.policy_ids[0]]["weights"].values():
                 tensor.uniform_(-1.0, 1.0)
             policy_state["version"] = 99
-            for how in ("set_state", "sample"):
+            for how in ("set_state", "sample", "evaluate"):
                 if how == "set_state":
                     group.set_state(policy_state)
-                else:
+                elif how == "sample":
                     group.sample(4, policy_state)
+                else:
+                    group.evaluate(1, policy_state)
                 (loaded,) = group.foreach_env_runner(runner_weights)
                 for key, tensor in policy_state["policies"][algo.policy_ids[0]]["weights"].items():
                     assert torch.equal(loaded[key], tensor), (hiddens, key)

@@ -8,18 +8,36 @@ storage through ``torch.save``. For the learner's state that the runners load ev
 Runner results already travel as arrays (:func:`~lightning_rl.env_runners.env_runner_group.numpy_results`);
 this is the other direction.
 
-Only torch tensors are converted, and each comes back as a torch tensor of the same dtype and
-shape in memory the runner owns (a copy of the object store's read-only pages), so a runner
-sees exactly what it saw before. Numpy arrays, scalars and other values pass unchanged, and
-mappings keep their type and a ``state_dict``'s ``_metadata``.
+Only plain CPU tensors without gradient, of a dtype numpy has, are converted (what
+``state_dict()`` holds), and each comes back as a plain tensor of the same dtype and shape in
+memory the runner owns, so a runner sees exactly what it saw before. Anything else (a
+``Parameter``, a GPU or bfloat16 tensor, a numpy array, a scalar) keeps Ray's own pickling.
+Containers keep their type: a ``state_dict``'s ``OrderedDict`` keeps its ``_metadata``, a
+``defaultdict`` its factory, a namedtuple its class.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
 import torch
+
+# The torch dtypes whose tensors numpy can hold.
+_NUMPY_DTYPES = frozenset(
+    {
+        torch.bool,
+        torch.uint8,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.float16,
+        torch.float32,
+        torch.float64,
+    }
+)
 
 
 class WireArray:
@@ -38,55 +56,54 @@ class WireArray:
         return torch.from_numpy(array)
 
 
-def _numpy_compatible(x: torch.Tensor) -> bool:
-    # numpy has no bfloat16, and complex tensors keep torch's own path (rare in a state).
-    return x.dtype is not torch.bfloat16 and not x.is_complex() and x.layout is torch.strided
+def _convertible(x: Any) -> bool:
+    return (
+        type(x) is torch.Tensor
+        and x.device.type == "cpu"
+        and x.layout is torch.strided
+        and x.dtype in _NUMPY_DTYPES
+        and not x.requires_grad
+        and not x.is_neg()
+    )
 
 
 def _map(fn: Any, tree: Any) -> Any:
+    if type(tree) is dict:
+        return {key: _map(fn, value) for key, value in tree.items()}
     if isinstance(tree, dict):
-        out = type(tree)((key, _map(fn, value)) for key, value in tree.items())
-        metadata = getattr(tree, "_metadata", None)
-        if metadata is not None:
-            out._metadata = metadata  # a state_dict's per-module versions, which load_state_dict reads
+        try:
+            out = copy.copy(tree)  # the subclass with its attributes (a state_dict's _metadata)
+        except Exception:  # a mapping that cannot be copied travels as it is
+            return tree
+        for key, value in tree.items():
+            out[key] = _map(fn, value)
         return out
-    if isinstance(tree, list | tuple) and not hasattr(tree, "_fields"):
+    if type(tree) in (list, tuple):
         return type(tree)(_map(fn, value) for value in tree)
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a namedtuple
+        return type(tree)(*(_map(fn, value) for value in tree))
     return fn(tree)
 
 
 def _to_wire(x: Any) -> Any:
-    if isinstance(x, torch.Tensor) and _numpy_compatible(x):
-        return WireArray(x.detach().cpu().numpy())
-    return x
+    return WireArray(x.numpy()) if _convertible(x) else x
 
 
 def _own_copy(x: Any) -> Any:
-    return WireArray(x.array.copy()) if isinstance(x, WireArray) else x
+    if isinstance(x, WireArray):
+        return WireArray(x.array.copy())
+    return copy.deepcopy(x) if isinstance(x, torch.Tensor) else x
 
 
 def _from_wire(x: Any) -> Any:
     return x.to_tensor() if isinstance(x, WireArray) else x
 
 
-def wire_nbytes(tree: Any) -> int:
-    """The bytes of the :class:`WireArray` values in ``tree`` (what its pickle mostly holds)."""
-    total = 0
-
-    def count(x: Any) -> Any:
-        nonlocal total
-        if isinstance(x, WireArray):
-            total += x.array.nbytes
-        return x
-
-    _map(count, tree)
-    return total
-
-
 def tensors_to_wire(tree: Any, copy: bool = False) -> Any:
-    """``tree`` with its torch tensors as :class:`WireArray`: views of the tensors' memory,
+    """``tree`` with its plain CPU tensors as :class:`WireArray`: views of the tensors' memory,
     serialised at once by ``ray.put``; ``copy`` for a tree kept to be serialised later (an
-    argument of calls still to come), which the learner's next step must not change."""
+    argument of calls still to come), whose tensors (converted or not) the learner's next step
+    must not change."""
     wire = _map(_to_wire, tree)
     return _map(_own_copy, wire) if copy else wire
 
@@ -96,4 +113,4 @@ def tensors_from_wire(tree: Any) -> Any:
     return _map(_from_wire, tree)
 
 
-__all__ = ["WireArray", "tensors_from_wire", "tensors_to_wire", "wire_nbytes"]
+__all__ = ["WireArray", "tensors_from_wire", "tensors_to_wire"]
