@@ -1,11 +1,11 @@
 """A group of EnvRunners: Ray actors, or one in-process runner when ``num_env_runners=0``.
 
-Weights travel once per iteration (one ``ray.put``, every actor gets the reference with its
-``sample`` call), as numpy arrays both ways (:mod:`.wire` for the state, :func:`numpy_results`
-for the results). Where the actors run is :class:`EnvRunnerPlacement`'s business (CPUs, GPUs,
-custom resources, a scheduling strategy or label selector, an optional placement group); where
-Ray comes from is :mod:`~lightning_rl.ray_cluster`'s (join the cluster that exists,
-wait for its autoscaler).
+Weights travel once per iteration, with the ``sample`` calls (inside each call when small,
+else one ``ray.put`` whose reference every call gets: :func:`state_argument`), as numpy arrays
+both ways (:mod:`.wire` for the state, :func:`numpy_results` for the results). Where the
+actors run is :class:`EnvRunnerPlacement`'s business (CPUs, GPUs, custom resources, a
+scheduling strategy or label selector, an optional placement group); where Ray comes from is
+:mod:`~lightning_rl.ray_cluster`'s (join the cluster that exists, wait for its autoscaler).
 
 Sampling is a small work queue: an iteration needs one fragment per configured runner
 (``train_batch_size`` stays what the config says), each healthy runner takes one at a time,
