@@ -11,6 +11,7 @@ started it; Cluster's reaper ends a node's processes if its owner dies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -19,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD_ENV = {
@@ -137,6 +140,16 @@ def _forget_cluster_address(address: str) -> None:
         path.unlink()
 
 
+def _worker_processes(node: Any) -> list[psutil.Process]:
+    """The processes the node's raylet started (its workers), found before the raylet dies."""
+    raylets = node.all_processes.get("raylet") or []
+    processes: list[psutil.Process] = []
+    for info in raylets:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            processes += psutil.Process(info.process.pid).children(recursive=True)
+    return processes
+
+
 def serve_cluster() -> None:
     """The child side of :class:`LoopbackCluster` (one JSON command per stdin line)."""
     from ray.cluster_utils import Cluster
@@ -167,7 +180,15 @@ def serve_cluster() -> None:
                     nodes[node.node_id] = node
                     reply({"node_id": node.node_id})
                 elif op == "remove_node":
-                    cluster.remove_node(nodes.pop(command["node_id"]), allow_graceful=False)
+                    node = nodes.pop(command["node_id"])
+                    # A lost machine takes its worker processes with it. Ray's remove_node kills
+                    # the node's own processes (raylet, agents); a worker finds out seconds
+                    # later and meanwhile still answers calls that need nothing from its raylet.
+                    workers = _worker_processes(node)
+                    for worker in workers:
+                        worker.kill()
+                    cluster.remove_node(node, allow_graceful=False)
+                    psutil.wait_procs(workers, timeout=10)
                     reply({"ok": True})
                 elif op == "shutdown":
                     break
@@ -227,6 +248,7 @@ def drive() -> None:
     settings = json.loads(sys.argv[1])
     target = settings.pop("stop_return", None)
     max_epochs = settings.pop("max_epochs", 2)
+    min_restarts = settings.pop("stop_after_restarts", 0)
     metric = settings.pop("stop_metric", "evaluation/episode_return_mean")
     pl.seed_everything(settings.get("seed", 0), verbose=False)
 
@@ -235,12 +257,18 @@ def drive() -> None:
         sys.stdout.flush()
 
     def node_ids(group: Any) -> list[str | None]:
+        """Each runner's node (None: no runner, or one on a node that was just lost and that the
+        group has not found out about yet: its next call fails and it is replaced then)."""
         ids = []
         for actor in group.actors():
-            if actor is None:
-                ids.append(None)
-                continue
-            ids.append(ray.get(actor.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id())))
+            node = None
+            if actor is not None:
+                try:
+                    ref = actor.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id())
+                    node = ray.get(ref, timeout=30)
+                except (ray.exceptions.RayError, TimeoutError):
+                    pass
+            ids.append(node)
         return ids
 
     last: dict[str, Any] = {"runner_nodes": [], "restarts": 0}
@@ -254,9 +282,19 @@ def drive() -> None:
             last.update(runner_nodes=node_ids(group), restarts=group.num_restarts)
             reply({"epoch": trainer.current_epoch, **metrics, **last})
 
+    class StopOnReturnAfterRestarts(StopOnReturn):
+        """Stops at the target only once the group has started ``min_restarts`` replacements,
+        so a test sees a lost runner replaced however quickly the survivors reach the target."""
+
+        def _check(self, trainer: pl.Trainer, pl_module: Any) -> None:
+            group = pl_module.experience.train_group
+            if group is None or group.num_restarts >= min_restarts:
+                super()._check(trainer, pl_module)
+
     algo = PPO("CartPole-v1", **settings)
     callbacks: list[pl.Callback] = [Report()]
-    stop = StopOnReturn(target, metric) if target is not None else None
+    stop_class = StopOnReturnAfterRestarts if min_restarts else StopOnReturn
+    stop = stop_class(target, metric) if target is not None else None
     if stop is not None:
         callbacks.append(stop)
     trainer = pl.Trainer(
