@@ -68,6 +68,10 @@ def test_node_client_speaks_the_protocol_without_lightning_rl():
     assert int(version.stdout.strip().lstrip("v").split(".")[0]) >= 18, version.stdout
 
 
+# CartPole-v1's mean episode return under uniformly random actions (3,000 episodes, seeds 0-2999).
+RANDOM_POLICY_RETURN = 22.2
+
+
 @pytest.mark.learning
 def test_ppo_learns_cartpole_to_450_from_node_clients(tmp_path, quiet_trainer_kwargs):
     node = node_binary()
@@ -127,11 +131,15 @@ def test_ppo_learns_cartpole_to_450_from_node_clients(tmp_path, quiet_trainer_kw
     client_steps = sum(report["steps"] for report in reports)
     assert client_steps >= algo.num_env_steps_sampled_lifetime, (client_steps, reports)
     # The clients played the policy the learner trained: their last episodes (the sampling
-    # policy, still exploring) beat their first (an untrained network: near random, ~22 steps).
-    # How late "last" is depends on how the clients' steps interleave (evaluation reached 450
-    # after 2,000 to 4,100 client steps), so the run goes on until the clients' own episodes
-    # average 50, and the bound compares each run with its own start.
+    # policy, still exploring) beat their first and last more than twice as long as an
+    # untrained policy's. How late "last" is depends on how the clients' steps interleave
+    # (evaluation reached 450 after 2,000 to 4,100 client steps), so the run goes on until the
+    # clients' own episodes average 50. The first 10 episodes of each client are no fixed
+    # baseline: the learner updates after every 256 steps, within them (their means were
+    # 25-42 across runs), hence the random policy's mean as the reference.
     first = [r for report in reports for r in report["first_returns"]]
     late = [r for report in reports for r in report["last_returns"]]
     assert first and late, reports
-    assert sum(late) / len(late) > 1.5 * sum(first) / len(first), reports
+    late_mean = sum(late) / len(late)
+    assert late_mean > sum(first) / len(first), reports
+    assert late_mean > 2 * RANDOM_POLICY_RETURN, reports
