@@ -49,7 +49,7 @@ import torch
 
 from lightning_rl.env_runners.env_runner import EnvRunnerSpec, RunnerResult
 from lightning_rl.env_runners.evaluation_request import EvaluationRequest
-from lightning_rl.env_runners.wire import tensors_from_wire, tensors_to_wire
+from lightning_rl.env_runners.wire import owned_copy, tensors_from_wire, tensors_to_wire
 from lightning_rl.errors import ConfigError, EnvError, LightningRLError
 from lightning_rl.ray_cluster import ensure_ray, request_resources, withdraw_resource_requests
 
@@ -853,7 +853,7 @@ def state_argument(state: dict[str, Any]) -> Any:
     if _pickled_bytes(wire) <= INLINE_STATE_BYTES:
         # Copies: an asynchronous sampler sends this with calls made after the learner's next
         # optimizer steps, which change the parameters the views would show.
-        return tensors_to_wire(state, copy=True)
+        return owned_copy(wire)
     return ray.put(wire)
 
 

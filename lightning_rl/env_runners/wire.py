@@ -99,13 +99,17 @@ def _from_wire(x: Any) -> Any:
     return x.to_tensor() if isinstance(x, WireArray) else x
 
 
-def tensors_to_wire(tree: Any, copy: bool = False) -> Any:
+def tensors_to_wire(tree: Any) -> Any:
     """``tree`` with its plain CPU tensors as :class:`WireArray`: views of the tensors' memory,
-    serialised at once by ``ray.put``; ``copy`` for a tree kept to be serialised later (an
-    argument of calls still to come), whose tensors (converted or not) the learner's next step
-    must not change."""
-    wire = _map(_to_wire, tree)
-    return _map(_own_copy, wire) if copy else wire
+    serialised at once by ``ray.put`` (:func:`owned_copy` for a tree serialised later)."""
+    return _map(_to_wire, tree)
+
+
+def owned_copy(wire: Any) -> Any:
+    """``wire`` (from :func:`tensors_to_wire`) with its own copy of every array and tensor, for
+    a tree kept to be serialised later (an argument of calls still to come), which the
+    learner's next step must not change."""
+    return _map(_own_copy, wire)
 
 
 def tensors_from_wire(tree: Any) -> Any:
@@ -113,4 +117,4 @@ def tensors_from_wire(tree: Any) -> Any:
     return _map(_from_wire, tree)
 
 
-__all__ = ["WireArray", "tensors_from_wire", "tensors_to_wire"]
+__all__ = ["WireArray", "owned_copy", "tensors_from_wire", "tensors_to_wire"]
