@@ -88,7 +88,8 @@ def main() -> None:
     start = time.perf_counter()
     pl.seed_everything(args.seed, verbose=False)
     resources = {args.runner_resource: 1} if args.runner_resource else {}
-    # The tuned CartPole settings of configs/ppo/cartpole.yaml; half a CPU per runner.
+    # RL-Zoo's tuned CartPole PPO (256-step batches, 20 passes, lr 1e-3 decaying to 0); half a
+    # CPU per runner.
     algo = PPO(
         "CartPole-v1",
         num_env_runners=args.num_env_runners,

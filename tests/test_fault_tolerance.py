@@ -17,8 +17,9 @@ from lightning_rl.envs.classes import CrashingEnv
 from lightning_rl.training_run import TrainingRun
 from tests.ray_helpers import actor_dies_within
 
-# The README job's PPO settings (configs/ppo/cartpole.yaml): seed 0 reaches 450 at 8,960 env
-# steps here with 11 env copies rebuilt; the zoo's 10 epochs at lr 1e-3 took 55,040.
+# RL-Zoo-shaped CartPole PPO (256-step batches; the README job's settings until its config moved
+# to 512-step batches): seed 0 reaches 450 at 8,960 env steps here with 11 env copies rebuilt;
+# the zoo's 10 epochs at lr 1e-3 took 55,040.
 PPO_CARTPOLE = dict(
     num_env_runners=2,
     num_envs_per_env_runner=4,

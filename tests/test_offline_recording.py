@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from gymnasium import spaces
 
 from lightning_rl.algorithms.ppo import PPO
@@ -349,12 +350,14 @@ def test_cli_output_flag_records_a_training_run(tmp_path):
     executable = shutil.which("lightning-rl")
     cmd = [executable] if executable else [sys.executable, "-m", "lightning_rl.cli"]
     output = tmp_path / "episodes"
+    config = Path(__file__).resolve().parents[1] / "configs" / "ppo" / "cartpole.yaml"
+    batch = yaml.safe_load(config.read_text())["model"]["init_args"]["train_batch_size"]
     proc = subprocess.run(
         [
             *cmd,
             "fit",
             "--config",
-            str(Path(__file__).resolve().parents[1] / "configs" / "ppo" / "cartpole.yaml"),
+            str(config),
             "--model.num_env_runners",
             "0",
             "--model.output",
@@ -374,4 +377,4 @@ def test_cli_output_flag_records_a_training_run(tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert pq.read_table(resolve_input_files(str(output))).num_rows == 2 * 256
+    assert pq.read_table(resolve_input_files(str(output))).num_rows == 2 * batch

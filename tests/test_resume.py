@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+import yaml
 
 from lightning_rl.algorithms.ppo import PPO
 from lightning_rl.atomic_checkpoint_io import AtomicCheckpointIO
@@ -20,6 +21,8 @@ from lightning_rl.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "ppo" / "cartpole.yaml")
+# Env steps per PPO iteration of the shipped config.
+BATCH = yaml.safe_load(Path(CONFIG).read_text())["model"]["init_args"]["train_batch_size"]
 
 
 def cli(args, cwd):
@@ -77,7 +80,7 @@ def test_a_killed_run_resumes_its_counters_and_reaches_the_target(tmp_path):
     checkpoint = wait_for_checkpoint(tmp_path, min_epoch=8, proc=None)
     saved = torch.load(checkpoint, weights_only=True)
     steps_at_checkpoint = saved["OnPolicyDataModule"]["num_env_steps_sampled_lifetime"]
-    assert steps_at_checkpoint == (saved["epoch"] + 1) * 256
+    assert steps_at_checkpoint == (saved["epoch"] + 1) * BATCH
 
     resumed = subprocess.run(
         cli(
@@ -96,7 +99,7 @@ def test_a_killed_run_resumes_its_counters_and_reaches_the_target(tmp_path):
         for r in metrics_rows(run_dir)
         if r.get("num_env_steps_sampled_lifetime")
     ]
-    assert steps[0] == steps_at_checkpoint + 256, "the env-step counter continued from the checkpoint"
+    assert steps[0] == steps_at_checkpoint + BATCH, "the env-step counter continued from the checkpoint"
     match = re.search(r"evaluation/episode_return_mean=([\d.]+)", resumed.stdout)
     assert match and float(match.group(1)) >= 475, resumed.stdout[-2000:]
 
