@@ -350,6 +350,7 @@ ROWS: tuple[Row, ...] = (
             "compare_sb3.py",
             "--seeds 0 1 2 --tasks ppo ppo_in_process dqn sac --stop-after-eval sac",
             "--seeds 0 1 2 --tasks ppo ppo_in_process",
+            "--seeds 0 1 2 --tasks sac",
         ),
         _compare_sb3,
         by_date=True,
