@@ -288,8 +288,10 @@ def _pair(task: dict[str, Any]) -> Callable[[str], str]:
 def _gpu_checks(results: list[dict[str, Any]]) -> str:
     """The newest result of each check over the runs given (a partial rerun updates its checks)."""
     checks: dict[str, dict[str, Any]] = {}
+    commits: dict[str, str] = {}  # the commit each newest check ran at
     for r in results:
         checks.update(r["checks"])
+        commits.update(dict.fromkeys(r["checks"], r.get("git_commit", "?")))
     ok = {name: c["result"] for name, c in checks.items() if c.get("ok")}
     parts = []
     if "ddp_gpu" in ok:
@@ -317,10 +319,13 @@ def _gpu_checks(results: list[dict[str, Any]]) -> str:
             "Pong with 4 runners: "
             + ", ".join(f"{r['algo'].upper()} {r['env_steps_per_s']:,.0f} env steps/s" for r in atari)
         )
-    ppo = [ok[k] for k in ("ppo_cartpole_in_process", "ppo_cartpole_2_runners") if k in ok]
+    ppo_keys = [k for k in ("ppo_cartpole_in_process", "ppo_cartpole_2_runners") if k in ok]
+    ppo = [ok[k] for k in ppo_keys]
     if ppo:
+        # The config changes over time: name the commit whose config these runs trained with.
+        at = "/".join(sorted({commits[k] for k in ppo_keys}))
         parts.append(
-            "README config to evaluation 475 / rolling 450 (0 and 2 runners, learner on "
+            f"README config as of {at} to evaluation 475 / rolling 450 (0 and 2 runners, learner on "
             + "/".join(r["learner_device"] for r in ppo)
             + "): "
             + ", ".join(f"{_fmt(r['seconds_to_target'])} / {_fmt(r['seconds_to_rolling'])} s" for r in ppo)
