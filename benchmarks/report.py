@@ -492,7 +492,8 @@ def render_table(records: list[dict[str, Any]]) -> str:
                 continue
         else:
             ordered = chosen
-        results = [r["result"] for r in ordered]
+        # Each result with the commit it ran at (a row may name the config's version by it).
+        results = [{**r["result"], "git_commit": r.get("git_commit", "?")} for r in ordered]
         label = row.label
         seeds = [r["command"].rsplit(" ", 1)[-1] for r in chosen if " --seed " in r["command"]]
         if seeds:

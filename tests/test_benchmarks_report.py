@@ -102,3 +102,23 @@ def test_emit_saves_the_result_with_command_date_and_machine(tmp_path, monkeypat
     assert saved["result"] == {"env_steps": 5} and saved["date"].endswith("Z")
     assert saved["machine"]["cpu_cores"] >= 1 and saved["machine"]["torch"]
     assert saved["load_1m_end"] >= 0
+
+
+def test_the_gpu_row_names_the_commit_whose_readme_config_it_trained(report, tmp_path):
+    """The shipped PPO config changes over time; a GPU run's CartPole figures say which one."""
+    check = {
+        "ok": True,
+        "result": {"learner_device": "cpu", "seconds_to_target": 20.0, "seconds_to_rolling": 30.0},
+    }
+    record = {
+        "command": "python benchmarks/gpu_checks.py --log /root/out/gpu_checks.log",
+        "date": "2030-01-01T00:00:00Z",
+        "git_commit": "abc1234",
+        "machine": {"cpu_model": "Test CPU", "cpu_cores": 16, "usable_cores": 16, "gpu": "H", "torch": "9.9"},
+        "load_1m_start": 1.0,
+        "load_1m_end": 1.0,
+        "result": {"checks": {"ppo_cartpole_in_process": check}},
+    }
+    (tmp_path / "gpu_checks.json").write_text(json.dumps(record) + "\n")
+    (row,) = report.render_table(report.load_records(tmp_path)).splitlines()[2:]
+    assert "README config as of abc1234 to evaluation 475" in row and "20.0 / 30.0 s" in row
