@@ -7,7 +7,7 @@ Run with the python of a venv that holds torch and the project only. It
    (pyarrow once was) fails here instead of on a user's first command;
 2. checks that using an optional extra that is absent gives the one clear error naming it;
 3. runs the README's main job for a few iterations through the installed ``lightning-rl``
-   console script (2 Ray EnvRunner actors, the shipped config).
+   console script (a Ray EnvRunner actor, the shipped config).
 
 Exit status 0 means the base install works; anything else prints what failed.
 """

@@ -10,9 +10,9 @@ keep Lightning's ``accelerator="auto"`` unless their config names one: on a mach
 the learner trains on it, and each check reports the device its learner used.
 
 - ``ppo_cartpole_in_process``, ``ppo_cartpole_2_runners``: the README job's config to both
-  targets (benchmarks/ppo_cartpole.py), without and with its two Ray EnvRunners, on the
-  machine as shipped: the config keeps its small learner on the CPU (``ddp_gpu`` against
-  ``ddp_cpu`` says why).
+  targets (benchmarks/ppo_cartpole.py), in-process and with two Ray EnvRunners (the config
+  has one, sized for 2 cores), on the machine as shipped: the config keeps its small learner
+  on the CPU (``ddp_gpu`` against ``ddp_cpu`` says why).
 - ``ddp_gpu``, ``ddp_cpu``: PPO minibatch updates/s under Lightning's DDP (NCCL on the GPU,
   gloo on the CPU) with one rank (benchmarks/_ddp_updates.py). A machine with one GPU cannot
   run DDP over several GPUs (NCCL refuses two ranks on one device); one rank still builds the
@@ -94,7 +94,7 @@ def checks(scale: float) -> dict[str, dict[str, Any]]:
             "limit": 90,
         },
         "ppo_cartpole_2_runners": {
-            "command": bench("ppo_cartpole.py", "--max-env-steps", "100000"),
+            "command": bench("ppo_cartpole.py", "--num-env-runners", "2", "--max-env-steps", "100000"),
             "limit": 120,
         },
         "ddp_cpu": {

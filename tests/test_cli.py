@@ -57,7 +57,7 @@ def test_fit_from_the_default_config_with_ray_runners_and_overrides(tmp_path):
     steps = [float(r["num_env_steps_sampled_lifetime"]) for r in rows if r["num_env_steps_sampled_lifetime"]]
     assert steps[-1] == 3 * BATCH
     saved = (run_dir / "config.yaml").read_text()
-    assert "lr: 0.0005" in saved and "num_env_runners: 2" in saved
+    assert "lr: 0.0005" in saved and "num_env_runners: 1" in saved
     assert list((run_dir / "checkpoints").glob("*.ckpt")), "Lightning's ModelCheckpoint saved the iteration"
 
 

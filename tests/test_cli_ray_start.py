@@ -21,8 +21,8 @@ def bundles(*argv: str):
     return None if settings is None else runner_bundles(settings)
 
 
-def test_the_readme_config_asks_for_two_one_cpu_runners():
-    assert bundles("--config", PPO_CONFIG) == [{"CPU": 1.0}, {"CPU": 1.0}]
+def test_the_readme_config_asks_for_one_one_cpu_runner():
+    assert bundles("--config", PPO_CONFIG) == [{"CPU": 1.0}]
 
 
 def test_flags_after_the_config_win_in_every_spelling():
@@ -39,7 +39,7 @@ def test_flags_after_the_config_win_in_every_spelling():
             "--model.num_cpus_per_env_runner",
             "0.5",
         )
-        == [{"CPU": 0.5}] * 3
+        == [{"CPU": 0.5}] * 2  # the config's one runner and one evaluation runner
     )
 
 
