@@ -356,6 +356,7 @@ ROWS: tuple[Row, ...] = (
             "--seeds 0 1 2 --tasks ppo ppo_in_process dqn sac --stop-after-eval sac",
             "--seeds 0 1 2 --tasks ppo ppo_in_process",
             "--seeds 0 1 2 --tasks sac",
+            "--seeds 0 1 2 --tasks dqn",
         ),
         _compare_sb3,
         by_date=True,
