@@ -291,7 +291,7 @@ def _gpu_checks(results: list[dict[str, Any]]) -> str:
     commits: dict[str, str] = {}  # the commit each newest check ran at
     for r in results:
         checks.update(r["checks"])
-        commits.update(dict.fromkeys(r["checks"], r.get("git_commit", "?")))
+        commits.update(dict.fromkeys(r["checks"], r["git_commit"]))
     ok = {name: c["result"] for name, c in checks.items() if c.get("ok")}
     parts = []
     if "ddp_gpu" in ok:
