@@ -131,8 +131,8 @@ def test_ppo_learns_cartpole_to_450_from_node_clients(tmp_path, quiet_trainer_kw
     client_steps = sum(report["steps"] for report in reports)
     assert client_steps >= algo.num_env_steps_sampled_lifetime, (client_steps, reports)
     # The clients played the policy the learner trained: their last episodes (the sampling
-    # policy, still exploring) beat their first and last more than twice as long as an
-    # untrained policy's. How late "last" is depends on how the clients' steps interleave
+    # policy, still exploring) beat their first ones, and last more than twice as long as a
+    # random policy's. How late "last" is depends on how the clients' steps interleave
     # (evaluation reached 450 after 2,000 to 4,100 client steps), so the run goes on until the
     # clients' own episodes average 50. The first 10 episodes of each client are no fixed
     # baseline: the learner updates after every 256 steps, within them (their means were
